@@ -1,0 +1,102 @@
+//! History: `/v1/conversations` and `/v1/conversations/{number}/messages`, newest first,
+//! paged with an opaque `before` position.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Authed, Json, Path, Query};
+use crate::app::App;
+use crate::messages::StoredMessage;
+use crate::phone::PhoneNumber;
+use crate::store::ConversationSummary;
+
+/// The routes.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/conversations", get(conversations))
+        .route("/v1/conversations/{number}/messages", get(messages))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+impl Page {
+    fn parse(&self) -> Result<(Option<i64>, u32), ApiError> {
+        let before = match self.before.as_deref().filter(|b| !b.is_empty()) {
+            None => None,
+            Some(b) => Some(b.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "`before` must be a `next` value from an earlier page",
+                )
+            })?),
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                "`limit` must be between 1 and 200",
+            ));
+        }
+        Ok((before, limit))
+    }
+}
+
+#[derive(Serialize)]
+struct Conversations {
+    conversations: Vec<ConversationSummary>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    next: Option<String>,
+}
+
+async fn conversations(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Query(page): Query<Page>,
+) -> Result<Json<Conversations>, ApiError> {
+    let (before, limit) = page.parse()?;
+    let conversations = app
+        .store
+        .list_conversations(instance.id, before, limit)
+        .await?;
+    let next = (conversations.len() == limit as usize)
+        .then(|| conversations.last().map(|c| c.last_message.seq.to_string()))
+        .flatten();
+    Ok(Json(Conversations {
+        conversations,
+        next,
+    }))
+}
+
+#[derive(Serialize)]
+struct Messages {
+    messages: Vec<StoredMessage>,
+    next: Option<String>,
+}
+
+async fn messages(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(number): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Messages>, ApiError> {
+    let number = PhoneNumber::parse(&number)
+        .map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
+    let (before, limit) = page.parse()?;
+    let messages = app
+        .store
+        .list_messages(instance.id, number.as_str(), before, limit)
+        .await?;
+    let next = (messages.len() == limit as usize)
+        .then(|| messages.last().map(|m| m.seq.to_string()))
+        .flatten();
+    Ok(Json(Messages { messages, next }))
+}

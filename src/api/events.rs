@@ -1,0 +1,215 @@
+//! The event feed and delivery records: `GET /v1/events` (pull with long-polling),
+//! `GET /v1/events/{id}`, `GET /v1/events/{id}/attempts`, `POST /v1/events/{id}/resend`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::extract::{Authed, Json, Path, Query};
+use crate::app::App;
+use crate::events::EventRecord;
+use crate::store::{AttemptRecord, DeliveryStatus, rfc3339};
+
+/// The longest a pull waits for new events.
+const MAX_WAIT_SECONDS: u64 = 30;
+
+/// The routes.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/events", get(pull))
+        .route("/v1/events/{id}", get(read))
+        .route("/v1/events/{id}/attempts", get(attempts))
+        .route("/v1/events/{id}/resend", post(resend))
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// An event as the feed shows it.
+#[derive(Serialize)]
+struct EventView {
+    id: String,
+    cursor: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    created_at: String,
+    payload: Box<RawValue>,
+}
+
+impl TryFrom<EventRecord> for EventView {
+    type Error = ApiError;
+    fn try_from(e: EventRecord) -> Result<Self, ApiError> {
+        let payload = RawValue::from_string(e.payload).map_err(|err| ApiError::internal(&err))?;
+        Ok(Self {
+            id: e.id,
+            cursor: e.seq.to_string(),
+            kind: e.kind.as_str(),
+            created_at: rfc3339(e.created_at),
+            payload,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Feed {
+    events: Vec<EventView>,
+    /// The cursor to pass as `after` next time.
+    next: String,
+}
+
+async fn pull(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Query(q): Query<PullQuery>,
+) -> Result<Json<Feed>, ApiError> {
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        None => 0,
+        Some(a) => a.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "`after` must be a `cursor` or `next` value from this feed",
+            )
+        })?,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "`limit` must be between 1 and 1000",
+        ));
+    }
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            format!("`wait` may be at most {MAX_WAIT_SECONDS} seconds"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Subscribe before reading, so an event committed between the read and the wait still
+    // wakes this request.
+    let mut feed = app.subscribe_feed();
+    loop {
+        feed.borrow_and_update();
+        let events = app.store.list_events(instance.id, after, limit).await?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next = events.last().map(|e| e.seq).unwrap_or(after).to_string();
+            let events = events
+                .into_iter()
+                .map(EventView::try_from)
+                .collect::<Result<_, _>>()?;
+            return Ok(Json(Feed { events, next }));
+        }
+        if tokio::time::timeout_at(deadline, feed.changed())
+            .await
+            .is_err()
+        {
+            continue;
+        }
+    }
+}
+
+async fn find(app: &App, instance_id: i64, id: &str) -> Result<EventRecord, ApiError> {
+    app.store
+        .get_event(instance_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))
+}
+
+#[derive(Serialize)]
+struct EventDetail {
+    #[serde(flatten)]
+    event: EventView,
+    deliveries: Vec<DeliveryStatus>,
+}
+
+async fn read(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<EventDetail>, ApiError> {
+    let event = find(&app, instance.id, &id).await?;
+    let deliveries = app.store.delivery_statuses(event.seq).await?;
+    Ok(Json(EventDetail {
+        event: event.try_into()?,
+        deliveries,
+    }))
+}
+
+#[derive(Serialize)]
+struct Attempts {
+    attempts: Vec<AttemptRecord>,
+    deliveries: Vec<DeliveryStatus>,
+}
+
+async fn attempts(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Attempts>, ApiError> {
+    let event = find(&app, instance.id, &id).await?;
+    let attempts = app.store.list_attempts(event.seq).await?;
+    let deliveries = app.store.delivery_statuses(event.seq).await?;
+    Ok(Json(Attempts {
+        attempts,
+        deliveries,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResendBody {
+    #[serde(default)]
+    endpoint_id: Option<String>,
+}
+
+async fn resend(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let event = find(&app, instance.id, &id).await?;
+    // The body is optional: `{}` or nothing resends to every endpoint.
+    let body: ResendBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResendBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("expected {{\"endpoint_id\": \"ep_…\"}} or no body: {e}"),
+            )
+        })?
+    };
+    let endpoint_id = body.endpoint_id;
+    if let Some(endpoint_id) = &endpoint_id {
+        app.store
+            .get_endpoint(instance.id, endpoint_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook"))?;
+    }
+    let scheduled = app
+        .store
+        .resend_event(event.seq, endpoint_id.as_deref(), app.now())
+        .await?;
+    app.engine.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"event_id": event.id, "scheduled": scheduled})),
+    ))
+}

@@ -1,0 +1,269 @@
+//! Sending: `POST /v1/messages`, `GET /v1/messages/{id}`, and the compatibility
+//! `POST /api/create-message` for scripts written against the App Key/Auth Key gateway API.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::error::{ApiError, too_large};
+use super::extract::{Authed, Json, Path, authenticate};
+use crate::app::{App, IdempotencyKey};
+use crate::instances::AuthKey;
+use crate::messages::{SendRequest, StoredMessage};
+use crate::store::StoreError;
+
+/// The routes.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/messages", post(send))
+        .route("/v1/messages/{id}", get(read))
+        .route("/api/create-message", post(create_message))
+}
+
+async fn send(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some(IdempotencyKey {
+                key: key.to_string(),
+                request_hash: hex(&Sha256::digest(&body)),
+            })
+        }
+    };
+    if let Some(key) = &idempotency {
+        if let Some(response) = replay(&app, instance.id, key).await? {
+            return Ok(response);
+        }
+    }
+    let request: SendRequest = parse_json(&headers, &body)?;
+    let message = request.validate()?;
+    match app.send(&instance, message, idempotency.clone()).await {
+        Ok(sent) => Ok((StatusCode::ACCEPTED, Json(sent)).into_response()),
+        // Two sends with the same key raced; the other one won, so answer as it did.
+        Err(StoreError::Conflict(_)) if idempotency.is_some() => {
+            let key = idempotency.expect("checked above");
+            replay(&app, instance.id, &key).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_conflict",
+                    "a request with this Idempotency-Key is in progress",
+                )
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn replay(
+    app: &App,
+    instance_id: i64,
+    key: &IdempotencyKey,
+) -> Result<Option<Response>, ApiError> {
+    match app.replay(instance_id, key).await? {
+        Ok(None) => Ok(None),
+        Ok(Some(sent)) => {
+            let mut response = (StatusCode::ACCEPTED, Json(sent)).into_response();
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                header::HeaderValue::from_static("true"),
+            );
+            Ok(Some(response))
+        }
+        Err(()) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )),
+    }
+}
+
+/// Parses a JSON body taken as bytes (so it can also be fingerprinted).
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::invalid("invalid_body", e.to_string())
+        } else {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn read(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<StoredMessage>, ApiError> {
+    let message = app
+        .store
+        .get_message(instance.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Json(message))
+}
+
+/// The compatibility form: keys in the body (never the URL), `to`, `message`, optional `file`.
+#[derive(Debug, Default, Deserialize)]
+struct CompatForm {
+    #[serde(default)]
+    appkey: String,
+    #[serde(default)]
+    authkey: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    file: Option<String>,
+}
+
+fn compat_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"message_status": "Error", "error": message})),
+    )
+        .into_response()
+}
+
+async fn create_message(State(app): State<App>, request: Request) -> Response {
+    let form = match read_compat_form(request).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let instance = match authenticate(&app, &form.appkey, &AuthKey::new(form.authkey.clone())).await
+    {
+        Ok(instance) => instance,
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "Invalid Auth and AppKey"})),
+            )
+                .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    let file = form.file.filter(|f| !f.trim().is_empty());
+    let request = SendRequest {
+        to: form.to,
+        kind: Some(if file.is_some() { "image" } else { "text" }.to_string()),
+        body: Some(form.message),
+        media_url: file,
+        caption: None,
+        buttons: None,
+        template: None,
+    };
+    let message = match request.validate() {
+        Ok(message) => message,
+        Err(invalid) => return compat_error(StatusCode::UNPROCESSABLE_ENTITY, &invalid.message),
+    };
+    let to = message.to.to_string();
+    match app.send(&instance, message, None).await {
+        Ok(sent) => axum::Json(json!({
+            "message_status": "Success",
+            "data": {
+                "from": instance.phone_number.as_str(),
+                "to": to,
+                "status_code": 200,
+                "message_id": sent.message_id,
+            }
+        }))
+        .into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+async fn read_compat_form(request: Request) -> Result<CompatForm, Response> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| compat_error(StatusCode::BAD_REQUEST, &e.body_text()))?;
+        let mut form = CompatForm::default();
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| compat_error(e.status(), &e.body_text()))?
+        {
+            let name = field.name().unwrap_or_default().to_string();
+            let value = field
+                .text()
+                .await
+                .map_err(|e| compat_error(e.status(), &e.body_text()))?;
+            match name.as_str() {
+                "appkey" => form.appkey = value,
+                "authkey" => form.authkey = value,
+                "to" => form.to = value,
+                "message" => form.message = value,
+                "file" => form.file = Some(value),
+                _ => {}
+            }
+        }
+        return Ok(form);
+    }
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|_| too_large().into_response())?;
+    if content_type.starts_with("application/json") {
+        serde_json::from_slice(&body).map_err(|e| {
+            compat_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not valid JSON: {e}"),
+            )
+        })
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(&body).map_err(|e| {
+            compat_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the form is malformed: {e}"),
+            )
+        })
+    } else {
+        Err(compat_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a form (multipart/form-data or application/x-www-form-urlencoded) or JSON",
+        ))
+    }
+}

@@ -1,0 +1,46 @@
+//! The HTTP API (axum): one router per resource, merged here, with the body limit and the
+//! JSON fallbacks for unknown routes and methods.
+//!
+//! This is the only module that knows HTTP request types; handlers parse input into domain
+//! values and call [`crate::app::App`] or the store.
+
+pub mod error;
+pub mod extract;
+
+mod conversations;
+mod events;
+mod health;
+mod messages;
+mod sandbox;
+mod webhooks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tower_http::trace::TraceLayer;
+
+use self::error::ApiError;
+use crate::app::App;
+
+/// The whole API.
+pub fn router(app: App) -> Router {
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .merge(webhooks::router())
+        .merge(messages::router())
+        .merge(conversations::router())
+        .merge(events::router())
+        .merge(sandbox::router())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}

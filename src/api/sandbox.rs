@@ -1,0 +1,101 @@
+//! Sandbox-only calls: a simulated customer writes in (`POST /v1/sandbox/inbound`), and an
+//! outgoing message is moved to delivered/read/failed by hand.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{Authed, Json, Path};
+use crate::app::App;
+use crate::events::AckError;
+use crate::instances::{Channel, Instance};
+use crate::messages::{Direction, InboundRequest, MessageStatus};
+use crate::store::StatusOutcome;
+
+/// The routes.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/sandbox/inbound", post(inbound))
+        .route("/v1/sandbox/messages/{id}/status", post(set_status))
+}
+
+fn require_sandbox(instance: &Instance) -> Result<(), ApiError> {
+    match instance.channel {
+        Channel::Sandbox => Ok(()),
+    }
+}
+
+async fn inbound(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Json(body): Json<InboundRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_sandbox(&instance)?;
+    let message = body.validate()?;
+    let (message_id, event) = app.receive(&instance, message).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"message_id": message_id, "event_id": event.id})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+    #[serde(default)]
+    error: Option<AckError>,
+}
+
+async fn set_status(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(message_id): Path<String>,
+    Json(body): Json<StatusBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_sandbox(&instance)?;
+    let status = match MessageStatus::parse(&body.status) {
+        Some(s @ (MessageStatus::Delivered | MessageStatus::Read | MessageStatus::Failed)) => s,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "`status` must be delivered, read or failed",
+            ));
+        }
+    };
+    let message = app
+        .store
+        .get_message(instance.id, &message_id)
+        .await?
+        .filter(|m| m.direction == Direction::Outbound)
+        .ok_or_else(|| ApiError::not_found("outgoing message"))?;
+    let error = match status {
+        MessageStatus::Failed => Some(body.error.unwrap_or(AckError {
+            code: 131026,
+            title: "Message undeliverable (sandbox)".into(),
+        })),
+        _ => None,
+    };
+    match app
+        .change_status(instance.id, &message_id, &message.to, status, error)
+        .await?
+    {
+        StatusOutcome::Applied(event) => Ok(Json(
+            json!({"message_id": message_id, "status": status, "event_id": event.id}),
+        )),
+        StatusOutcome::Stale(current) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "status_not_forward",
+            format!(
+                "the message is already `{}`; statuses only move forward",
+                current.as_str()
+            ),
+        )),
+        StatusOutcome::NotFound => Err(ApiError::not_found("outgoing message")),
+    }
+}

@@ -1,0 +1,242 @@
+//! The application's use cases, shared by the API, the sandbox driver and the CLI: receive a
+//! customer's message, send a reply, change a message's status. Each one writes its change
+//! and the events it causes in one transaction, then wakes the delivery engine and the
+//! event feed's long-pollers.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::clock::{Clock, Millis};
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::events::{self, AckError, EventRecord, MessageFacts};
+use crate::ids;
+use crate::instances::Instance;
+use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
+use crate::sandbox::SandboxTimings;
+use crate::store::{
+    IdempotencyRecord, NewMessage, StatusChange, StatusOutcome, Store, StoreResult,
+};
+
+/// Everything the request handlers and background workers share. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// The storage.
+    pub store: Arc<dyn Store>,
+    /// The delivery engine.
+    pub engine: Engine,
+    /// The settings.
+    pub config: Arc<Config>,
+    /// The newest event sequence number, for long-polls to wait on.
+    feed: Arc<watch::Sender<i64>>,
+}
+
+/// A sent message, as the API reports it (and as an Idempotency-Key replays it).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Sent {
+    /// The new message's id.
+    pub message_id: String,
+    /// Its status right after sending.
+    pub status: MessageStatus,
+}
+
+impl App {
+    /// Ties a store and a configuration together.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let engine = Engine::new(store.clone(), &config);
+        Self {
+            store,
+            engine,
+            config: Arc::new(config),
+            feed: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
+    /// Now, in milliseconds.
+    pub fn now(&self) -> Millis {
+        self.config.clock.now_ms()
+    }
+
+    /// A receiver that changes whenever new events are committed.
+    pub fn subscribe_feed(&self) -> watch::Receiver<i64> {
+        self.feed.subscribe()
+    }
+
+    /// Announces committed events to the engine and the feed.
+    pub fn published(&self, records: &[EventRecord]) {
+        if let Some(max) = records.iter().map(|r| r.seq).max() {
+            self.feed.send_if_modified(|latest| {
+                let newer = max > *latest;
+                if newer {
+                    *latest = max;
+                }
+                newer
+            });
+            self.engine.wake();
+        }
+    }
+
+    /// A customer's message arrives: store it and publish its `message` event.
+    pub async fn receive(
+        &self,
+        instance: &Instance,
+        message: InboundMessage,
+    ) -> StoreResult<(String, EventRecord)> {
+        let now = self.now();
+        let message_id = ids::message_id();
+        let business = instance.phone_number.as_str();
+        let event = events::message_event(
+            MessageFacts {
+                instance_id: instance.id,
+                from: message.from.as_str(),
+                to: business,
+                kind: &message.kind,
+                body: &message.body,
+                message_id: &message_id,
+                detail: &message.detail,
+            },
+            now,
+        );
+        let customer_name = message
+            .detail
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
+        let record = NewMessage {
+            message_id: message_id.clone(),
+            direction: Direction::Inbound,
+            customer: message.from.to_string(),
+            customer_name,
+            business: business.to_string(),
+            kind: message.kind,
+            body: message.body,
+            detail: message.detail,
+            status: MessageStatus::Received,
+            created_at: now,
+        };
+        let stored = self
+            .store
+            .record_inbound(instance.id, record, event)
+            .await?;
+        self.published(std::slice::from_ref(&stored));
+        Ok((message_id, stored))
+    }
+
+    /// The business sends a message. On the sandbox it leaves at once (`ack.sent` in the
+    /// same transaction) and its later statuses are scheduled.
+    pub async fn send(
+        &self,
+        instance: &Instance,
+        message: OutboundMessage,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<Sent> {
+        let now = self.now();
+        let message_id = ids::message_id();
+        let customer = message.to.to_string();
+        let status = MessageStatus::Sent;
+        let ack = events::ack_event(instance.id, &message_id, &customer, status, None, now);
+        let timings = SandboxTimings::from_config(&self.config);
+        let schedule = timings.schedule(instance.id, &message_id, &customer, now);
+        let record = NewMessage {
+            message_id: message_id.clone(),
+            direction: Direction::Outbound,
+            customer,
+            customer_name: None,
+            business: instance.phone_number.to_string(),
+            kind: message.kind,
+            body: message.body,
+            detail: message.detail,
+            status,
+            created_at: now,
+        };
+        let sent = Sent { message_id, status };
+        let idempotency = idempotency.map(|key| IdempotencyRecord {
+            key: key.key,
+            request_hash: key.request_hash,
+            response: serde_json::to_string(&sent).expect("Sent serialises"),
+        });
+        let stored = self
+            .store
+            .record_outbound(
+                instance.id,
+                record,
+                ack.into_iter().collect(),
+                schedule,
+                idempotency,
+            )
+            .await?;
+        self.published(&stored);
+        Ok(sent)
+    }
+
+    /// The earlier answer to a send with this Idempotency-Key: `Ok(None)` if the key is new,
+    /// `Err(())` if it was used with a different request.
+    pub async fn replay(
+        &self,
+        instance_id: i64,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Result<Option<Sent>, ()>> {
+        let Some((hash, response)) = self
+            .store
+            .idempotent_response(instance_id, &key.key)
+            .await?
+        else {
+            return Ok(Ok(None));
+        };
+        if hash != key.request_hash {
+            return Ok(Err(()));
+        }
+        Ok(Ok(serde_json::from_str(&response).ok()))
+    }
+
+    /// Moves an outgoing message to `status` and publishes its ack, if that is a move forward.
+    pub async fn change_status(
+        &self,
+        instance_id: i64,
+        message_id: &str,
+        customer: &str,
+        status: MessageStatus,
+        error: Option<AckError>,
+    ) -> StoreResult<StatusOutcome> {
+        let now = self.now();
+        let Some(event) = events::ack_event(
+            instance_id,
+            message_id,
+            customer,
+            status,
+            error.as_ref(),
+            now,
+        ) else {
+            return Ok(StatusOutcome::NotFound);
+        };
+        let outcome = self
+            .store
+            .apply_status(StatusChange {
+                instance_id,
+                message_id: message_id.to_string(),
+                status,
+                error,
+                event,
+            })
+            .await?;
+        if let StatusOutcome::Applied(record) = &outcome {
+            self.published(std::slice::from_ref(record));
+        }
+        Ok(outcome)
+    }
+}
+
+/// An `Idempotency-Key` with the fingerprint of the request it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the request body, hex.
+    pub request_hash: String,
+}

@@ -1,0 +1,339 @@
+//! The `botlinkd` command line: `serve`, `instance create|list|rotate-keys`, `migrate`.
+//!
+//! Every flag can also be set through a `BOTLINKD_…` environment variable (shown in
+//! `--help`). Keys are printed only to stdout, for the operator who asked for them; logs go
+//! to stderr and never contain them.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, SqliteSync};
+use crate::delivery::RetrySchedule;
+use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
+use crate::phone::PhoneNumber;
+use crate::server::Server;
+use crate::store;
+
+#[derive(Parser)]
+#[command(
+    name = "botlinkd",
+    version,
+    about = "Self-hostable WhatsApp business-messaging gateway with reliable, signed webhooks"
+)]
+struct Cli {
+    /// Where the data lives: sqlite://PATH (or a plain file path).
+    #[arg(
+        long,
+        global = true,
+        env = "BOTLINKD_DATABASE_URL",
+        default_value = "sqlite://botlinkd.db"
+    )]
+    database_url: String,
+
+    /// SQLite durability: `full` survives power loss, `normal` survives a killed process.
+    #[arg(
+        long,
+        global = true,
+        env = "BOTLINKD_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
+    sqlite_synchronous: SqliteSync,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API, webhook delivery, sandbox).
+    Serve(ServeArgs),
+    /// Manage instances (business numbers) and their keys.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "BOTLINKD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The URL users reach this server at (for printed links), if not the listen address.
+    #[arg(long, env = "BOTLINKD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Networks webhooks may target although they are internal, e.g. 127.0.0.0/8 for local development.
+    #[arg(long, env = "BOTLINKD_WEBHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    webhook_allow_cidrs: Vec<IpNet>,
+    /// Delays between delivery attempts; after the last the delivery is dead.
+    #[arg(
+        long,
+        env = "BOTLINKD_RETRY_SCHEDULE",
+        default_value = "5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h"
+    )]
+    retry_schedule: String,
+    /// The limit on one whole webhook exchange.
+    #[arg(long, env = "BOTLINKD_ATTEMPT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    attempt_timeout: Duration,
+    /// Sandbox: delay before an outgoing message turns `delivered` (`off`: by hand only).
+    #[arg(long, env = "BOTLINKD_SANDBOX_DELIVERED_AFTER", default_value = "1s", value_parser = optional_duration)]
+    sandbox_delivered_after: OptionalDuration,
+    /// Sandbox: delay before an outgoing message turns `read` (`off`: by hand only).
+    #[arg(long, env = "BOTLINKD_SANDBOX_READ_AFTER", default_value = "3s", value_parser = optional_duration)]
+    sandbox_read_after: OptionalDuration,
+    /// The largest request body the API accepts, in bytes.
+    #[arg(long, env = "BOTLINKD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    max_body_bytes: usize,
+}
+
+#[derive(Clone, Copy)]
+struct OptionalDuration(Option<Duration>);
+
+fn optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    match s.trim() {
+        "off" | "manual" | "never" => Ok(OptionalDuration(None)),
+        other => humantime::parse_duration(other)
+            .map(|d| OptionalDuration(Some(d)))
+            .map_err(|e| format!("{e} (or `off`)")),
+    }
+}
+
+#[derive(Subcommand)]
+enum InstanceCommand {
+    /// Create a sandbox instance and print its keys (the Auth Key is shown only now).
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// The business number (a sandbox number is made up if left out).
+        #[arg(long)]
+        number: Option<String>,
+        /// Print JSON: {"instance_id","app_key","auth_key"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List instances.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an instance's App Key and Auth Key; the old ones stop working at once.
+    RotateKeys {
+        /// The instance id.
+        instance_id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOTLINKD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::new(cli.database_url);
+    config.sqlite_sync = cli.sqlite_synchronous;
+    match cli.command {
+        Command::Serve(args) => serve(config, args).await,
+        Command::Instance(command) => instance(config, command).await,
+        Command::Migrate => {
+            store::open(&config)?;
+            println!("database is up to date: {}", config.database_url);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    config.public_url = args.public_url;
+    config.webhook_allow_cidrs = args.webhook_allow_cidrs;
+    config.retry_schedule = RetrySchedule::parse(&args.retry_schedule)?;
+    config.attempt_timeout = args.attempt_timeout;
+    config.sandbox_delivered_after = args.sandbox_delivered_after.0;
+    config.sandbox_read_after = args.sandbox_read_after.0;
+    config.max_body_bytes = args.max_body_bytes;
+    config.clock = Clock::system();
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let database = config.database_url.clone();
+    let server = Server::start(config.clone(), listener).await?;
+    let base = config.base_url(server.local_addr()?);
+    println!(
+        "botlinkd {} listening on {base} (database: {database})",
+        env!("CARGO_PKG_VERSION")
+    );
+    match &server.demo {
+        Some(demo) => {
+            println!();
+            println!(
+                "A sandbox demo instance was created. Keep these keys: the Auth Key is shown only this once."
+            );
+            println!("  Instance ID: {}", demo.instance.id);
+            println!("  App Key:     {}", demo.credentials.app_key);
+            println!("  Auth Key:    {}", demo.credentials.auth_key.expose());
+            println!("  Portal:      {base}/portal");
+            println!();
+        }
+        None => {
+            for instance in server.app().store.list_instances().await? {
+                println!(
+                    "  instance {} ({}, {}) App Key {}",
+                    instance.id,
+                    instance.name,
+                    instance.channel.as_str(),
+                    instance.app_key
+                );
+            }
+            println!(
+                "  Portal: {base}/portal  (lost an Auth Key? botlinkd instance rotate-keys ID)"
+            );
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.serve(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing requests and in-flight deliveries");
+    shutdown.cancel();
+}
+
+async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()> {
+    let store = store::open(&config)?;
+    let now = Clock::system().now_ms();
+    match command {
+        InstanceCommand::Create { name, number, json } => {
+            let phone_number = match number {
+                Some(n) => PhoneNumber::parse(&n)?,
+                None => sandbox_number(),
+            };
+            let credentials = Credentials::generate();
+            let instance = store
+                .create_instance(
+                    NewInstance {
+                        name,
+                        channel: Channel::Sandbox,
+                        phone_number,
+                        credentials: credentials.clone(),
+                    },
+                    now,
+                )
+                .await?;
+            print_keys(&instance, &credentials, json);
+        }
+        InstanceCommand::List { json } => {
+            let instances = store.list_instances().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&instances)?);
+            } else {
+                println!(
+                    "{:<10} {:<10} {:<16} {:<20} APP KEY",
+                    "ID", "CHANNEL", "NUMBER", "NAME"
+                );
+                for i in instances {
+                    println!(
+                        "{:<10} {:<10} {:<16} {:<20} {}",
+                        i.id,
+                        i.channel.as_str(),
+                        i.phone_number,
+                        i.name,
+                        i.app_key
+                    );
+                }
+            }
+        }
+        InstanceCommand::RotateKeys { instance_id, json } => {
+            let credentials = Credentials::generate();
+            let instance = store
+                .rotate_keys(instance_id, &credentials)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no instance {instance_id}"))?;
+            print_keys(&instance, &credentials, json);
+        }
+    }
+    Ok(())
+}
+
+fn print_keys(instance: &Instance, credentials: &Credentials, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "instance_id": instance.id.to_string(),
+                "app_key": credentials.app_key,
+                "auth_key": credentials.auth_key.expose(),
+                "phone_number": instance.phone_number.as_str(),
+            })
+        );
+    } else {
+        println!("Instance ID: {}", instance.id);
+        println!("Number:      {}", instance.phone_number);
+        println!("App Key:     {}", credentials.app_key);
+        println!(
+            "Auth Key:    {}  (shown only now; stored hashed)",
+            credentials.auth_key.expose()
+        );
+    }
+}

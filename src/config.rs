@@ -1,0 +1,101 @@
+//! Every setting of a running server, with the defaults that make `botlinkd serve` work
+//! with no configuration at all.
+//!
+//! The command line (flags and `BOTLINKD_…` environment variables, see [`crate::cli`]) fills
+//! a [`Config`]; tests build one with [`Config::for_tests`] and change what they need.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::clock::Clock;
+use crate::delivery::RetrySchedule;
+
+/// How hard SQLite works to keep a commit through a power cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    /// `synchronous=FULL`: a commit survives power loss (the default).
+    Full,
+    /// `synchronous=NORMAL` in WAL mode: a commit survives a killed process, not a power cut.
+    Normal,
+}
+
+/// Everything a server needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the storage lives: `sqlite://PATH` or a plain file path.
+    pub database_url: String,
+    /// SQLite's durability setting.
+    pub sqlite_sync: SqliteSync,
+    /// The address users reach this server at, used in printed links (portal URL).
+    pub public_url: Option<String>,
+    /// Networks that webhook URLs may point into although they are private or loopback.
+    pub webhook_allow_cidrs: Vec<IpNet>,
+    /// When failed deliveries are tried again, and how much the delays are jittered.
+    pub retry_schedule: RetrySchedule,
+    /// The limit on one whole webhook exchange (connect, send, answer).
+    pub attempt_timeout: Duration,
+    /// How long a claimed delivery stays reserved for the process that claimed it.
+    pub delivery_lease: Duration,
+    /// Attempts in flight at once, over all endpoints.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once towards one endpoint.
+    pub max_in_flight_per_endpoint: usize,
+    /// Sandbox: how long after sending an outgoing message turns `delivered` (`None`: by hand).
+    pub sandbox_delivered_after: Option<Duration>,
+    /// Sandbox: how long after sending an outgoing message turns `read` (`None`: by hand).
+    pub sandbox_read_after: Option<Duration>,
+    /// The largest request body the API accepts.
+    pub max_body_bytes: usize,
+    /// Create a sandbox demo instance when the database has no instance yet.
+    pub create_demo_instance: bool,
+    /// Where "now" comes from.
+    pub clock: Clock,
+    /// Run the delivery engine and the sandbox driver in the background (tests of timing
+    /// switch this off and drive them step by step).
+    pub background_workers: bool,
+}
+
+impl Config {
+    /// The defaults of `botlinkd serve` with an explicit database.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            sqlite_sync: SqliteSync::Full,
+            public_url: None,
+            webhook_allow_cidrs: Vec::new(),
+            retry_schedule: RetrySchedule::default(),
+            attempt_timeout: Duration::from_secs(3),
+            delivery_lease: Duration::from_secs(30),
+            max_in_flight: 1024,
+            max_in_flight_per_endpoint: 64,
+            sandbox_delivered_after: Some(Duration::from_secs(1)),
+            sandbox_read_after: Some(Duration::from_secs(3)),
+            max_body_bytes: 256 * 1024,
+            create_demo_instance: true,
+            clock: Clock::system(),
+            background_workers: true,
+        }
+    }
+
+    /// Defaults for tests: loopback receivers allowed, fast sandbox receipts, no demo instance.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            sqlite_sync: SqliteSync::Normal,
+            webhook_allow_cidrs: vec!["127.0.0.0/8".parse().expect("valid CIDR")],
+            sandbox_delivered_after: Some(Duration::from_millis(50)),
+            sandbox_read_after: Some(Duration::from_millis(100)),
+            create_demo_instance: false,
+            ..Self::new(database_url)
+        }
+    }
+
+    /// The base URL printed in links, from `public_url` or the bound address.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+}

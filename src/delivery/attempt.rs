@@ -1,0 +1,189 @@
+//! One delivery attempt: a signed `POST` of the event's exact bytes, limited to the whole
+//! exchange taking at most the configured timeout (3 s by default).
+//!
+//! The HTTP client is shared, so connections to an endpoint are kept alive and reused. Its
+//! DNS resolver applies the [`AddressPolicy`] to every address it returns, and IP-literal
+//! URLs are checked here before connecting, so the guard holds at connect time whatever the
+//! URL resolved to when the endpoint was saved. Redirects are never followed: a 3xx is a
+//! failed attempt like any other non-2xx.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Host;
+
+use crate::clock::Clock;
+use crate::store::{AttemptResult, DueDelivery};
+use crate::webhooks::AddressPolicy;
+
+/// How much of a receiver's answer is kept with the attempt.
+pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
+/// How much of an answer is read at most (the rest is dropped with the connection).
+const RESPONSE_READ_LIMIT: usize = 64 * 1024;
+
+/// Makes delivery attempts.
+#[derive(Clone)]
+pub struct Attempter {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+    clock: Clock,
+}
+
+/// The client's resolver: the system's, with internal addresses removed.
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if permitted.is_empty() {
+                let shown = found
+                    .first()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|| "nothing".into());
+                return Err(
+                    format!("blocked: {host} resolves to {shown}, an internal address").into(),
+                );
+            }
+            Ok(Box::new(permitted.into_iter()) as Addrs)
+        })
+    }
+}
+
+impl Attempter {
+    /// A client with the address policy, the exchange timeout and the clock that stamps
+    /// attempts.
+    pub fn new(policy: AddressPolicy, timeout: Duration, clock: Clock) -> Self {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("botlinkd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Self {
+            client,
+            policy,
+            timeout,
+            clock,
+        }
+    }
+
+    /// Makes one attempt. The result's `retry_at` is left `None`; the engine decides it.
+    pub async fn attempt(&self, d: &DueDelivery) -> AttemptResult {
+        let started_at = self.clock.now_ms();
+        let started = Instant::now();
+        let outcome = self.exchange(d, started_at / 1000).await;
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let (status_code, response, error) = match outcome {
+            Ok((status, excerpt)) => {
+                let error = (!(200..300).contains(&status))
+                    .then(|| format!("receiver answered HTTP {status}"));
+                (Some(status), excerpt, error)
+            }
+            Err(error) => (None, String::new(), Some(error)),
+        };
+        AttemptResult {
+            delivery_id: d.delivery_id,
+            event_seq: d.event_seq,
+            endpoint_id: d.endpoint_id.clone(),
+            attempt: d.attempt,
+            started_at,
+            duration_ms,
+            success: error.is_none(),
+            status_code,
+            response,
+            error,
+            retry_at: None,
+        }
+    }
+
+    async fn exchange(&self, d: &DueDelivery, timestamp: i64) -> Result<(u16, String), String> {
+        let url = reqwest::Url::parse(&d.url).map_err(|_| "invalid endpoint URL".to_string())?;
+        let literal: Option<IpAddr> = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
+            return Err(format!("blocked: {ip} is an internal address"));
+        }
+        let signature = d.secret.sign(&d.event_id, timestamp, d.payload.as_bytes());
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(d.payload.as_bytes().to_vec());
+        let exchange = async {
+            let mut response = request.send().await.map_err(describe)?;
+            let status = response.status().as_u16();
+            let mut body = Vec::new();
+            while body.len() < RESPONSE_READ_LIMIT {
+                match response.chunk().await.map_err(describe)? {
+                    Some(chunk) => body.extend_from_slice(&chunk),
+                    None => break,
+                }
+            }
+            body.truncate(RESPONSE_EXCERPT_BYTES);
+            Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout_message(self.timeout)),
+        }
+    }
+}
+
+fn timeout_message(limit: Duration) -> String {
+    format!(
+        "timeout: no complete answer within {} ms",
+        limit.as_millis()
+    )
+}
+
+/// A short, URL-free description of a client error (URLs may carry tokens in their query).
+fn describe(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "answer broken off"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

@@ -1,0 +1,299 @@
+//! The engine loop: claim due deliveries, attempt them concurrently, record the outcomes.
+//!
+//! The backlog lives in the database, not in memory: the engine holds only the deliveries it
+//! has claimed (at most `max_in_flight`), so a receiver that is down for days costs rows on
+//! disk, not RAM. Attempts run as tasks; their results flow through a channel to one
+//! completer that records them in batches (one group commit for many attempts). Endpoints
+//! that already have `max_in_flight_per_endpoint` attempts running are skipped when
+//! claiming, so one slow receiver cannot take every slot.
+//!
+//! [`Engine::step`] is the same work done once and awaited, for tests that move a manual
+//! clock and check the schedule without sleeping.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Attempter, RetrySchedule};
+use crate::clock::{Clock, Millis};
+use crate::config::Config;
+use crate::store::{AttemptResult, DueDelivery, Store, StoreError, StoreResult};
+use crate::webhooks::AddressPolicy;
+
+/// The most deliveries claimed in one go.
+const CLAIM_BATCH: usize = 256;
+/// The most outcomes recorded in one go.
+const COMPLETE_BATCH: usize = 512;
+/// How often the engine looks for due work when nothing wakes it.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// What one [`Engine::step`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Attempts made.
+    pub attempted: usize,
+    /// Deliveries now delivered.
+    pub delivered: usize,
+    /// Deliveries scheduled for another attempt.
+    pub retrying: usize,
+    /// Deliveries now dead.
+    pub dead: usize,
+}
+
+/// The delivery engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    attempter: Attempter,
+    clock: Clock,
+    schedule: RetrySchedule,
+    lease: Duration,
+    max_in_flight: usize,
+    per_endpoint: usize,
+    wake: Notify,
+    in_flight: AtomicUsize,
+    per_endpoint_in_flight: Mutex<HashMap<String, usize>>,
+}
+
+impl Engine {
+    /// An engine over `store` with the delivery settings of `config`.
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+        let attempter = Attempter::new(
+            AddressPolicy::new(config.webhook_allow_cidrs.clone()),
+            config.attempt_timeout,
+            config.clock.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                attempter,
+                clock: config.clock.clone(),
+                schedule: config.retry_schedule.clone(),
+                lease: config.delivery_lease,
+                max_in_flight: config.max_in_flight.max(1),
+                per_endpoint: config.max_in_flight_per_endpoint.max(1),
+                wake: Notify::new(),
+                in_flight: AtomicUsize::new(0),
+                per_endpoint_in_flight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Tells the engine that new deliveries may be due.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The lease end for a delivery claimed now.
+    pub fn lease_until(&self) -> Millis {
+        self.inner.clock.now_ms() + self.inner.lease.as_millis() as Millis
+    }
+
+    /// Claims every due delivery, attempts them all, and records the outcomes.
+    pub async fn step(&self) -> StoreResult<StepOutcome> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let due = inner
+            .store
+            .claim_due(
+                now,
+                inner.max_in_flight as u32,
+                Vec::new(),
+                self.lease_until(),
+            )
+            .await?;
+        let mut attempts = JoinSet::new();
+        for d in due {
+            let engine = self.clone();
+            attempts.spawn(async move { engine.attempt(&d).await });
+        }
+        let mut results = Vec::new();
+        while let Some(result) = attempts.join_next().await {
+            results.push(result.expect("attempt tasks do not panic"));
+        }
+        let outcome = tally(&results);
+        inner.store.complete(results).await?;
+        Ok(outcome)
+    }
+
+    /// Attempts a delivery the caller has claimed already, records the outcome and returns it.
+    pub async fn deliver_now(&self, due: DueDelivery) -> StoreResult<AttemptResult> {
+        let result = self.attempt(&due).await;
+        self.inner.store.complete(vec![result.clone()]).await?;
+        self.wake();
+        Ok(result)
+    }
+
+    async fn attempt(&self, due: &DueDelivery) -> AttemptResult {
+        let mut result = self.inner.attempter.attempt(due).await;
+        if !result.success {
+            result.retry_at = self
+                .inner
+                .schedule
+                .delay_after(due.failures + 1)
+                .map(|delay| self.inner.clock.now_ms() + delay.as_millis() as Millis);
+        }
+        tracing::debug!(
+            event_id = %due.event_id,
+            endpoint_id = %due.endpoint_id,
+            attempt = result.attempt,
+            status = ?result.status_code,
+            success = result.success,
+            "delivery attempt"
+        );
+        result
+    }
+
+    /// Runs the engine until `shutdown` is cancelled, then lets in-flight attempts finish
+    /// (they are bounded by the attempt timeout) and records their outcomes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (done, outcomes) = mpsc::channel::<AttemptResult>(COMPLETE_BATCH * 4);
+        let completer = tokio::spawn(self.clone().record_outcomes(outcomes));
+        while !shutdown.is_cancelled() {
+            let claimed = self.claim_and_launch(&done).await;
+            if claimed == CLAIM_BATCH {
+                continue;
+            }
+            let wait = self.idle_wait(claimed).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        drop(done);
+        if completer.await.is_err() {
+            tracing::error!("the delivery completer stopped unexpectedly");
+        }
+    }
+
+    /// Claims what is due within the free slots and starts an attempt task for each.
+    async fn claim_and_launch(&self, done: &mpsc::Sender<AttemptResult>) -> usize {
+        let inner = &self.inner;
+        let free = inner
+            .max_in_flight
+            .saturating_sub(inner.in_flight.load(Ordering::Acquire));
+        if free == 0 {
+            return 0;
+        }
+        let skip: Vec<String> = {
+            let counts = inner.per_endpoint_in_flight.lock().expect("in-flight lock");
+            counts
+                .iter()
+                .filter(|(_, n)| **n >= inner.per_endpoint)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let limit = free.min(CLAIM_BATCH);
+        let now = inner.clock.now_ms();
+        let due = match inner
+            .store
+            .claim_due(now, limit as u32, skip, self.lease_until())
+            .await
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(error = %error, source = ?std::error::Error::source(&error), "claiming deliveries failed");
+                return 0;
+            }
+        };
+        let claimed = due.len();
+        for d in due {
+            inner.in_flight.fetch_add(1, Ordering::AcqRel);
+            *inner
+                .per_endpoint_in_flight
+                .lock()
+                .expect("in-flight lock")
+                .entry(d.endpoint_id.clone())
+                .or_default() += 1;
+            let engine = self.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let result = engine.attempt(&d).await;
+                engine.release_slot(&d.endpoint_id);
+                // The completer outlives every sender, so this only fails at process exit,
+                // where the lease returns the delivery to the queue.
+                let _ = done.send(result).await;
+            });
+        }
+        claimed
+    }
+
+    fn release_slot(&self, endpoint_id: &str) {
+        let inner = &self.inner;
+        inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let mut counts = inner.per_endpoint_in_flight.lock().expect("in-flight lock");
+        if let Some(n) = counts.get_mut(endpoint_id) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(endpoint_id);
+            }
+        }
+    }
+
+    /// How long to sleep when the last claim found less than a full batch.
+    async fn idle_wait(&self, claimed: usize) -> Duration {
+        let now = self.inner.clock.now_ms();
+        match self.inner.store.next_due_at().await {
+            // Due work that was not claimed belongs to busy or disabled endpoints: a finished
+            // attempt or a change wakes the loop; poll now and then in any case.
+            Ok(Some(at)) if at <= now => {
+                if claimed > 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(100)
+                }
+            }
+            Ok(Some(at)) => Duration::from_millis((at - now) as u64).min(IDLE_POLL),
+            Ok(None) => IDLE_POLL,
+            Err(error) => {
+                tracing::error!(error = %error, "reading the next due delivery failed");
+                IDLE_POLL
+            }
+        }
+    }
+
+    /// Records attempt outcomes in batches until every sender is gone.
+    async fn record_outcomes(self, mut outcomes: mpsc::Receiver<AttemptResult>) {
+        let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+        while outcomes.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
+            let results = std::mem::take(&mut batch);
+            let mut backoff = Duration::from_millis(50);
+            // An outcome is never dropped: if the store fails, try again until it answers.
+            // (Should the process die meanwhile, the lease hands the delivery back.)
+            while let Err(error) = self.inner.store.complete(results.clone()).await {
+                if matches!(error, StoreError::Closed) {
+                    return;
+                }
+                tracing::error!(error = %error, "recording delivery outcomes failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            self.wake();
+        }
+    }
+}
+
+fn tally(results: &[AttemptResult]) -> StepOutcome {
+    let mut outcome = StepOutcome {
+        attempted: results.len(),
+        ..StepOutcome::default()
+    };
+    for r in results {
+        match (r.success, r.retry_at) {
+            (true, _) => outcome.delivered += 1,
+            (false, Some(_)) => outcome.retrying += 1,
+            (false, None) => outcome.dead += 1,
+        }
+    }
+    outcome
+}

@@ -1,0 +1,16 @@
+//! The delivery engine: takes due deliveries from the store, posts them to their endpoints,
+//! and records each attempt's outcome on the retry schedule.
+//!
+//! - [`schedule`]: when a failed delivery is tried again.
+//! - [`attempt`]: one signed HTTP exchange with the 3-second limit and the SSRF guard.
+//! - [`engine`]: the claim → attempt → complete loop, and its single deterministic step.
+//!
+//! The engine never sees HTTP request types of the API, only [`crate::store::DueDelivery`].
+
+pub mod attempt;
+pub mod engine;
+pub mod schedule;
+
+pub use attempt::Attempter;
+pub use engine::{Engine, StepOutcome};
+pub use schedule::RetrySchedule;

@@ -1,0 +1,41 @@
+//! botlinkd — a self-hostable WhatsApp business-messaging gateway whose heart is reliable,
+//! signed, real-time webhook delivery.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting of a running server, with its defaults.
+//! - [`clock`]: the one source of "now", so delivery timing can be driven by tests.
+//! - [`ids`]: generation of the public identifiers (`evt_…`, `ep_…`, `wamid.…`, keys, secrets).
+//! - [`phone`]: the `PhoneNumber` newtype, parsed at the boundary.
+//! - [`instances`]: business numbers and their App Key / Auth Key credentials.
+//! - [`messages`]: inbound and outbound WhatsApp messages and their statuses.
+//! - [`events`]: the immutable `message` / `ack` events and their exact JSON payloads.
+//! - [`webhooks`]: endpoints, event filters, URL checks (SSRF guard) and Standard Webhooks signing.
+//! - [`delivery`]: the engine that claims due deliveries, makes the HTTP attempts and records
+//!   their outcome on the retry schedule.
+//! - [`sandbox`]: the built-in channel that walks outgoing messages through sent → delivered → read.
+//! - [`store`]: the storage trait and its SQLite backend; the only module that speaks SQL.
+//! - [`api`]: the HTTP surface (axum); the only module that knows HTTP request types.
+//! - [`app`]: the shared state that ties the pieces together for the API.
+//! - [`cli`]: the `botlinkd` command line.
+//!
+//! [`run`] is the whole server: tests bind port 0 and pass their own shutdown token.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod events;
+pub mod ids;
+pub mod instances;
+pub mod messages;
+pub mod phone;
+pub mod sandbox;
+pub mod store;
+pub mod webhooks;
+
+mod server;
+
+pub use server::{Server, run};

@@ -1,0 +1,5 @@
+//! The `botlinkd` binary: everything lives in the library; this only hands over to the CLI.
+
+fn main() -> std::process::ExitCode {
+    botlinkd::cli::main()
+}

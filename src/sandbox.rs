@@ -1,0 +1,101 @@
+//! The sandbox channel: lets anyone try botlinkd without a WhatsApp account.
+//!
+//! Customers are simulated through `POST /v1/sandbox/inbound` (see [`crate::api`]). Outgoing
+//! messages "leave" at once (`sent`), then walk to `delivered` and `read` on their own after
+//! configurable delays, or by hand through `POST /v1/sandbox/messages/{id}/status`. The
+//! future statuses are stored rows, not timers in memory, so a restart keeps them.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::clock::Millis;
+use crate::config::Config;
+use crate::messages::MessageStatus;
+use crate::store::{ScheduledStatus, StatusOutcome, StoreResult};
+
+/// When sandbox messages change status on their own.
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxTimings {
+    /// Delay to `delivered` (`None`: by hand only).
+    pub delivered_after: Option<Duration>,
+    /// Delay to `read` (`None`: by hand only).
+    pub read_after: Option<Duration>,
+}
+
+impl SandboxTimings {
+    /// The timings of a configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            delivered_after: config.sandbox_delivered_after,
+            read_after: config.sandbox_read_after,
+        }
+    }
+
+    /// The statuses a message sent at `now` will take.
+    pub fn schedule(
+        &self,
+        instance_id: i64,
+        message_id: &str,
+        customer: &str,
+        now: Millis,
+    ) -> Vec<ScheduledStatus> {
+        [
+            (MessageStatus::Delivered, self.delivered_after),
+            (MessageStatus::Read, self.read_after),
+        ]
+        .into_iter()
+        .filter_map(|(status, after)| {
+            after.map(|after| ScheduledStatus {
+                instance_id,
+                message_id: message_id.to_string(),
+                customer: customer.to_string(),
+                status,
+                due_at: now + after.as_millis() as Millis,
+            })
+        })
+        .collect()
+    }
+}
+
+/// Applies every sandbox status that is due; returns how many were applied.
+pub async fn step(app: &App) -> StoreResult<usize> {
+    let due = app.store.due_statuses(app.now(), 512).await?;
+    let mut applied = 0;
+    for s in due {
+        match app
+            .change_status(s.instance_id, &s.message_id, &s.customer, s.status, None)
+            .await?
+        {
+            StatusOutcome::Applied(_) => applied += 1,
+            // Overtaken (already read or failed) or gone: just forget the schedule.
+            StatusOutcome::Stale(_) | StatusOutcome::NotFound => {
+                app.store
+                    .drop_scheduled_status(&s.message_id, s.status)
+                    .await?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Runs the sandbox driver until `shutdown`.
+pub async fn run(app: App, shutdown: CancellationToken) {
+    let mut feed = app.subscribe_feed();
+    while !shutdown.is_cancelled() {
+        if let Err(error) = step(&app).await {
+            tracing::error!(error = %error, "applying sandbox statuses failed");
+        }
+        let wait = match app.store.next_status_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - app.now()).clamp(1, 1000) as u64),
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // A new send may have scheduled something sooner.
+            _ = feed.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

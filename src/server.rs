@@ -1,0 +1,135 @@
+//! Starting and running the server: open the store, make sure there is something to try
+//! (the sandbox demo instance), start the delivery engine and the sandbox driver, serve HTTP
+//! until the shutdown token is cancelled, then stop the workers in order.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
+use crate::store::{self, Store, StoreError};
+use crate::{api, sandbox};
+
+/// The demo instance created on first start, with the Auth Key it was given (shown once).
+#[derive(Debug)]
+pub struct DemoInstance {
+    /// The instance.
+    pub instance: Instance,
+    /// Its credentials.
+    pub credentials: Credentials,
+}
+
+/// A started server, not yet serving.
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+    /// The demo instance, if this start created it.
+    pub demo: Option<DemoInstance>,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened or prepared.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The listener failed.
+    #[error("serving HTTP failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl Server {
+    /// Opens the store, prepares it for this process, and creates the demo instance if the
+    /// database has no instance yet.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
+        let store = store::open(&config)?;
+        // SQLite is used by one serving process at a time, so every lease left in the file
+        // belonged to a process that is gone: hand those deliveries back at once.
+        let released = store.release_all_leases(config.clock.now_ms()).await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "resumed deliveries that were in flight when the last process stopped"
+            );
+        }
+        let demo = if config.create_demo_instance {
+            create_demo_if_empty(store.as_ref(), &config).await?
+        } else {
+            None
+        };
+        Ok(Self {
+            app: App::new(store, config),
+            listener,
+            demo,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared application state (tests drive the engine through it).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` is cancelled; then finishes in-flight requests and attempts.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let app = self.app;
+        let workers = shutdown.child_token();
+        let mut tasks = Vec::new();
+        if app.config.background_workers {
+            tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
+            tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
+        }
+        let router = api::router(app.clone());
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        workers.cancel();
+        for task in tasks {
+            if task.await.is_err() {
+                tracing::error!("a background worker panicked");
+            }
+        }
+        served.map_err(ServeError::from)
+    }
+}
+
+/// Starts a server on `listener` and serves until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    Server::start(config, listener).await?.serve(shutdown).await
+}
+
+async fn create_demo_if_empty(
+    store: &dyn Store,
+    config: &Config,
+) -> Result<Option<DemoInstance>, StoreError> {
+    if !store.list_instances().await?.is_empty() {
+        return Ok(None);
+    }
+    let credentials = Credentials::generate();
+    let instance = store
+        .create_instance(
+            NewInstance {
+                name: "demo".into(),
+                channel: Channel::Sandbox,
+                phone_number: sandbox_number(),
+                credentials: credentials.clone(),
+            },
+            config.clock.now_ms(),
+        )
+        .await?;
+    Ok(Some(DemoInstance {
+        instance,
+        credentials,
+    }))
+}

@@ -1,0 +1,410 @@
+//! Storage: the [`Store`] trait the rest of the program talks to, the records it returns,
+//! and its backends (today [`sqlite`]).
+//!
+//! The store owns three invariants that everything else relies on:
+//! 1. **Outbox.** An event and its deliveries are written in the same transaction as the
+//!    change that caused it (a message, a status), before the API answers.
+//! 2. **One head per conversation.** For each (endpoint, conversation) at most one delivery is
+//!    `pending`; the ones behind it are `waiting` and become `pending` only when the head is
+//!    delivered or dead. This is what keeps a conversation's events in order.
+//! 3. **Leases.** A claimed delivery is reserved until its lease ends; a process that dies
+//!    simply lets the lease run out and the delivery is claimed again (at least once).
+//!
+//! The store never imports HTTP types; it knows the domain types and SQL, nothing else.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::clock::Millis;
+use crate::events::{AckError, EventDraft, EventRecord};
+use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::messages::{Direction, MessageStatus, StoredMessage};
+use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
+
+/// A storage failure. The source is kept for the logs; the API answers a generic 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database URL names nothing we can open.
+    #[error("unsupported database URL `{0}` (use sqlite://PATH or a file path)")]
+    UnsupportedUrl(String),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// A uniqueness rule was broken (for example an Idempotency-Key reused with another body).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The group commit this write was part of failed; nothing of it was written.
+    #[error("the database could not commit")]
+    CommitFailed,
+    /// The storage thread is gone (the server is shutting down).
+    #[error("the storage worker has stopped")]
+    Closed,
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A message to store with the event it causes.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// `wamid.…`
+    pub message_id: String,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// The customer's number (the conversation).
+    pub customer: String,
+    /// The customer's profile name, if known.
+    pub customer_name: Option<String>,
+    /// The business number.
+    pub business: String,
+    /// The type.
+    pub kind: String,
+    /// Text, caption, button title or template name.
+    pub body: String,
+    /// Type-specific detail.
+    pub detail: Map<String, Value>,
+    /// Initial status.
+    pub status: MessageStatus,
+    /// When.
+    pub created_at: Millis,
+}
+
+/// A status an outgoing sandbox message will take on its own at `due_at`.
+#[derive(Clone, Debug)]
+pub struct ScheduledStatus {
+    /// The instance.
+    pub instance_id: i64,
+    /// The message.
+    pub message_id: String,
+    /// Its customer.
+    pub customer: String,
+    /// The status to take.
+    pub status: MessageStatus,
+    /// When.
+    pub due_at: Millis,
+}
+
+/// A recorded answer to an `Idempotency-Key`.
+#[derive(Clone, Debug)]
+pub struct IdempotencyRecord {
+    /// The key the client sent.
+    pub key: String,
+    /// A fingerprint of the request body, to refuse the same key with another body.
+    pub request_hash: String,
+    /// The answer to repeat.
+    pub response: String,
+}
+
+/// A status change of an outgoing message, with the ack event it publishes.
+#[derive(Clone, Debug)]
+pub struct StatusChange {
+    /// The instance.
+    pub instance_id: i64,
+    /// The message.
+    pub message_id: String,
+    /// The new status.
+    pub status: MessageStatus,
+    /// The failure reason, for `failed`.
+    pub error: Option<AckError>,
+    /// The `ack` event to publish if the status really moves forward.
+    pub event: EventDraft,
+}
+
+/// The outcome of a status change.
+#[derive(Clone, Debug)]
+pub enum StatusOutcome {
+    /// The status moved and this event was published.
+    Applied(EventRecord),
+    /// The message is already at or past that status; nothing was published.
+    Stale(MessageStatus),
+    /// No such outgoing message.
+    NotFound,
+}
+
+/// A conversation in the list.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversationSummary {
+    /// The customer's number.
+    pub number: String,
+    /// The customer's profile name, if known.
+    pub name: Option<String>,
+    /// The newest message.
+    pub last_message: StoredMessage,
+    /// How many messages the conversation holds.
+    pub message_count: i64,
+}
+
+/// A delivery that is due and claimed by this process.
+#[derive(Clone, Debug)]
+pub struct DueDelivery {
+    /// The delivery row.
+    pub delivery_id: i64,
+    /// The event's feed position.
+    pub event_seq: i64,
+    /// `evt_…`, sent as `webhook-id`.
+    pub event_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Where to post.
+    pub url: String,
+    /// How to sign.
+    pub secret: SigningSecret,
+    /// The body.
+    pub payload: Arc<str>,
+    /// The number this attempt will have (1 for the first).
+    pub attempt: u32,
+    /// How many failed attempts this delivery has made (the retry schedule's index).
+    pub failures: u32,
+}
+
+/// What one attempt did, as the engine reports it to the store.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    /// The delivery row.
+    pub delivery_id: i64,
+    /// The event's feed position.
+    pub event_seq: i64,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: Millis,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<u16>,
+    /// The first bytes of the answer.
+    pub response: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Whether it counts as delivered.
+    pub success: bool,
+    /// On failure: when to try again, or `None` when the delivery is now dead.
+    pub retry_at: Option<Millis>,
+}
+
+/// One recorded attempt, as the API lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's status code, `null` when no answer came.
+    pub status_code: Option<u16>,
+    /// The first bytes of the answer.
+    pub response: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// The state of one event towards one endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryStatus {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// `waiting` (behind an earlier event of its conversation), `pending`, `delivered` or `dead`.
+    pub state: &'static str,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due, RFC 3339, while pending.
+    pub next_attempt_at: Option<String>,
+}
+
+/// The storage interface. Every backend passes the same contract tests.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates an instance (only the Auth Key's hash is kept).
+    async fn create_instance(&self, new: NewInstance, now: Millis) -> StoreResult<Instance>;
+    /// Every instance, oldest first.
+    async fn list_instances(&self) -> StoreResult<Vec<Instance>>;
+    /// The instance with this App Key, with its Auth Key hash.
+    async fn instance_by_app_key(
+        &self,
+        app_key: &str,
+    ) -> StoreResult<Option<(Instance, AuthKeyHash)>>;
+    /// Replaces an instance's keys; `None` if there is no such instance.
+    async fn rotate_keys(
+        &self,
+        instance_id: i64,
+        keys: &Credentials,
+    ) -> StoreResult<Option<Instance>>;
+
+    /// Creates an endpoint.
+    async fn create_endpoint(
+        &self,
+        new: NewEndpoint,
+        secret: SigningSecret,
+        now: Millis,
+    ) -> StoreResult<Endpoint>;
+    /// An instance's endpoints, oldest first.
+    async fn list_endpoints(&self, instance_id: i64) -> StoreResult<Vec<Endpoint>>;
+    /// One endpoint of an instance.
+    async fn get_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>>;
+    /// Changes an endpoint.
+    async fn update_endpoint(
+        &self,
+        instance_id: i64,
+        id: &str,
+        change: EndpointChange,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>>;
+    /// Replaces an endpoint's signing secret.
+    async fn rotate_endpoint_secret(
+        &self,
+        instance_id: i64,
+        id: &str,
+        secret: SigningSecret,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>>;
+    /// Deletes an endpoint and its undelivered deliveries.
+    async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool>;
+
+    /// Stores an inbound message and its `message` event, with a delivery per subscribed
+    /// endpoint, in one transaction.
+    async fn record_inbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        event: EventDraft,
+    ) -> StoreResult<EventRecord>;
+    /// Stores an outgoing message, the events it publishes at once, the statuses it will take
+    /// later (sandbox), and the answer to its Idempotency-Key, in one transaction. When the
+    /// key was already used with the same body, nothing is written and the first answer is
+    /// returned as `Err(StoreError::Conflict)` only if the body differs.
+    async fn record_outbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        events: Vec<EventDraft>,
+        schedule: Vec<ScheduledStatus>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// The answer recorded for an Idempotency-Key: (request hash, response).
+    async fn idempotent_response(
+        &self,
+        instance_id: i64,
+        key: &str,
+    ) -> StoreResult<Option<(String, String)>>;
+    /// Moves an outgoing message's status forward and publishes its ack.
+    async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome>;
+    /// One message of an instance.
+    async fn get_message(
+        &self,
+        instance_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>>;
+    /// Conversations, most recently active first, before a paging position.
+    async fn list_conversations(
+        &self,
+        instance_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>>;
+    /// One conversation's messages, newest first, before a paging position.
+    async fn list_messages(
+        &self,
+        instance_id: i64,
+        customer: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Sandbox statuses due by `now`, oldest first.
+    async fn due_statuses(&self, now: Millis, limit: u32) -> StoreResult<Vec<ScheduledStatus>>;
+    /// When the next sandbox status is due.
+    async fn next_status_due(&self) -> StoreResult<Option<Millis>>;
+    /// Forgets a scheduled status (it was applied or overtaken).
+    async fn drop_scheduled_status(
+        &self,
+        message_id: &str,
+        status: MessageStatus,
+    ) -> StoreResult<()>;
+
+    /// The instance's events after a feed position (test events excluded).
+    async fn list_events(
+        &self,
+        instance_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// One event of an instance.
+    async fn get_event(&self, instance_id: i64, event_id: &str)
+    -> StoreResult<Option<EventRecord>>;
+    /// Every attempt of an event, oldest first.
+    async fn list_attempts(&self, event_seq: i64) -> StoreResult<Vec<AttemptRecord>>;
+    /// Where an event stands towards each endpoint.
+    async fn delivery_statuses(&self, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>>;
+    /// Delivers an event again to each of its endpoints (or to one); returns how many
+    /// deliveries were scheduled.
+    async fn resend_event(
+        &self,
+        event_seq: i64,
+        endpoint_id: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<usize>;
+    /// Stores a test event with one delivery to `endpoint_id`, already claimed by the caller.
+    async fn record_test_event(
+        &self,
+        instance_id: i64,
+        endpoint_id: &str,
+        event: EventDraft,
+        lease_until: Millis,
+    ) -> StoreResult<DueDelivery>;
+
+    /// Claims up to `limit` due deliveries (not of `skip_endpoints`, not of disabled
+    /// endpoints) until `lease_until`, oldest due first.
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        skip_endpoints: Vec<String>,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Records attempts and moves their deliveries on (delivered, retry, dead), promoting
+    /// the next delivery of a conversation where the head is done.
+    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()>;
+    /// When the earliest pending delivery falls due.
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
+    /// Releases every lease (only safe when this is the only process using the database).
+    async fn release_all_leases(&self, now: Millis) -> StoreResult<u64>;
+}
+
+/// Opens the store a configuration names.
+pub fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
+    let url = config.database_url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "{}… (PostgreSQL support is not in this build yet; use sqlite://PATH)",
+            &url[..url.find("://").map(|i| i + 3).unwrap_or(0)]
+        )));
+    }
+    let path = sqlite::path_from_url(url)?;
+    Ok(Arc::new(sqlite::SqliteStore::open(
+        &path,
+        config.sqlite_sync,
+    )?))
+}
+
+/// Formats milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

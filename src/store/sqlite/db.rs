@@ -1,0 +1,187 @@
+//! The SQLite connection layer: one writer thread that commits in groups, and a pool of
+//! read-only connections.
+//!
+//! Every write is a closure sent to the writer thread. The thread takes whatever closures are
+//! queued, runs each inside its own savepoint (so one failing write does not undo the others),
+//! commits them all with a single `COMMIT` — a single fsync — and only then answers each
+//! caller. A caller is therefore never told "done" before its data is durable, yet a burst of
+//! writes costs one disk sync, not one each. This is the group commit databases use for their
+//! own logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::SqliteSync;
+use crate::store::{StoreError, StoreResult};
+
+/// The largest number of writes committed together.
+const MAX_GROUP: usize = 512;
+
+type Finish = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// Handle to the writer thread and the reader pool.
+#[derive(Clone)]
+pub(super) struct Db {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file and starts the writer thread. `prepare`
+    /// runs once on the writer connection before anything else (migrations).
+    pub(super) fn open(
+        path: &Path,
+        sync: SqliteSync,
+        prepare: impl FnOnce(&mut Connection) -> StoreResult<()>,
+    ) -> StoreResult<Self> {
+        let mut writer = Connection::open(path)?;
+        let synchronous = match sync {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        };
+        writer.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000; \
+             PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
+        ))?;
+        prepare(&mut writer)?;
+        let (jobs, queue) = mpsc::channel::<Job>(4096);
+        thread::Builder::new()
+            .name("botlinkd-sqlite-writer".into())
+            .spawn(move || write_loop(writer, queue))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Self {
+            jobs,
+            readers: Arc::new(ReaderPool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` in the next group commit and returns its result once it is durable.
+    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = reply.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::CommitFailed)
+                });
+            });
+            (ok, finish)
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool.
+    pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl ReaderPool {
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.idle.lock().expect("reader pool lock").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-8000;")?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+    }
+}
+
+fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let finishes = run_group(&conn, batch.drain(..));
+        if finishes.is_empty() {
+            continue;
+        }
+        let committed = match conn.execute_batch("COMMIT") {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(error = %error, "sqlite commit failed; rolling back the group");
+                let _ = conn.execute_batch("ROLLBACK");
+                false
+            }
+        };
+        for finish in finishes {
+            finish(committed);
+        }
+    }
+}
+
+fn run_group(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Vec<Finish> {
+    let mut finishes = Vec::new();
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs unanswered tells every caller that nothing of theirs was written.
+        tracing::error!(error = %error, "sqlite could not begin a transaction");
+        drop(jobs.collect::<Vec<_>>());
+        return finishes;
+    }
+    for job in jobs {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (ok, finish) = job(conn);
+        if savepoint.is_ok() {
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(error) = conn.execute_batch(end) {
+                tracing::error!(error = %error, "sqlite savepoint failed");
+            }
+        }
+        finishes.push(finish);
+    }
+    finishes
+}

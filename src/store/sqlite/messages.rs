@@ -1,0 +1,239 @@
+//! SQL for messages, conversations, sandbox status schedules and idempotency keys.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::corrupt;
+use crate::clock::Millis;
+use crate::messages::{Direction, MessageStatus, StoredMessage};
+use crate::store::{ConversationSummary, NewMessage, ScheduledStatus, StoreResult};
+
+const COLUMNS: &str =
+    "seq, id, direction, customer, business, kind, body, detail, status, created_at";
+
+fn message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    message_at(row, 0)
+}
+
+/// Reads a message whose columns (in `COLUMNS` order) start at column `o`, for joins.
+fn message_at(row: &Row<'_>, o: usize) -> rusqlite::Result<StoredMessage> {
+    let direction: String = row.get(o + 2)?;
+    let direction = Direction::parse(&direction)
+        .ok_or_else(|| corrupt(o + 2, format!("direction `{direction}`")))?;
+    let customer: String = row.get(o + 3)?;
+    let business: String = row.get(o + 4)?;
+    let (from, to) = match direction {
+        Direction::Inbound => (customer, business),
+        Direction::Outbound => (business, customer),
+    };
+    let detail: String = row.get(o + 7)?;
+    let status: String = row.get(o + 8)?;
+    let created_at: Millis = row.get(o + 9)?;
+    Ok(StoredMessage {
+        seq: row.get(o)?,
+        message_id: row.get(o + 1)?,
+        direction,
+        from,
+        to,
+        kind: row.get(o + 5)?,
+        body: row.get(o + 6)?,
+        detail: serde_json::from_str(&detail).map_err(|e| corrupt(o + 7, e.to_string()))?,
+        status: MessageStatus::parse(&status)
+            .ok_or_else(|| corrupt(o + 8, format!("status `{status}`")))?,
+        timestamp: created_at / 1000,
+        created_at,
+    })
+}
+
+/// Stores a message and moves its conversation to the top.
+pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> StoreResult<i64> {
+    let detail = serde_json::Value::Object(m.detail.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.message_id,
+        instance_id,
+        m.direction.as_str(),
+        m.customer,
+        m.business,
+        m.kind,
+        m.body,
+        detail,
+        m.status.as_str(),
+        m.created_at
+    ])?;
+    let seq = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count) VALUES (?1, ?2, ?3, ?4, 1) \
+         ON CONFLICT (instance_id, customer) DO UPDATE SET \
+           last_seq = excluded.last_seq, message_count = message_count + 1, name = COALESCE(excluded.name, name)",
+    )?
+    .execute(params![instance_id, m.customer, m.customer_name, seq])?;
+    Ok(seq)
+}
+
+pub(super) fn get(
+    conn: &Connection,
+    instance_id: i64,
+    message_id: &str,
+) -> StoreResult<Option<StoredMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE id = ?1 AND instance_id = ?2"
+    ))?;
+    Ok(stmt
+        .query_row(params![message_id, instance_id], message)
+        .optional()?)
+}
+
+/// The outgoing message's customer and status, for a status change.
+pub(super) fn outbound_status(
+    conn: &Connection,
+    instance_id: i64,
+    message_id: &str,
+) -> StoreResult<Option<(String, MessageStatus)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT customer, status FROM messages WHERE id = ?1 AND instance_id = ?2 AND direction = 'outbound'",
+    )?;
+    let row = stmt
+        .query_row(params![message_id, instance_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(customer, status)| MessageStatus::parse(&status).map(|s| (customer, s))))
+}
+
+pub(super) fn set_status(
+    conn: &Connection,
+    message_id: &str,
+    status: MessageStatus,
+) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
+        .execute(params![message_id, status.as_str()])?;
+    Ok(())
+}
+
+pub(super) fn list_conversations(
+    conn: &Connection,
+    instance_id: i64,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<ConversationSummary>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT c.customer, c.name, c.message_count, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
+         WHERE c.instance_id = ?1 AND c.last_seq < ?2 ORDER BY c.last_seq DESC LIMIT ?3",
+        COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+    ))?;
+    let rows = stmt.query_map(
+        params![instance_id, before.unwrap_or(i64::MAX), limit],
+        |row| {
+            let last = message_at(row, 3)?;
+            Ok(ConversationSummary {
+                number: row.get(0)?,
+                name: row.get(1)?,
+                message_count: row.get(2)?,
+                last_message: last,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    instance_id: i64,
+    customer: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<StoredMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE instance_id = ?1 AND customer = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![instance_id, customer, before.unwrap_or(i64::MAX), limit],
+        message,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn schedule(conn: &Connection, s: &ScheduledStatus) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO scheduled_statuses (message_id, status, instance_id, customer, due_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![s.message_id, s.status.as_str(), s.instance_id, s.customer, s.due_at])?;
+    Ok(())
+}
+
+pub(super) fn due_statuses(
+    conn: &Connection,
+    now: Millis,
+    limit: u32,
+) -> StoreResult<Vec<ScheduledStatus>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, status, instance_id, customer, due_at FROM scheduled_statuses WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit], |r| {
+        let status: String = r.get(1)?;
+        Ok(ScheduledStatus {
+            message_id: r.get(0)?,
+            status: MessageStatus::parse(&status)
+                .ok_or_else(|| corrupt(1, format!("status `{status}`")))?,
+            instance_id: r.get(2)?,
+            customer: r.get(3)?,
+            due_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn next_status_due(conn: &Connection) -> StoreResult<Option<Millis>> {
+    Ok(
+        conn.query_row("SELECT MIN(due_at) FROM scheduled_statuses", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+pub(super) fn drop_scheduled(
+    conn: &Connection,
+    message_id: &str,
+    status: Option<MessageStatus>,
+) -> StoreResult<()> {
+    match status {
+        Some(status) => conn
+            .prepare_cached("DELETE FROM scheduled_statuses WHERE message_id = ?1 AND status = ?2")?
+            .execute(params![message_id, status.as_str()])?,
+        None => conn
+            .prepare_cached("DELETE FROM scheduled_statuses WHERE message_id = ?1")?
+            .execute([message_id])?,
+    };
+    Ok(())
+}
+
+pub(super) fn idempotent_response(
+    conn: &Connection,
+    instance_id: i64,
+    key: &str,
+) -> StoreResult<Option<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT request_hash, response FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2",
+    )?;
+    Ok(stmt
+        .query_row(params![instance_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+pub(super) fn remember_idempotent(
+    conn: &Connection,
+    instance_id: i64,
+    key: &str,
+    request_hash: &str,
+    response: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency_keys (instance_id, key, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![instance_id, key, request_hash, response, now])?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! The SQLite backend: the zero-configuration default, one file, WAL mode.
+//!
+//! Writes go through one writer thread that commits in groups ([`db`]); reads use a pool of
+//! read-only connections. The SQL lives in one file per subject.
+
+mod db;
+mod endpoints;
+mod instances;
+mod messages;
+mod migrations;
+mod outbox;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use self::db::Db;
+use crate::clock::Millis;
+use crate::config::SqliteSync;
+use crate::events::{EventDraft, EventRecord};
+use crate::ids;
+use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::messages::StoredMessage;
+use crate::store::{
+    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery,
+    IdempotencyRecord, NewMessage, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError,
+    StoreResult,
+};
+use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+/// The file a database URL names: `sqlite://PATH`, `sqlite:PATH` or a plain path.
+pub fn path_from_url(url: &str) -> StoreResult<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() || url.contains("://") && !url.starts_with("sqlite://") {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    }
+    Ok(PathBuf::from(path.split('?').next().unwrap_or(path)))
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it and applying migrations as needed.
+    pub fn open(path: &Path, sync: SqliteSync) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Db::open(path, sync, migrations::apply)?;
+        Ok(Self { db })
+    }
+}
+
+/// A stored value that does not parse, as a row-mapping error.
+pub(super) fn corrupt(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn create_instance(&self, new: NewInstance, now: Millis) -> StoreResult<Instance> {
+        self.db
+            .write(move |c| instances::create(c, &new, now))
+            .await
+    }
+
+    async fn list_instances(&self) -> StoreResult<Vec<Instance>> {
+        self.db.read(instances::list).await
+    }
+
+    async fn instance_by_app_key(
+        &self,
+        app_key: &str,
+    ) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
+        let app_key = app_key.to_string();
+        self.db
+            .read(move |c| instances::by_app_key(c, &app_key))
+            .await
+    }
+
+    async fn rotate_keys(
+        &self,
+        instance_id: i64,
+        keys: &Credentials,
+    ) -> StoreResult<Option<Instance>> {
+        let keys = keys.clone();
+        self.db
+            .write(move |c| instances::rotate_keys(c, instance_id, &keys))
+            .await
+    }
+
+    async fn create_endpoint(
+        &self,
+        new: NewEndpoint,
+        secret: SigningSecret,
+        now: Millis,
+    ) -> StoreResult<Endpoint> {
+        let id = ids::endpoint_id(now);
+        self.db
+            .write(move |c| endpoints::create(c, &id, &new, &secret, now))
+            .await
+    }
+
+    async fn list_endpoints(&self, instance_id: i64) -> StoreResult<Vec<Endpoint>> {
+        self.db.read(move |c| endpoints::list(c, instance_id)).await
+    }
+
+    async fn get_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
+        let id = id.to_string();
+        self.db
+            .read(move |c| endpoints::get(c, instance_id, &id))
+            .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        instance_id: i64,
+        id: &str,
+        change: EndpointChange,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>> {
+        let id = id.to_string();
+        self.db
+            .write(move |c| endpoints::update(c, instance_id, &id, &change, now))
+            .await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        instance_id: i64,
+        id: &str,
+        secret: SigningSecret,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>> {
+        let id = id.to_string();
+        self.db
+            .write(move |c| endpoints::rotate_secret(c, instance_id, &id, &secret, now))
+            .await
+    }
+
+    async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.db
+            .write(move |c| endpoints::delete(c, instance_id, &id))
+            .await
+    }
+
+    async fn record_inbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        event: EventDraft,
+    ) -> StoreResult<EventRecord> {
+        self.db
+            .write(move |c| {
+                messages::insert(c, instance_id, &message)?;
+                outbox::append(c, instance_id, &event)
+            })
+            .await
+    }
+
+    async fn record_outbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        events: Vec<EventDraft>,
+        schedule: Vec<ScheduledStatus>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.db
+            .write(move |c| {
+                if let Some(key) = &idempotency {
+                    if messages::idempotent_response(c, instance_id, &key.key)?.is_some() {
+                        return Err(StoreError::Conflict(format!(
+                            "Idempotency-Key `{}` was used already",
+                            key.key
+                        )));
+                    }
+                    messages::remember_idempotent(
+                        c,
+                        instance_id,
+                        &key.key,
+                        &key.request_hash,
+                        &key.response,
+                        message.created_at,
+                    )?;
+                }
+                messages::insert(c, instance_id, &message)?;
+                for s in &schedule {
+                    messages::schedule(c, s)?;
+                }
+                events
+                    .iter()
+                    .map(|e| outbox::append(c, instance_id, e))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn idempotent_response(
+        &self,
+        instance_id: i64,
+        key: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let key = key.to_string();
+        self.db
+            .read(move |c| messages::idempotent_response(c, instance_id, &key))
+            .await
+    }
+
+    async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome> {
+        self.db
+            .write(move |c| {
+                let Some((_, current)) =
+                    messages::outbound_status(c, change.instance_id, &change.message_id)?
+                else {
+                    return Ok(StatusOutcome::NotFound);
+                };
+                messages::drop_scheduled(c, &change.message_id, Some(change.status))?;
+                if !current.can_advance_to(change.status) {
+                    return Ok(StatusOutcome::Stale(current));
+                }
+                messages::set_status(c, &change.message_id, change.status)?;
+                if !change
+                    .status
+                    .can_advance_to(crate::messages::MessageStatus::Read)
+                {
+                    messages::drop_scheduled(c, &change.message_id, None)?;
+                }
+                Ok(StatusOutcome::Applied(outbox::append(
+                    c,
+                    change.instance_id,
+                    &change.event,
+                )?))
+            })
+            .await
+    }
+
+    async fn get_message(
+        &self,
+        instance_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        let message_id = message_id.to_string();
+        self.db
+            .read(move |c| messages::get(c, instance_id, &message_id))
+            .await
+    }
+
+    async fn list_conversations(
+        &self,
+        instance_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        self.db
+            .read(move |c| messages::list_conversations(c, instance_id, before, limit))
+            .await
+    }
+
+    async fn list_messages(
+        &self,
+        instance_id: i64,
+        customer: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let customer = customer.to_string();
+        self.db
+            .read(move |c| messages::list(c, instance_id, &customer, before, limit))
+            .await
+    }
+
+    async fn due_statuses(&self, now: Millis, limit: u32) -> StoreResult<Vec<ScheduledStatus>> {
+        self.db
+            .read(move |c| messages::due_statuses(c, now, limit))
+            .await
+    }
+
+    async fn next_status_due(&self) -> StoreResult<Option<Millis>> {
+        self.db.read(messages::next_status_due).await
+    }
+
+    async fn drop_scheduled_status(
+        &self,
+        message_id: &str,
+        status: crate::messages::MessageStatus,
+    ) -> StoreResult<()> {
+        let message_id = message_id.to_string();
+        self.db
+            .write(move |c| messages::drop_scheduled(c, &message_id, Some(status)))
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        instance_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.db
+            .read(move |c| outbox::list_events(c, instance_id, after, limit))
+            .await
+    }
+
+    async fn get_event(
+        &self,
+        instance_id: i64,
+        event_id: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        let event_id = event_id.to_string();
+        self.db
+            .read(move |c| outbox::get_event(c, instance_id, &event_id))
+            .await
+    }
+
+    async fn list_attempts(&self, event_seq: i64) -> StoreResult<Vec<AttemptRecord>> {
+        self.db
+            .read(move |c| outbox::list_attempts(c, event_seq))
+            .await
+    }
+
+    async fn delivery_statuses(&self, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
+        self.db
+            .read(move |c| outbox::delivery_statuses(c, event_seq))
+            .await
+    }
+
+    async fn resend_event(
+        &self,
+        event_seq: i64,
+        endpoint_id: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        let endpoint_id = endpoint_id.map(str::to_string);
+        self.db
+            .write(move |c| outbox::resend(c, event_seq, endpoint_id.as_deref(), now))
+            .await
+    }
+
+    async fn record_test_event(
+        &self,
+        instance_id: i64,
+        endpoint_id: &str,
+        event: EventDraft,
+        lease_until: Millis,
+    ) -> StoreResult<DueDelivery> {
+        let endpoint_id = endpoint_id.to_string();
+        self.db
+            .write(move |c| outbox::test_event(c, instance_id, &endpoint_id, &event, lease_until))
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        skip_endpoints: Vec<String>,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        self.db
+            .write(move |c| outbox::claim(c, now, limit, &skip_endpoints, lease_until))
+            .await
+    }
+
+    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()> {
+        self.db.write(move |c| outbox::complete(c, &results)).await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        self.db.read(outbox::next_due_at).await
+    }
+
+    async fn release_all_leases(&self, now: Millis) -> StoreResult<u64> {
+        self.db
+            .write(move |c| outbox::release_all_leases(c, now))
+            .await
+    }
+}

@@ -1,0 +1,386 @@
+//! SQL for the outbox: events, their deliveries (with the one-head-per-conversation rule),
+//! claims, completions and attempts.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::corrupt;
+use crate::clock::Millis;
+use crate::events::{EventDraft, EventKind, EventRecord};
+use crate::store::{
+    AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreResult, rfc3339,
+};
+use crate::webhooks::{EventFilter, SigningSecret};
+
+const WAITING: i64 = 0;
+const PENDING: i64 = 1;
+const DELIVERED: i64 = 2;
+const DEAD: i64 = 3;
+
+/// Appends an event to the outbox and creates a delivery for each enabled endpoint of the
+/// instance whose filter accepts it.
+pub(super) fn append(
+    conn: &Connection,
+    instance_id: i64,
+    e: &EventDraft,
+) -> StoreResult<EventRecord> {
+    let seq = insert_event(conn, instance_id, e)?;
+    let mut endpoints = conn.prepare_cached(
+        "SELECT id, events FROM endpoints WHERE instance_id = ?1 AND enabled = 1",
+    )?;
+    let targets: Vec<String> = endpoints
+        .query_map([instance_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?))
+        })?
+        .filter_map(|r| match r {
+            Ok((id, bits)) if EventFilter::from_bits(bits).accepts(e.kind) => Some(Ok(id)),
+            Ok(_) => None,
+            Err(err) => Some(Err(err)),
+        })
+        .collect::<Result<_, _>>()?;
+    for endpoint_id in targets {
+        enqueue(conn, seq, &endpoint_id, &e.conversation, 0, e.created_at)?;
+    }
+    Ok(record(seq, instance_id, e))
+}
+
+fn insert_event(conn: &Connection, instance_id: i64, e: &EventDraft) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO events (id, instance_id, kind, conversation, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![e.id, instance_id, e.kind.as_str(), e.conversation, e.payload, e.created_at])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn record(seq: i64, instance_id: i64, e: &EventDraft) -> EventRecord {
+    EventRecord {
+        seq,
+        id: e.id.clone(),
+        instance_id,
+        kind: e.kind,
+        conversation: e.conversation.clone(),
+        payload: e.payload.clone(),
+        created_at: e.created_at,
+    }
+}
+
+/// Adds a delivery at the tail of its conversation's queue: `pending` if the queue is
+/// empty, `waiting` behind the head otherwise.
+fn enqueue(
+    conn: &Connection,
+    event_seq: i64,
+    endpoint_id: &str,
+    conversation: &str,
+    attempt_offset: i64,
+    now: Millis,
+) -> StoreResult<i64> {
+    let busy: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1))")?
+        .query_row(params![endpoint_id, conversation], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, attempt_offset, next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![event_seq, endpoint_id, conversation, if busy { WAITING } else { PENDING }, attempt_offset, now])?;
+    Ok(conn.last_insert_rowid())
+}
+
+const EVENT_COLUMNS: &str = "seq, id, instance_id, kind, conversation, payload, created_at";
+
+fn event(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    let kind: String = row.get(3)?;
+    Ok(EventRecord {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        instance_id: row.get(2)?,
+        kind: EventKind::parse(&kind).ok_or_else(|| corrupt(3, format!("event kind `{kind}`")))?,
+        conversation: row.get(4)?,
+        payload: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+pub(super) fn list_events(
+    conn: &Connection,
+    instance_id: i64,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE instance_id = ?1 AND seq > ?2 AND kind != 'test' ORDER BY seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![instance_id, after, limit], event)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn get_event(
+    conn: &Connection,
+    instance_id: i64,
+    id: &str,
+) -> StoreResult<Option<EventRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND instance_id = ?2"
+    ))?;
+    Ok(stmt.query_row(params![id, instance_id], event).optional()?)
+}
+
+pub(super) fn list_attempts(conn: &Connection, event_seq: i64) -> StoreResult<Vec<AttemptRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success \
+         FROM attempts WHERE event_seq = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([event_seq], |r| {
+        Ok(AttemptRecord {
+            endpoint_id: r.get(0)?,
+            attempt: r.get(1)?,
+            started_at: rfc3339(r.get(2)?),
+            duration_ms: r.get(3)?,
+            status_code: r.get(4)?,
+            response: r.get(5)?,
+            error: r.get(6)?,
+            outcome: if r.get::<_, bool>(7)? {
+                "success"
+            } else {
+                "failure"
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn delivery_statuses(
+    conn: &Connection,
+    event_seq: i64,
+) -> StoreResult<Vec<DeliveryStatus>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT endpoint_id, state, failures + attempt_offset, next_at, lease_until FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([event_seq], |r| {
+        let state: i64 = r.get(1)?;
+        let next_at: Millis = r.get(3)?;
+        Ok(DeliveryStatus {
+            endpoint_id: r.get(0)?,
+            state: match state {
+                WAITING => "waiting",
+                PENDING => "pending",
+                DELIVERED => "delivered",
+                _ => "dead",
+            },
+            attempts: r.get(2)?,
+            next_attempt_at: (state == PENDING).then(|| rfc3339(next_at)),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Delivers an event again: a finished delivery gets a new one at the tail of its
+/// conversation (so order still holds); a pending one is made due now.
+pub(super) fn resend(
+    conn: &Connection,
+    event_seq: i64,
+    endpoint_id: Option<&str>,
+    now: Millis,
+) -> StoreResult<usize> {
+    let (instance_id, kind, conversation): (i64, String, String) = conn.query_row(
+        "SELECT instance_id, kind, conversation FROM events WHERE seq = ?1",
+        [event_seq],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let kind = EventKind::parse(&kind)
+        .ok_or_else(|| crate::store::StoreError::Corrupt(format!("event kind `{kind}`")))?;
+    let mut endpoints = conn.prepare_cached(
+        "SELECT id, events FROM endpoints WHERE instance_id = ?1 AND (?2 IS NULL OR id = ?2)",
+    )?;
+    let targets: Vec<(String, u8)> = endpoints
+        .query_map(params![instance_id, endpoint_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut scheduled = 0;
+    for (endpoint, bits) in targets {
+        let existing: Option<(i64, i64, i64)> = conn
+            .prepare_cached(
+                "SELECT id, state, failures + attempt_offset FROM deliveries WHERE event_seq = ?1 AND endpoint_id = ?2 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![event_seq, endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        match existing {
+            Some((id, PENDING, _)) => {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET next_at = ?2 WHERE id = ?1 AND lease_until IS NULL",
+                )?
+                .execute(params![id, now])?;
+            }
+            Some((_, WAITING, _)) => {}
+            Some((_, _, attempts_so_far)) => {
+                enqueue(
+                    conn,
+                    event_seq,
+                    &endpoint,
+                    &conversation,
+                    attempts_so_far,
+                    now,
+                )?;
+            }
+            None if endpoint_id.is_some() || EventFilter::from_bits(bits).accepts(kind) => {
+                enqueue(conn, event_seq, &endpoint, &conversation, 0, now)?;
+            }
+            None => continue,
+        }
+        scheduled += 1;
+    }
+    Ok(scheduled)
+}
+
+/// Stores a test event with one delivery, claimed at once by the caller. Each test event is
+/// a conversation of its own, so it never waits behind another.
+pub(super) fn test_event(
+    conn: &Connection,
+    instance_id: i64,
+    endpoint_id: &str,
+    e: &EventDraft,
+    lease_until: Millis,
+) -> StoreResult<DueDelivery> {
+    let seq = insert_event(conn, instance_id, e)?;
+    let id = enqueue(conn, seq, endpoint_id, &e.id, 0, e.created_at)?;
+    lease(conn, id, lease_until)?;
+    let (url, secret): (String, String) = conn.query_row(
+        "SELECT url, secret FROM endpoints WHERE id = ?1",
+        [endpoint_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(DueDelivery {
+        delivery_id: id,
+        event_seq: seq,
+        event_id: e.id.clone(),
+        endpoint_id: endpoint_id.to_string(),
+        url,
+        secret: SigningSecret::parse(&secret)
+            .map_err(|_| crate::store::StoreError::Corrupt("endpoint secret".into()))?,
+        payload: Arc::from(e.payload.as_str()),
+        attempt: 1,
+        failures: 0,
+    })
+}
+
+fn lease(conn: &Connection, delivery_id: i64, until: Millis) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE deliveries SET lease_until = ?2, next_at = ?2 WHERE id = ?1")?
+        .execute(params![delivery_id, until])?;
+    Ok(())
+}
+
+/// Claims due deliveries: reads the oldest due heads and leases them, in one transaction.
+pub(super) fn claim(
+    conn: &Connection,
+    now: Millis,
+    limit: u32,
+    skip: &[String],
+    lease_until: Millis,
+) -> StoreResult<Vec<DueDelivery>> {
+    let skip_json = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, d.attempt_offset \
+         FROM deliveries d \
+         JOIN endpoints ep ON ep.id = d.endpoint_id \
+         JOIN events ev ON ev.seq = d.event_seq \
+         WHERE d.state = 1 AND d.next_at <= ?1 AND ep.enabled = 1 \
+           AND d.endpoint_id NOT IN (SELECT value FROM json_each(?2)) \
+         ORDER BY d.next_at LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![now, skip_json, limit], |r| {
+        let secret: String = r.get(5)?;
+        let payload: String = r.get(6)?;
+        let failures: u32 = r.get(7)?;
+        let offset: u32 = r.get(8)?;
+        Ok(DueDelivery {
+            delivery_id: r.get(0)?,
+            event_seq: r.get(1)?,
+            event_id: r.get(2)?,
+            endpoint_id: r.get(3)?,
+            url: r.get(4)?,
+            secret: SigningSecret::parse(&secret).map_err(|e| corrupt(5, e.to_string()))?,
+            payload: Arc::from(payload),
+            attempt: offset + failures + 1,
+            failures,
+        })
+    })?;
+    let due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
+    for d in &due {
+        lease(conn, d.delivery_id, lease_until)?;
+    }
+    Ok(due)
+}
+
+/// Records attempts and moves each delivery on.
+pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreResult<()> {
+    for r in results {
+        conn.prepare_cached(
+            "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            r.event_seq,
+            r.endpoint_id,
+            r.attempt,
+            r.started_at,
+            r.duration_ms,
+            r.status_code,
+            r.response,
+            r.error,
+            r.success
+        ])?;
+        let finished_at = r.started_at + r.duration_ms;
+        if let (false, Some(retry_at)) = (r.success, r.retry_at) {
+            conn.prepare_cached(
+                "UPDATE deliveries SET failures = failures + 1, next_at = ?2, lease_until = NULL WHERE id = ?1 AND state = 1",
+            )?
+            .execute(params![r.delivery_id, retry_at])?;
+            continue;
+        }
+        let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
+        let queue: Option<(String, String)> = conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?2, failures = failures + ?3, lease_until = NULL \
+                 WHERE id = ?1 AND state = 1 RETURNING endpoint_id, conversation",
+            )?
+            .query_row(params![r.delivery_id, state, failed], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if let Some((endpoint_id, conversation)) = queue {
+            promote_next(conn, &endpoint_id, &conversation, finished_at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the oldest waiting delivery of a conversation the new head.
+fn promote_next(
+    conn: &Connection,
+    endpoint_id: &str,
+    conversation: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 1, next_at = ?3 WHERE id = \
+           (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state = 0 ORDER BY id LIMIT 1)",
+    )?
+    .execute(params![endpoint_id, conversation, now])?;
+    Ok(())
+}
+
+pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
+    Ok(conn.query_row(
+        "SELECT MIN(next_at) FROM deliveries WHERE state = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+pub(super) fn release_all_leases(conn: &Connection, now: Millis) -> StoreResult<u64> {
+    let n = conn.execute(
+        "UPDATE deliveries SET lease_until = NULL, next_at = ?1 WHERE state = 1 AND lease_until IS NOT NULL",
+        [now],
+    )?;
+    Ok(n as u64)
+}

@@ -1,0 +1,71 @@
+//! Webhook endpoints: where an instance's events go, which events, and how they are signed.
+//!
+//! - [`filter`]: the event filter an endpoint subscribes with.
+//! - [`address`]: the SSRF guard, which decides which IP addresses webhooks may reach.
+//! - [`target`]: webhook URL parsing and the creation-time check of where it resolves.
+//! - [`signing`]: Standard Webhooks secrets and signatures.
+
+pub mod address;
+pub mod filter;
+pub mod signing;
+pub mod target;
+
+use serde::Serialize;
+
+use crate::clock::Millis;
+pub use address::AddressPolicy;
+pub use filter::EventFilter;
+pub use signing::SigningSecret;
+pub use target::WebhookUrl;
+
+/// A stored endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoint {
+    /// `ep_…`
+    pub id: String,
+    /// The owning instance.
+    #[serde(skip)]
+    pub instance_id: i64,
+    /// Where events are posted.
+    pub url: String,
+    /// A note for humans.
+    pub description: String,
+    /// Which events it receives.
+    pub events: EventFilter,
+    /// Whether deliveries go out.
+    pub enabled: bool,
+    /// The signing secret (`whsec_…`).
+    pub secret: SigningSecret,
+    /// Creation time, milliseconds.
+    pub created_at: Millis,
+    /// Last change, milliseconds.
+    pub updated_at: Millis,
+}
+
+/// What creating an endpoint needs.
+#[derive(Clone, Debug)]
+pub struct NewEndpoint {
+    /// The owning instance.
+    pub instance_id: i64,
+    /// Where events are posted.
+    pub url: WebhookUrl,
+    /// A note for humans.
+    pub description: String,
+    /// Which events it receives.
+    pub events: EventFilter,
+    /// Whether deliveries go out.
+    pub enabled: bool,
+}
+
+/// A change to an endpoint; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointChange {
+    /// New URL.
+    pub url: Option<WebhookUrl>,
+    /// New description.
+    pub description: Option<String>,
+    /// New filter.
+    pub events: Option<EventFilter>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
