@@ -160,6 +160,7 @@ impl App {
             key: key.key,
             request_hash: key.request_hash,
             response: serde_json::to_string(&sent).expect("Sent serialises"),
+            expired_before: now - IDEMPOTENCY_WINDOW_MS,
         });
         let stored = self
             .store
@@ -175,24 +176,23 @@ impl App {
         Ok(sent)
     }
 
-    /// The earlier answer to a send with this Idempotency-Key: `Ok(None)` if the key is new,
-    /// `Err(())` if it was used with a different request.
-    pub async fn replay(
-        &self,
-        instance_id: i64,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Result<Option<Sent>, ()>> {
+    /// What an earlier send with this Idempotency-Key answered, if any.
+    pub async fn replay(&self, instance_id: i64, key: &IdempotencyKey) -> StoreResult<Replay> {
+        let since = self.now() - IDEMPOTENCY_WINDOW_MS;
         let Some((hash, response)) = self
             .store
-            .idempotent_response(instance_id, &key.key)
+            .idempotent_response(instance_id, &key.key, since)
             .await?
         else {
-            return Ok(Ok(None));
+            return Ok(Replay::New);
         };
         if hash != key.request_hash {
-            return Ok(Err(()));
+            return Ok(Replay::Mismatch);
         }
-        Ok(Ok(serde_json::from_str(&response).ok()))
+        Ok(match serde_json::from_str(&response) {
+            Ok(sent) => Replay::Same(sent),
+            Err(_) => Replay::New,
+        })
     }
 
     /// Moves an outgoing message to `status` and publishes its ack, if that is a move forward.
@@ -231,6 +231,20 @@ impl App {
         Ok(outcome)
     }
 }
+
+/// What an Idempotency-Key says about a send.
+#[derive(Clone, Debug)]
+pub enum Replay {
+    /// The key is new (or forgotten): send.
+    New,
+    /// The same request was sent before: answer as then.
+    Same(Sent),
+    /// The key was used with another request body.
+    Mismatch,
+}
+
+/// How long an Idempotency-Key is remembered: a retry within a day gets the first answer.
+pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 60 * 60 * 1000;
 
 /// An `Idempotency-Key` with the fingerprint of the request it came with.
 #[derive(Clone, Debug)]

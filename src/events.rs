@@ -244,10 +244,12 @@ pub fn test_event(instance_id: i64, endpoint_id: &str, now: Millis) -> EventDraf
             "timestamp": now / 1000,
         }),
     };
+    let id = ids::event_id(now);
     EventDraft {
-        id: ids::event_id(now),
+        // Each test event is a conversation of its own: it never waits behind another.
+        conversation: id.clone(),
+        id,
         kind: EventKind::Test,
-        conversation: String::new(),
         payload: serde_json::to_string(&payload).expect("event payloads serialise"),
         created_at: now,
     }

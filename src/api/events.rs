@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::extract::{Authed, Json, Path, Query};
+use super::extract::{Authed, Json, Path, Query, RawBody};
 use crate::app::App;
 use crate::events::EventRecord;
 use crate::store::{AttemptRecord, DeliveryStatus, rfc3339};
@@ -182,7 +181,7 @@ async fn resend(
     State(app): State<App>,
     Authed(instance): Authed,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let event = find(&app, instance.id, &id).await?;
     // The body is optional: `{}` or nothing resends to every endpoint.

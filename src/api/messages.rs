@@ -12,8 +12,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, too_large};
-use super::extract::{Authed, Json, Path, authenticate};
-use crate::app::{App, IdempotencyKey};
+use super::extract::{Authed, Json, Path, RawBody, authenticate};
+use crate::app::{App, IdempotencyKey, Replay};
 use crate::instances::AuthKey;
 use crate::messages::{SendRequest, StoredMessage};
 use crate::store::StoreError;
@@ -30,7 +30,7 @@ async fn send(
     State(app): State<App>,
     Authed(instance): Authed,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let idempotency = match headers.get("idempotency-key") {
         None => None,
@@ -81,8 +81,8 @@ async fn replay(
     key: &IdempotencyKey,
 ) -> Result<Option<Response>, ApiError> {
     match app.replay(instance_id, key).await? {
-        Ok(None) => Ok(None),
-        Ok(Some(sent)) => {
+        Replay::New => Ok(None),
+        Replay::Same(sent) => {
             let mut response = (StatusCode::ACCEPTED, Json(sent)).into_response();
             response.headers_mut().insert(
                 "idempotent-replayed",
@@ -90,7 +90,7 @@ async fn replay(
             );
             Ok(Some(response))
         }
-        Err(()) => Err(ApiError::new(
+        Replay::Mismatch => Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",

@@ -250,7 +250,7 @@ impl Engine {
                 if claimed > 0 {
                     Duration::ZERO
                 } else {
-                    Duration::from_millis(100)
+                    Duration::from_millis(250)
                 }
             }
             Ok(Some(at)) => Duration::from_millis((at - now) as u64).min(IDLE_POLL),

@@ -1,7 +1,7 @@
 //! The retry schedule: the delays after each failed attempt, with jitter.
 //!
 //! The default follows the published schedule (≈ 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h,
-//! 4 h, 8 h, 16 h, 24 h): twelve attempts over about 2.7 days, then the delivery is dead.
+//! 4 h, 8 h, 16 h, 24 h): twelve attempts over about 2.3 days, then the delivery is dead.
 //! Each delay is spread by ±10 % so that receivers coming back from an outage are not hit
 //! by every retry in the same second.
 

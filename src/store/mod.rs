@@ -101,6 +101,8 @@ pub struct IdempotencyRecord {
     pub request_hash: String,
     /// The answer to repeat.
     pub response: String,
+    /// Records older than this are forgotten (the key may be used afresh).
+    pub expired_before: Millis,
 }
 
 /// A status change of an outgoing message, with the ack event it publishes.
@@ -287,9 +289,9 @@ pub trait Store: Send + Sync + 'static {
         event: EventDraft,
     ) -> StoreResult<EventRecord>;
     /// Stores an outgoing message, the events it publishes at once, the statuses it will take
-    /// later (sandbox), and the answer to its Idempotency-Key, in one transaction. When the
-    /// key was already used with the same body, nothing is written and the first answer is
-    /// returned as `Err(StoreError::Conflict)` only if the body differs.
+    /// later (sandbox), and the answer to its Idempotency-Key, in one transaction. If the key
+    /// is already recorded (a concurrent request won the race), nothing is written and the
+    /// result is `Err(StoreError::Conflict)`; the caller then replays the recorded answer.
     async fn record_outbound(
         &self,
         instance_id: i64,
@@ -298,11 +300,13 @@ pub trait Store: Send + Sync + 'static {
         schedule: Vec<ScheduledStatus>,
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<Vec<EventRecord>>;
-    /// The answer recorded for an Idempotency-Key: (request hash, response).
+    /// The answer recorded for an Idempotency-Key no earlier than `since`:
+    /// (request hash, response).
     async fn idempotent_response(
         &self,
         instance_id: i64,
         key: &str,
+        since: Millis,
     ) -> StoreResult<Option<(String, String)>>;
     /// Moves an outgoing message's status forward and publishes its ack.
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome>;

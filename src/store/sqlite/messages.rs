@@ -214,13 +214,29 @@ pub(super) fn idempotent_response(
     conn: &Connection,
     instance_id: i64,
     key: &str,
+    since: Millis,
 ) -> StoreResult<Option<(String, String)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT request_hash, response FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2",
+        "SELECT request_hash, response FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2 AND created_at >= ?3",
     )?;
     Ok(stmt
-        .query_row(params![instance_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![instance_id, key, since], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
+}
+
+pub(super) fn forget_idempotent_before(
+    conn: &Connection,
+    instance_id: i64,
+    key: &str,
+    before: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2 AND created_at < ?3",
+    )?
+    .execute(params![instance_id, key, before])?;
+    Ok(())
 }
 
 pub(super) fn remember_idempotent(

@@ -184,7 +184,15 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 if let Some(key) = &idempotency {
-                    if messages::idempotent_response(c, instance_id, &key.key)?.is_some() {
+                    messages::forget_idempotent_before(
+                        c,
+                        instance_id,
+                        &key.key,
+                        key.expired_before,
+                    )?;
+                    if messages::idempotent_response(c, instance_id, &key.key, key.expired_before)?
+                        .is_some()
+                    {
                         return Err(StoreError::Conflict(format!(
                             "Idempotency-Key `{}` was used already",
                             key.key
@@ -215,10 +223,11 @@ impl Store for SqliteStore {
         &self,
         instance_id: i64,
         key: &str,
+        since: Millis,
     ) -> StoreResult<Option<(String, String)>> {
         let key = key.to_string();
         self.db
-            .read(move |c| messages::idempotent_response(c, instance_id, &key))
+            .read(move |c| messages::idempotent_response(c, instance_id, &key, since))
             .await
     }
 

@@ -153,7 +153,7 @@ pub(super) fn delivery_statuses(
     event_seq: i64,
 ) -> StoreResult<Vec<DeliveryStatus>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT endpoint_id, state, failures + attempt_offset, next_at, lease_until FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+        "SELECT endpoint_id, state, failures + attempt_offset + (state = 2), next_at, lease_until FROM deliveries WHERE event_seq = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([event_seq], |r| {
         let state: i64 = r.get(1)?;
@@ -200,9 +200,12 @@ pub(super) fn resend(
     for (endpoint, bits) in targets {
         let existing: Option<(i64, i64, i64)> = conn
             .prepare_cached(
-                "SELECT id, state, failures + attempt_offset FROM deliveries WHERE event_seq = ?1 AND endpoint_id = ?2 ORDER BY id DESC LIMIT 1",
+                "SELECT id, state, failures + attempt_offset + (state = 2) FROM deliveries \
+                 WHERE event_seq = ?1 AND endpoint_id = ?2 ORDER BY id DESC LIMIT 1",
             )?
-            .query_row(params![event_seq, endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![event_seq, endpoint], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         match existing {
             Some((id, PENDING, _)) => {
@@ -242,7 +245,7 @@ pub(super) fn test_event(
     lease_until: Millis,
 ) -> StoreResult<DueDelivery> {
     let seq = insert_event(conn, instance_id, e)?;
-    let id = enqueue(conn, seq, endpoint_id, &e.id, 0, e.created_at)?;
+    let id = enqueue(conn, seq, endpoint_id, &e.conversation, 0, e.created_at)?;
     lease(conn, id, lease_until)?;
     let (url, secret): (String, String) = conn.query_row(
         "SELECT url, secret FROM endpoints WHERE id = ?1",

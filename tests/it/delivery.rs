@@ -1,0 +1,327 @@
+//! The delivery contract: the time limit, success and failure, the retry schedule (driven
+//! step by step on a manual clock), dead deliveries, resends, and order per conversation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use botlinkd::clock::Clock;
+use botlinkd::delivery::{RetrySchedule, StepOutcome};
+use serde_json::{Value, json};
+
+use crate::harness::{Receiver, TestApp};
+
+#[tokio::test]
+async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+        c.retry_schedule = RetrySchedule::new(
+            vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            ],
+            0.0,
+        );
+    })
+    .await;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = failing.clone();
+    let receiver = Receiver::start_with(Arc::new(move |_, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            (StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO)
+        } else {
+            (StatusCode::OK, Duration::ZERO)
+        }
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447123456789", "anyone there?").await;
+    let engine = &app.app.engine;
+    let clock = app.clock().clone();
+    let step = |expected: StepOutcome| {
+        let engine = engine.clone();
+        async move { assert_eq!(engine.step().await.unwrap(), expected) }
+    };
+    let retry = StepOutcome {
+        attempted: 1,
+        retrying: 1,
+        ..Default::default()
+    };
+    let idle = StepOutcome::default();
+
+    step(retry).await;
+    let first = receiver.next().await;
+    let webhook_id = first.header("webhook-id").to_string();
+    clock.advance(Duration::from_millis(4_999));
+    step(idle).await;
+    clock.advance(Duration::from_millis(1));
+    step(retry).await;
+    clock.advance(Duration::from_secs(29));
+    step(idle).await;
+    clock.advance(Duration::from_secs(1));
+    step(retry).await;
+    clock.advance(Duration::from_secs(120));
+    step(StepOutcome {
+        attempted: 1,
+        dead: 1,
+        ..Default::default()
+    })
+    .await;
+    clock.advance(Duration::from_secs(86_400));
+    step(idle).await;
+
+    for _ in 0..3 {
+        assert_eq!(
+            receiver.next().await.header("webhook-id"),
+            webhook_id,
+            "retries keep the webhook-id"
+        );
+    }
+    let attempts = app
+        .get_json(&format!("/v1/events/{webhook_id}/attempts"))
+        .await;
+    let list = attempts["attempts"].as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for (i, a) in list.iter().enumerate() {
+        assert_eq!(a["attempt"], i + 1);
+        assert_eq!(a["outcome"], "failure");
+        assert_eq!(a["status_code"], 500);
+        assert!(
+            a["started_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2023-11-14T22:")
+        );
+        assert!(a["duration_ms"].is_i64());
+        assert!(a["error"].as_str().unwrap().contains("500"));
+        assert!(!a["endpoint_id"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(attempts["deliveries"][0]["state"], "dead");
+
+    // A dead delivery is delivered again on demand.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, resend) = app
+        .post(&format!("/v1/events/{webhook_id}/resend"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{resend}");
+    assert_eq!(resend["scheduled"], 1);
+    step(StepOutcome {
+        attempted: 1,
+        delivered: 1,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(receiver.next().await.header("webhook-id"), webhook_id);
+    let attempts = app
+        .get_json(&format!("/v1/events/{webhook_id}/attempts"))
+        .await;
+    assert_eq!(attempts["attempts"][4]["attempt"], 5);
+    assert_eq!(attempts["attempts"][4]["outcome"], "success");
+    assert_eq!(attempts["deliveries"][1]["state"], "delivered");
+}
+
+#[tokio::test]
+async fn any_2xx_succeeds_and_anything_else_is_retried_with_the_same_webhook_id() {
+    let app = TestApp::spawn_with(|c| {
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50); 5], 0.0);
+    })
+    .await;
+    let answers = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::NOT_FOUND,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::NO_CONTENT,
+    ];
+    let receiver =
+        Receiver::start_with(Arc::new(move |n, _| (answers[n.min(3)], Duration::ZERO))).await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447123456789", "retry me").await;
+    let ids: Vec<String> = futures_take(&receiver, 4).await;
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    let attempts = wait_for_attempts(&app, &ids[0], 4).await;
+    let outcomes: Vec<(&str, i64)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap(),
+                a["status_code"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("failure", 301),
+            ("failure", 404),
+            ("failure", 503),
+            ("success", 204)
+        ]
+    );
+}
+
+async fn futures_take(receiver: &Receiver, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(receiver.next().await.header("webhook-id").to_string());
+    }
+    ids
+}
+
+async fn wait_for_attempts(app: &TestApp, event_id: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + crate::harness::PATIENCE;
+    loop {
+        let attempts = app
+            .get_json(&format!("/v1/events/{event_id}/attempts"))
+            .await;
+        let list = attempts["attempts"].as_array().unwrap().clone();
+        if list.len() >= n || Instant::now() > deadline {
+            assert_eq!(list.len(), n, "attempts of {event_id}: {attempts}");
+            return list;
+        }
+        // Outcomes are recorded just after the receiver answers; look again shortly.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_limit_is_a_failure() {
+    let app = TestApp::spawn_with(|c| {
+        c.attempt_timeout = Duration::from_millis(400);
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50)], 0.0);
+    })
+    .await;
+    // The first answer comes after the limit, the second well within it.
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        let delay = if n == 0 {
+            Duration::from_millis(800)
+        } else {
+            Duration::from_millis(100)
+        };
+        (StatusCode::OK, delay)
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447123456789", "slow").await;
+    let id = receiver.next().await.header("webhook-id").to_string();
+    let attempts = wait_for_attempts(&app, &id, 2).await;
+    assert_eq!(attempts[0]["outcome"], "failure");
+    assert_eq!(attempts[0]["status_code"], Value::Null);
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("timeout"),
+        "{}",
+        attempts[0]
+    );
+    assert!(attempts[0]["duration_ms"].as_i64().unwrap() < 800);
+    assert_eq!(attempts[1]["outcome"], "success");
+}
+
+#[tokio::test]
+async fn the_default_limit_is_three_seconds_for_the_whole_exchange() {
+    let app = TestApp::spawn_with(|c| {
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50)], 0.0);
+    })
+    .await;
+    assert_eq!(app.app.config.attempt_timeout, Duration::from_secs(3));
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        let delay = if n == 0 {
+            Duration::from_millis(3_300)
+        } else {
+            Duration::from_millis(2_500)
+        };
+        (StatusCode::OK, delay)
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447123456789", "at the edge").await;
+    let id = receiver.next().await.header("webhook-id").to_string();
+    let attempts = wait_for_attempts(&app, &id, 2).await;
+    assert_eq!(attempts[0]["outcome"], "failure", "3.3 s is over the limit");
+    assert_eq!(attempts[1]["outcome"], "success", "2.5 s is within it");
+}
+
+#[tokio::test]
+async fn events_of_a_conversation_arrive_in_order_despite_failures() {
+    let app = TestApp::spawn_with(|c| {
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(30); 8], 0.0);
+    })
+    .await;
+    // Every third request fails, whichever conversation it belongs to.
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        if n % 3 == 0 {
+            (StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO)
+        } else {
+            (StatusCode::OK, Duration::ZERO)
+        }
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let customers = ["447000000001", "447000000002", "447000000003"];
+    let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
+    for i in 0..30 {
+        let customer = customers[i % 3];
+        let id = app.inbound_text(customer, &format!("message {i}")).await;
+        sent.entry(customer).or_default().push(id);
+    }
+    // Collect until every message was received successfully once.
+    let mut accepted: HashMap<String, Vec<String>> = HashMap::new();
+    while accepted.values().map(Vec::len).sum::<usize>() < 30 {
+        let got = receiver.next().await;
+        if got.status.is_success() {
+            let from = got.json["data"]["from"].as_str().unwrap().to_string();
+            accepted
+                .entry(from)
+                .or_default()
+                .push(got.json["data"]["message_id"].as_str().unwrap().to_string());
+        }
+    }
+    for customer in customers {
+        assert_eq!(accepted[customer], sent[customer], "order of {customer}");
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_holds_back_no_other_endpoint_or_conversation() {
+    let app = TestApp::spawn_with(|c| {
+        c.attempt_timeout = Duration::from_secs(2);
+    })
+    .await;
+    // One endpoint never answers in time; on the other, only conversation A hangs.
+    let stuck =
+        Receiver::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::from_secs(10)))).await;
+    let partly = Receiver::start_with(Arc::new(|_, body: &Value| {
+        if body["data"]["from"] == "447000000001" {
+            (StatusCode::OK, Duration::from_secs(10))
+        } else {
+            (StatusCode::OK, Duration::ZERO)
+        }
+    }))
+    .await;
+    app.create_webhook(&stuck.url, Some(&["message"])).await;
+    app.create_webhook(&partly.url, Some(&["message"])).await;
+
+    app.inbound_text("447000000001", "A1").await;
+    app.inbound_text("447000000001", "A2").await;
+    let started = Instant::now();
+    for i in 0..20 {
+        app.inbound_text(&format!("4479000000{i:02}"), "B").await;
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        bodies.push(
+            partly.next().await.json["data"]["body"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(bodies.iter().all(|b| b == "B"), "{bodies:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "other conversations went out while A and the stuck endpoint hung ({:?})",
+        started.elapsed()
+    );
+}

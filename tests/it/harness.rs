@@ -1,0 +1,355 @@
+//! The integration harness: a real server on port 0 with a fresh database, HTTP helpers with
+//! the instance's keys, and real webhook receivers that record what they get.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use botlinkd::app::App;
+use botlinkd::config::Config;
+use botlinkd::instances::{Channel, Credentials, NewInstance};
+use botlinkd::phone::PhoneNumber;
+use botlinkd::{Server, clock::Clock};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Logs go to a sink unless `TEST_LOG` is set.
+fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A running server with one sandbox instance.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub app: App,
+    pub keys: Keys,
+    shutdown: CancellationToken,
+    _server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// An instance's id and keys.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub instance_id: String,
+    pub app_key: String,
+    pub auth_key: String,
+    pub number: String,
+}
+
+impl TestApp {
+    /// A server with the test defaults.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server with the test defaults changed by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config =
+            Config::for_tests(format!("sqlite://{}", dir.path().join("test.db").display()));
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::start(config, listener)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        let app = server.app().clone();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            server.serve(token).await.expect("server runs");
+        });
+        let mut test = Self {
+            base,
+            client: reqwest::Client::new(),
+            app,
+            keys: Keys {
+                instance_id: String::new(),
+                app_key: String::new(),
+                auth_key: String::new(),
+                number: String::new(),
+            },
+            shutdown,
+            _server: handle,
+            _dir: dir,
+        };
+        test.keys = test.create_instance("test").await;
+        test
+    }
+
+    /// Creates another sandbox instance in the same server.
+    pub async fn create_instance(&self, name: &str) -> Keys {
+        let credentials = Credentials::generate();
+        let instance = self
+            .app
+            .store
+            .create_instance(
+                NewInstance {
+                    name: name.into(),
+                    channel: Channel::Sandbox,
+                    phone_number: PhoneNumber::parse("15550123456").unwrap(),
+                    credentials: credentials.clone(),
+                },
+                self.app.now(),
+            )
+            .await
+            .expect("instance");
+        Keys {
+            instance_id: instance.id.to_string(),
+            app_key: credentials.app_key,
+            auth_key: credentials.auth_key.expose().to_string(),
+            number: instance.phone_number.to_string(),
+        }
+    }
+
+    /// The clock the server uses.
+    pub fn clock(&self) -> &Clock {
+        self.app.clock()
+    }
+
+    /// A request with this instance's keys.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_as(&self.keys, method, path)
+    }
+
+    /// A request with another instance's keys.
+    pub fn request_as(
+        &self,
+        keys: &Keys,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, path))
+            .basic_auth(&keys.app_key, Some(&keys.auth_key))
+    }
+
+    /// GET, expecting 200, returning the JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// POST JSON, returning status and JSON.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Creates a webhook endpoint, expecting success.
+    pub async fn create_webhook(&self, url: &str, events: Option<&[&str]>) -> Value {
+        let mut body = json!({"url": url});
+        if let Some(events) = events {
+            body["events"] = json!(events);
+        }
+        let (status, endpoint) = self.post("/v1/webhooks", body).await;
+        assert_eq!(status, 201, "create webhook: {endpoint}");
+        endpoint
+    }
+
+    /// A customer writes a text; returns the message id.
+    pub async fn inbound_text(&self, from: &str, body: &str) -> String {
+        let (status, answer) = self
+            .post(
+                "/v1/sandbox/inbound",
+                json!({"from": from, "type": "text", "body": body}),
+            )
+            .await;
+        assert_eq!(status, 201, "inbound: {answer}");
+        answer["message_id"]
+            .as_str()
+            .expect("message_id")
+            .to_string()
+    }
+
+    /// The business sends a text; returns the message id.
+    pub async fn send_text(&self, to: &str, body: &str) -> String {
+        let (status, answer) = self
+            .post(
+                "/v1/messages",
+                json!({"to": to, "type": "text", "body": body}),
+            )
+            .await;
+        assert_eq!(status, 202, "send: {answer}");
+        answer["message_id"]
+            .as_str()
+            .expect("message_id")
+            .to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The status the receiver answered with.
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub json: Value,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// How a receiver answers the n-th request (0-based) with this body.
+pub type Behaviour = Arc<dyn Fn(usize, &Value) -> (StatusCode, Duration) + Send + Sync>;
+
+#[derive(Clone)]
+struct ReceiverState {
+    seen: mpsc::UnboundedSender<Received>,
+    count: Arc<AtomicUsize>,
+    behaviour: Behaviour,
+}
+
+/// A real HTTP server that records every webhook it gets.
+pub struct Receiver {
+    pub url: String,
+    inbox: Mutex<mpsc::UnboundedReceiver<Received>>,
+    count: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+impl Receiver {
+    /// A receiver that answers 200 at once.
+    pub async fn start() -> Self {
+        Self::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::ZERO))).await
+    }
+
+    /// A receiver that answers as `behaviour` says.
+    pub async fn start_with(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (seen, inbox) = mpsc::unbounded_channel();
+        let count = Arc::new(AtomicUsize::new(0));
+        let state = ReceiverState {
+            seen,
+            count: count.clone(),
+            behaviour,
+        };
+        let router = axum::Router::new()
+            .route("/hook", post(record))
+            .with_state(state);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        Self {
+            url,
+            inbox: Mutex::new(inbox),
+            count,
+            shutdown,
+        }
+    }
+
+    /// The next request, or a panic after [`PATIENCE`].
+    pub async fn next(&self) -> Received {
+        tokio::time::timeout(PATIENCE, self.inbox.lock().await.recv())
+            .await
+            .expect("the receiver waited too long for a webhook")
+            .expect("receiver open")
+    }
+
+    /// The next request that is not a retry of one already seen... or any next request
+    /// whose JSON `event` matches.
+    pub async fn next_event(&self, event: &str) -> Received {
+        loop {
+            let r = self.next().await;
+            if r.json["event"] == event {
+                return r;
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives within `window`.
+    pub async fn expect_nothing(&self, window: Duration) {
+        if let Ok(Some(r)) = tokio::time::timeout(window, self.inbox.lock().await.recv()).await {
+            panic!("expected no webhook, got {}", r.json);
+        }
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn record(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let n = state.count.fetch_add(1, Ordering::SeqCst);
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, delay) = (state.behaviour)(n, &json);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let _ = state.seen.send(Received {
+        status,
+        headers,
+        body,
+        json,
+    });
+    status
+}
+
+/// Verifies a delivery with the off-the-shelf Standard Webhooks library.
+pub fn verify_signature(secret: &str, r: &Received) {
+    let wh = standardwebhooks::Webhook::new(secret).expect("secret parses");
+    wh.verify(&r.body, &r.headers)
+        .expect("signature verifies with the standardwebhooks crate");
+}

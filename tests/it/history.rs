@@ -1,0 +1,90 @@
+//! History: conversations and their messages, newest first, paged.
+
+use serde_json::json;
+
+use crate::harness::TestApp;
+
+#[tokio::test]
+async fn conversations_and_messages_page_newest_first() {
+    let app = TestApp::spawn_with(|c| {
+        c.sandbox_delivered_after = None;
+        c.sandbox_read_after = None;
+    })
+    .await;
+    let ann = "447000000001";
+    let bob = "447000000002";
+    app.inbound_text(ann, "hi, it's Ann").await;
+    app.inbound_text(bob, "hi, it's Bob").await;
+    let reply = app.send_text(ann, "hello Ann").await;
+    for i in 0..5 {
+        app.inbound_text(ann, &format!("more {i}")).await;
+    }
+
+    let list = app.get_json("/v1/conversations").await;
+    let conversations = list["conversations"].as_array().unwrap();
+    assert_eq!(conversations.len(), 2);
+    assert_eq!(conversations[0]["number"], ann);
+    assert_eq!(conversations[0]["last_message"]["body"], "more 4");
+    assert_eq!(conversations[0]["message_count"], 7);
+    assert_eq!(conversations[1]["number"], bob);
+
+    let page = app
+        .get_json(&format!("/v1/conversations/{ann}/messages?limit=3"))
+        .await;
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["more 4", "more 3", "more 2"]);
+    let next = page["next"].as_str().unwrap();
+    let page = app
+        .get_json(&format!(
+            "/v1/conversations/{ann}/messages?limit=3&before={next}"
+        ))
+        .await;
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["body"], "more 1");
+    assert_eq!(messages[2]["body"], "hello Ann");
+    assert_eq!(messages[2]["direction"], "outbound");
+    assert_eq!(messages[2]["status"], "sent");
+    assert_eq!(messages[2]["message_id"], reply.as_str());
+    let last = app
+        .get_json(&format!(
+            "/v1/conversations/{ann}/messages?limit=3&before={}",
+            page["next"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(last["next"], serde_json::Value::Null);
+
+    // The status shown is the current one.
+    let (status, _) = app
+        .post(
+            &format!("/v1/sandbox/messages/{reply}/status"),
+            json!({"status": "delivered"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let page = app
+        .get_json(&format!("/v1/conversations/{ann}/messages?limit=10"))
+        .await;
+    let outgoing = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["message_id"] == reply.as_str())
+        .unwrap();
+    assert_eq!(outgoing["status"], "delivered");
+
+    let conversations = app.get_json("/v1/conversations?limit=1").await;
+    assert_eq!(conversations["conversations"].as_array().unwrap().len(), 1);
+    let rest = app
+        .get_json(&format!(
+            "/v1/conversations?limit=1&before={}",
+            conversations["next"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rest["conversations"][0]["number"], bob);
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of botlinkd: a real server (in-process on port 0, or the real binary
+//! as a child process), real HTTP receivers, a fresh SQLite database per test.
+
+mod bad_input;
+mod delivery;
+mod feed;
+mod harness;
+mod history;
+mod inbound;
+mod process;
+mod sending;
+mod webhooks;

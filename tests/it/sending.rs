@@ -1,0 +1,239 @@
+//! Replies through `/v1/messages` and the compatibility `/api/create-message`, and the
+//! receipts (`ack` events) that follow them.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Receiver, TestApp};
+
+async fn acks_for(receiver: &Receiver, message_id: &str, count: usize) -> Vec<String> {
+    let mut statuses = Vec::new();
+    while statuses.len() < count {
+        let got = receiver.next_event("ack").await;
+        if got.json["data"]["message_id"] == message_id {
+            statuses.push(got.json["data"]["status"].as_str().unwrap().to_string());
+        }
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_reply_walks_sent_delivered_read_in_order() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(
+        &receiver.url,
+        Some(&["ack.sent", "ack.delivered", "ack.read"]),
+    )
+    .await;
+    let message_id = app
+        .send_text("447123456789", "Your order ships today")
+        .await;
+    assert!(message_id.starts_with("wamid."));
+    assert_eq!(
+        acks_for(&receiver, &message_id, 3).await,
+        ["sent", "delivered", "read"]
+    );
+
+    let history = app
+        .get_json("/v1/conversations/447123456789/messages")
+        .await;
+    assert_eq!(history["messages"][0]["status"], "read");
+}
+
+#[tokio::test]
+async fn images_and_buttons_are_sent() {
+    let app = TestApp::spawn().await;
+    let (status, image) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "type": "image", "media_url": "https://example.com/a.png", "caption": "your invoice"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{image}");
+    assert_eq!(image["status"], "sent");
+    let (status, buttons) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "type": "buttons", "body": "Anything else?", "buttons": [{"id": "yes", "title": "Yes"}, {"title": "No"}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{buttons}");
+    let stored = app
+        .get_json(&format!(
+            "/v1/messages/{}",
+            buttons["message_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(stored["type"], "buttons");
+    assert_eq!(
+        stored["buttons"],
+        json!([{"id": "yes", "title": "Yes"}, {"id": "No", "title": "No"}])
+    );
+    let (status, too_many) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "type": "buttons", "body": "?", "buttons": [{"title": "1"}, {"title": "2"}, {"title": "3"}, {"title": "4"}]}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(too_many["error"]["code"], "invalid_buttons");
+}
+
+#[tokio::test]
+async fn statuses_can_be_driven_by_hand() {
+    let app = TestApp::spawn_with(|c| {
+        c.sandbox_delivered_after = None;
+        c.sandbox_read_after = None;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["ack"])).await;
+    let id = app.send_text("447123456789", "hello").await;
+    assert_eq!(acks_for(&receiver, &id, 1).await, ["sent"]);
+    receiver
+        .expect_nothing(std::time::Duration::from_millis(300))
+        .await;
+
+    let (status, body) = app
+        .post(
+            &format!("/v1/sandbox/messages/{id}/status"),
+            json!({"status": "read"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(acks_for(&receiver, &id, 1).await, ["read"]);
+
+    // Statuses only move forward.
+    let (status, body) = app
+        .post(
+            &format!("/v1/sandbox/messages/{id}/status"),
+            json!({"status": "delivered"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    let failing = app.send_text("447123456789", "to a lost phone").await;
+    assert_eq!(acks_for(&receiver, &failing, 1).await, ["sent"]);
+    let (status, _) = app
+        .post(
+            &format!("/v1/sandbox/messages/{failing}/status"),
+            json!({"status": "failed", "error": {"code": 131026, "title": "Undeliverable"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let failed = receiver.next_event("ack").await;
+    assert_eq!(failed.json["data"]["status"], "failed");
+    assert_eq!(
+        failed.json["data"]["error"],
+        json!({"code": 131026, "title": "Undeliverable"})
+    );
+
+    let (status, _) = app
+        .post(
+            "/v1/sandbox/messages/wamid.nope/status",
+            json!({"status": "read"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_compatibility_endpoint_takes_forms_and_json() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["ack.sent"])).await;
+    let url = format!("{}/api/create-message", app.base);
+    let keys = &app.keys;
+
+    let multipart = reqwest::multipart::Form::new()
+        .text("appkey", keys.app_key.clone())
+        .text("authkey", keys.auth_key.clone())
+        .text("to", "447123456789")
+        .text("message", "Example message");
+    let response = app
+        .client
+        .post(&url)
+        .multipart(multipart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message_status"], "Success");
+    assert_eq!(body["data"]["from"], keys.number.as_str());
+    assert_eq!(body["data"]["to"], "447123456789");
+    assert_eq!(body["data"]["status_code"], 200);
+    let id = body["data"]["message_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        receiver.next().await.json["data"]["message_id"],
+        id.as_str()
+    );
+
+    let form = [
+        ("appkey", keys.app_key.as_str()),
+        ("authkey", keys.auth_key.as_str()),
+        ("to", "447123456789"),
+        ("message", "see attached"),
+        ("file", "https://example.com/invoice.pdf"),
+    ];
+    let response = app.client.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let stored = app
+        .get_json(&format!(
+            "/v1/messages/{}",
+            body["data"]["message_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(stored["type"], "image");
+    assert_eq!(stored["media"]["url"], "https://example.com/invoice.pdf");
+
+    let json_body = json!({"appkey": keys.app_key, "authkey": keys.auth_key, "to": "447123456789", "message": "json works"});
+    let response = app.client.post(&url).json(&json_body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let bad = [
+        ("appkey", keys.app_key.as_str()),
+        ("authkey", "wrong"),
+        ("to", "447123456789"),
+        ("message", "x"),
+    ];
+    let response = app.client.post(&url).form(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"error": "Invalid Auth and AppKey"})
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_send_safe() {
+    let app = TestApp::spawn().await;
+    let body = json!({"to": "447123456789", "body": "charged once"});
+    let send = || {
+        app.request(Method::POST, "/v1/messages")
+            .header("idempotency-key", "order-42-shipped")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 202);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["message_id"], second["message_id"]);
+    let history = app
+        .get_json("/v1/conversations/447123456789/messages")
+        .await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+
+    let other = app
+        .request(Method::POST, "/v1/messages")
+        .header("idempotency-key", "order-42-shipped")
+        .json(&json!({"to": "447123456789", "body": "something else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+}
