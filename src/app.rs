@@ -13,6 +13,7 @@ use crate::delivery::Engine;
 use crate::events::{self, AckError, EventRecord, MessageFacts};
 use crate::ids;
 use crate::instances::Instance;
+use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
 use crate::sandbox::SandboxTimings;
 use crate::store::{
@@ -28,6 +29,8 @@ pub struct App {
     pub engine: Engine,
     /// The settings.
     pub config: Arc<Config>,
+    /// Notifications for live watchers (stream, portal).
+    pub live: Live,
     /// The newest event sequence number, for long-polls to wait on.
     feed: Arc<watch::Sender<i64>>,
 }
@@ -44,10 +47,12 @@ pub struct Sent {
 impl App {
     /// Ties a store and a configuration together.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
-        let engine = Engine::new(store.clone(), &config);
+        let live = Live::default();
+        let engine = Engine::new(store.clone(), live.clone(), &config);
         Self {
             store,
             engine,
+            live,
             config: Arc::new(config),
             feed: Arc::new(watch::channel(0).0),
         }
@@ -79,6 +84,9 @@ impl App {
                 newer
             });
             self.engine.wake();
+        }
+        for record in records {
+            self.live.events(record.instance_id, record.seq);
         }
     }
 

@@ -13,8 +13,10 @@
 //! - [`webhooks`]: endpoints, event filters, URL checks (SSRF guard) and Standard Webhooks signing.
 //! - [`delivery`]: the engine that claims due deliveries, makes the HTTP attempts and records
 //!   their outcome on the retry schedule.
+//! - [`live`]: in-process notifications of new events and attempts, for live watchers.
 //! - [`sandbox`]: the built-in channel that walks outgoing messages through sent → delivered → read.
 //! - [`store`]: the storage trait and its SQLite backend; the only module that speaks SQL.
+//! - [`portal`]: the Cloud Chat Portal's static files, compiled into the binary.
 //! - [`api`]: the HTTP surface (axum); the only module that knows HTTP request types.
 //! - [`app`]: the shared state that ties the pieces together for the API.
 //! - [`cli`]: the `botlinkd` command line.
@@ -30,8 +32,10 @@ pub mod delivery;
 pub mod events;
 pub mod ids;
 pub mod instances;
+pub mod live;
 pub mod messages;
 pub mod phone;
+pub mod portal;
 pub mod sandbox;
 pub mod store;
 pub mod webhooks;

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -18,6 +18,7 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{number}/messages", get(messages))
+        .route("/v1/conversations/{number}/read", post(mark_read))
 }
 
 #[derive(Deserialize)]
@@ -99,4 +100,20 @@ async fn messages(
         .then(|| messages.last().map(|m| m.seq.to_string()))
         .flatten();
     Ok(Json(Messages { messages, next }))
+}
+
+/// Marks a conversation read (its unread count drops to zero).
+async fn mark_read(
+    State(app): State<App>,
+    Authed(instance): Authed,
+    Path(number): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let number = PhoneNumber::parse(&number)
+        .map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
+    if !app.store.mark_read(instance.id, number.as_str()).await? {
+        return Err(ApiError::not_found("conversation"));
+    }
+    Ok(Json(
+        serde_json::json!({"number": number.as_str(), "unread": 0}),
+    ))
 }

@@ -18,6 +18,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Whether a 401 carries `WWW-Authenticate: Basic` (only when no credentials came: a
+    /// browser answers that header with a login dialog, which must not pop up over the
+    /// portal when its stored keys are wrong).
+    challenge: bool,
 }
 
 impl ApiError {
@@ -27,6 +31,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: false,
+        }
+    }
+
+    /// 401 for a request that carried no credentials at all: asks for Basic auth.
+    pub fn credentials_required() -> Self {
+        Self {
+            challenge: true,
+            ..Self::unauthorized()
         }
     }
 
@@ -61,6 +74,16 @@ impl ApiError {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message for the user.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// 500, after logging the cause chain.
@@ -145,7 +168,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"botlinkd\""),

@@ -41,7 +41,7 @@ struct PullQuery {
 
 /// An event as the feed shows it.
 #[derive(Serialize)]
-struct EventView {
+pub(super) struct EventView {
     id: String,
     cursor: String,
     #[serde(rename = "type")]

@@ -64,6 +64,9 @@ impl FromRequestParts<App> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Err(ApiError::credentials_required());
+        }
         let (app_key, auth_key) = basic_credentials(parts).ok_or_else(ApiError::unauthorized)?;
         authenticate(app, &app_key, &AuthKey::new(auth_key))
             .await

@@ -10,8 +10,10 @@ pub mod extract;
 mod conversations;
 mod events;
 mod health;
+mod instance;
 mod messages;
 mod sandbox;
+mod stream;
 mod webhooks;
 
 use axum::Router;
@@ -27,11 +29,14 @@ pub fn router(app: App) -> Router {
     let limit = app.config.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(instance::router())
         .merge(webhooks::router())
         .merge(messages::router())
         .merge(conversations::router())
         .merge(events::router())
         .merge(sandbox::router())
+        .merge(stream::router())
+        .merge(crate::portal::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -106,6 +106,8 @@ impl Attempter {
         AttemptResult {
             delivery_id: d.delivery_id,
             event_seq: d.event_seq,
+            event_id: d.event_id.clone(),
+            instance_id: d.instance_id,
             endpoint_id: d.endpoint_id.clone(),
             attempt: d.attempt,
             started_at,

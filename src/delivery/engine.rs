@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Attempter, RetrySchedule};
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
+use crate::live::Live;
 use crate::store::{AttemptResult, DueDelivery, Store, StoreError, StoreResult};
 use crate::webhooks::AddressPolicy;
 
@@ -53,6 +54,7 @@ pub struct Engine {
 
 struct Inner {
     store: Arc<dyn Store>,
+    live: Live,
     attempter: Attempter,
     clock: Clock,
     schedule: RetrySchedule,
@@ -66,7 +68,7 @@ struct Inner {
 
 impl Engine {
     /// An engine over `store` with the delivery settings of `config`.
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+    pub fn new(store: Arc<dyn Store>, live: Live, config: &Config) -> Self {
         let attempter = Attempter::new(
             AddressPolicy::new(config.webhook_allow_cidrs.clone()),
             config.attempt_timeout,
@@ -75,6 +77,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 store,
+                live,
                 attempter,
                 clock: config.clock.clone(),
                 schedule: config.retry_schedule.clone(),
@@ -121,14 +124,18 @@ impl Engine {
             results.push(result.expect("attempt tasks do not panic"));
         }
         let outcome = tally(&results);
-        inner.store.complete(results).await?;
+        let results: Arc<[AttemptResult]> = results.into();
+        inner.store.complete(results.clone()).await?;
+        inner.live.attempts(&results);
         Ok(outcome)
     }
 
     /// Attempts a delivery the caller has claimed already, records the outcome and returns it.
     pub async fn deliver_now(&self, due: DueDelivery) -> StoreResult<AttemptResult> {
         let result = self.attempt(&due).await;
-        self.inner.store.complete(vec![result.clone()]).await?;
+        let results: Arc<[AttemptResult]> = Arc::new([result.clone()]);
+        self.inner.store.complete(results.clone()).await?;
+        self.inner.live.attempts(&results);
         self.wake();
         Ok(result)
     }
@@ -266,7 +273,7 @@ impl Engine {
     async fn record_outcomes(self, mut outcomes: mpsc::Receiver<AttemptResult>) {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
         while outcomes.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
-            let results = std::mem::take(&mut batch);
+            let results: Arc<[AttemptResult]> = std::mem::take(&mut batch).into();
             let mut backoff = Duration::from_millis(50);
             // An outcome is never dropped: if the store fails, try again until it answers.
             // (Should the process die meanwhile, the lease hands the delivery back.)
@@ -278,6 +285,7 @@ impl Engine {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            self.inner.live.attempts(&results);
             self.wake();
         }
     }

@@ -142,6 +142,8 @@ pub struct ConversationSummary {
     pub last_message: StoredMessage,
     /// How many messages the conversation holds.
     pub message_count: i64,
+    /// Inbound messages since the conversation was last marked read or answered.
+    pub unread: i64,
 }
 
 /// A delivery that is due and claimed by this process.
@@ -153,6 +155,8 @@ pub struct DueDelivery {
     pub event_seq: i64,
     /// `evt_…`, sent as `webhook-id`.
     pub event_id: String,
+    /// The instance the event belongs to.
+    pub instance_id: i64,
     /// The endpoint.
     pub endpoint_id: String,
     /// Where to post.
@@ -174,6 +178,10 @@ pub struct AttemptResult {
     pub delivery_id: i64,
     /// The event's feed position.
     pub event_seq: i64,
+    /// `evt_…`
+    pub event_id: String,
+    /// The instance the event belongs to.
+    pub instance_id: i64,
     /// The endpoint.
     pub endpoint_id: String,
     /// The attempt number.
@@ -323,6 +331,8 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>>;
+    /// Marks a conversation read; `false` if the instance has no such conversation.
+    async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool>;
     /// One conversation's messages, newest first, before a paging position.
     async fn list_messages(
         &self,
@@ -384,7 +394,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DueDelivery>>;
     /// Records attempts and moves their deliveries on (delivered, retry, dead), promoting
     /// the next delivery of a conversation where the head is done.
-    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()>;
+    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()>;
     /// When the earliest pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
     /// Releases every lease (only safe when this is the only process using the database).

@@ -78,13 +78,45 @@ async fn conversations_and_messages_page_newest_first() {
         .unwrap();
     assert_eq!(outgoing["status"], "delivered");
 
+    // Unread counts: inbound messages since the last reply or read mark.
+    let list = app.get_json("/v1/conversations").await;
+    assert_eq!(
+        list["conversations"][0]["unread"], 5,
+        "five came in after the reply"
+    );
+    assert_eq!(list["conversations"][1]["unread"], 1);
+    let (status, _) = app
+        .post(&format!("/v1/conversations/{ann}/read"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.get_json("/v1/conversations").await["conversations"][0]["unread"],
+        0
+    );
+    let (status, _) = app
+        .post("/v1/conversations/447999999999/read", json!({}))
+        .await;
+    assert_eq!(status, 404);
+    app.send_text(bob, "answered").await;
+    assert_eq!(
+        app.get_json("/v1/conversations").await["conversations"][0]["unread"],
+        0
+    );
+
     let conversations = app.get_json("/v1/conversations?limit=1").await;
     assert_eq!(conversations["conversations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        conversations["conversations"][0]["number"], bob,
+        "Bob was answered last"
+    );
+    let next = conversations["next"].as_str().unwrap();
     let rest = app
-        .get_json(&format!(
-            "/v1/conversations?limit=1&before={}",
-            conversations["next"].as_str().unwrap()
-        ))
+        .get_json(&format!("/v1/conversations?limit=1&before={next}"))
         .await;
-    assert_eq!(rest["conversations"][0]["number"], bob);
+    assert_eq!(rest["conversations"][0]["number"], ann);
+
+    let me = app.get_json("/v1/instance").await;
+    assert_eq!(me["instance_id"], app.keys.instance_id.as_str());
+    assert_eq!(me["channel"], "sandbox");
+    assert_eq!(me["phone_number"], app.keys.number.as_str());
 }

@@ -9,4 +9,5 @@ mod history;
 mod inbound;
 mod process;
 mod sending;
+mod stream;
 mod webhooks;

@@ -185,6 +185,7 @@ async fn the_guard_holds_again_at_connect_time() {
             delivery_id: 1,
             event_seq: 1,
             event_id: "evt_x".into(),
+            instance_id: 1,
             endpoint_id: "ep_x".into(),
             url: url.clone(),
             secret: SigningSecret::generate(),

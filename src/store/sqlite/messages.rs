@@ -65,11 +65,14 @@ pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> Sto
     ])?;
     let seq = conn.last_insert_rowid();
     conn.prepare_cached(
-        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count) VALUES (?1, ?2, ?3, ?4, 1) \
+        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
+         VALUES (?1, ?2, ?3, ?4, 1, ?5) \
          ON CONFLICT (instance_id, customer) DO UPDATE SET \
-           last_seq = excluded.last_seq, message_count = message_count + 1, name = COALESCE(excluded.name, name)",
+           last_seq = excluded.last_seq, message_count = message_count + 1, name = COALESCE(excluded.name, name), \
+           unread = CASE WHEN excluded.unread = 1 THEN unread + 1 ELSE 0 END",
     )?
-    .execute(params![instance_id, m.customer, m.customer_name, seq])?;
+    // An inbound message adds to the unread count; a reply means the business read them.
+    .execute(params![instance_id, m.customer, m.customer_name, seq, m.direction == Direction::Inbound])?;
     Ok(seq)
 }
 
@@ -120,23 +123,34 @@ pub(super) fn list_conversations(
     limit: u32,
 ) -> StoreResult<Vec<ConversationSummary>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT c.customer, c.name, c.message_count, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
+        "SELECT c.customer, c.name, c.message_count, c.unread, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
          WHERE c.instance_id = ?1 AND c.last_seq < ?2 ORDER BY c.last_seq DESC LIMIT ?3",
         COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
     ))?;
     let rows = stmt.query_map(
         params![instance_id, before.unwrap_or(i64::MAX), limit],
         |row| {
-            let last = message_at(row, 3)?;
+            let last = message_at(row, 4)?;
             Ok(ConversationSummary {
                 number: row.get(0)?,
                 name: row.get(1)?,
                 message_count: row.get(2)?,
+                unread: row.get(3)?,
                 last_message: last,
             })
         },
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks a conversation read; `false` if there is no such conversation.
+pub(super) fn mark_read(conn: &Connection, instance_id: i64, customer: &str) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE conversations SET unread = 0 WHERE instance_id = ?1 AND customer = ?2",
+        )?
+        .execute(params![instance_id, customer])?;
+    Ok(changed > 0)
 }
 
 pub(super) fn list(

@@ -4,7 +4,10 @@ use rusqlite::Connection;
 
 use crate::store::StoreResult;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0002_unread.sql"),
+];
 
 /// Applies every migration the database has not seen, each in its own transaction.
 pub(super) fn apply(conn: &mut Connection) -> StoreResult<()> {

@@ -11,6 +11,7 @@ mod migrations;
 mod outbox;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -281,6 +282,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool> {
+        let customer = customer.to_string();
+        self.db
+            .write(move |c| messages::mark_read(c, instance_id, &customer))
+            .await
+    }
+
     async fn list_messages(
         &self,
         instance_id: i64,
@@ -386,7 +394,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()> {
+    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()> {
         self.db.write(move |c| outbox::complete(c, &results)).await
     }
 

@@ -256,6 +256,7 @@ pub(super) fn test_event(
         delivery_id: id,
         event_seq: seq,
         event_id: e.id.clone(),
+        instance_id,
         endpoint_id: endpoint_id.to_string(),
         url,
         secret: SigningSecret::parse(&secret)
@@ -282,7 +283,8 @@ pub(super) fn claim(
 ) -> StoreResult<Vec<DueDelivery>> {
     let skip_json = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, d.attempt_offset \
+        "SELECT d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, d.attempt_offset, \
+                ev.instance_id \
          FROM deliveries d \
          JOIN endpoints ep ON ep.id = d.endpoint_id \
          JOIN events ev ON ev.seq = d.event_seq \
@@ -299,6 +301,7 @@ pub(super) fn claim(
             delivery_id: r.get(0)?,
             event_seq: r.get(1)?,
             event_id: r.get(2)?,
+            instance_id: r.get(9)?,
             endpoint_id: r.get(3)?,
             url: r.get(4)?,
             secret: SigningSecret::parse(&secret).map_err(|e| corrupt(5, e.to_string()))?,

@@ -1,0 +1,453 @@
+// The Cloud Chat Portal: log in with App Key + Auth Key, chat, watch events live, manage
+// webhooks, and (on sandbox instances) write in as a customer.
+
+import { Api, ApiError, forgetKeys, saveKeys, savedKeys } from "./api.js";
+import {
+  $, h, attemptRow, attemptTable, checkedEvents, conversationRow, eventChecks, messageBubble, ticks,
+} from "./views.js";
+
+const state = {
+  api: null,
+  instance: null,
+  stopStream: null,
+  conversations: [],
+  open: null, // the customer number whose thread is shown
+  olderBefore: null,
+  events: new Map(), // event id → monitor entry element
+  refreshTimer: null,
+};
+
+// ---- start, login, logout -------------------------------------------------------------
+
+async function start() {
+  wireStaticControls();
+  const keys = savedKeys();
+  if (keys) {
+    await login(keys, { fromStorage: true });
+  } else {
+    showLogin();
+  }
+}
+
+function showLogin(message = "") {
+  $("main").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("app-key").focus();
+}
+
+async function login(keys, { fromStorage = false } = {}) {
+  const api = new Api(keys);
+  try {
+    state.instance = await api.get("/v1/instance");
+  } catch (error) {
+    if (error.status === 401) {
+      forgetKeys();
+      showLogin(fromStorage ? "Your saved keys no longer work. Log in again." : "Wrong App Key or Auth Key.");
+    } else {
+      showLogin(error.message);
+    }
+    return;
+  }
+  state.api = api;
+  saveKeys(keys);
+  $("login").hidden = true;
+  $("main").hidden = false;
+  const i = state.instance;
+  $("instance-info").textContent = `Instance ${i.instance_id} · ${i.phone_number} · ${i.channel}`;
+  $("simulator-tab").hidden = i.channel !== "sandbox";
+  showTab("chats");
+  state.stopStream = api.follow(onLiveItem, onLiveState);
+  await Promise.all([loadConversations(), loadEndpoints()]);
+}
+
+function logout() {
+  if (state.stopStream) state.stopStream();
+  forgetKeys();
+  Object.assign(state, { api: null, instance: null, stopStream: null, conversations: [], open: null });
+  state.events.clear();
+  $("event-list").replaceChildren();
+  $("message-list").replaceChildren();
+  $("conversation-list").replaceChildren();
+  $("app-key").value = "";
+  $("auth-key").value = "";
+  showLogin();
+}
+
+function wireStaticControls() {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    login({ appKey: $("app-key").value.trim(), authKey: $("auth-key").value.trim() });
+  });
+  $("logout").addEventListener("click", logout);
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => showTab(tab.dataset.tab));
+  }
+  $("composer").addEventListener("submit", sendReply);
+  $("compose-type").addEventListener("change", updateComposer);
+  $("load-older").addEventListener("click", loadOlder);
+  $("new-endpoint-events").replaceChildren(...eventChecks(["message", "ack.read"], "new"));
+  $("new-endpoint").addEventListener("submit", addEndpoint);
+  $("simulator").addEventListener("submit", simulate);
+  $("sim-type").addEventListener("change", updateSimulator);
+}
+
+function showTab(name) {
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.classList.toggle("active", tab.dataset.tab === name);
+    tab.setAttribute("aria-selected", tab.dataset.tab === name);
+  }
+  for (const panel of document.querySelectorAll(".tab-panel")) {
+    panel.hidden = panel.id !== `tab-${name}`;
+  }
+}
+
+// Shows a problem plainly at the top of the page for a while.
+function report(error) {
+  const banner = $("banner");
+  banner.textContent = error instanceof ApiError || error instanceof Error ? error.message : String(error);
+  banner.hidden = false;
+  clearTimeout(report.timer);
+  report.timer = setTimeout(() => (banner.hidden = true), 6000);
+}
+
+// ---- live updates ---------------------------------------------------------------------
+
+function onLiveState(text) {
+  const el = $("live-state");
+  el.textContent = text === "live" ? "● live" : `● ${text}`;
+  el.className = "live-state " + text;
+  if (text === "unauthorized") logout();
+}
+
+function onLiveItem(kind, data) {
+  if (kind === "event") {
+    addMonitorEvent(data);
+    const payload = data.payload;
+    if (payload.event === "message") {
+      if (payload.data.from === state.open) {
+        appendMessage(storedFromEvent(payload.data));
+        markOpenConversationRead();
+      } else {
+        scheduleConversationRefresh();
+      }
+    } else if (payload.event === "ack") {
+      updateTicks(payload.data.message_id, payload.data.status);
+      scheduleConversationRefresh();
+    }
+  } else if (kind === "attempt") {
+    addMonitorAttempt(data);
+  }
+}
+
+// The agent is looking at the thread, so what arrives in it is read at once.
+async function markOpenConversationRead() {
+  const number = state.open;
+  try {
+    await state.api.post(`/v1/conversations/${number}/read`);
+  } catch (error) {
+    report(error);
+  }
+  scheduleConversationRefresh();
+}
+
+function storedFromEvent(d) {
+  return { ...d, direction: "inbound", status: "received" };
+}
+
+function scheduleConversationRefresh() {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(loadConversations, 150);
+}
+
+// ---- conversations and thread ---------------------------------------------------------
+
+async function loadConversations() {
+  if (!state.api) return;
+  try {
+    const { conversations } = await state.api.get("/v1/conversations?limit=100");
+    state.conversations = conversations;
+    renderConversations();
+  } catch (error) {
+    report(error);
+  }
+}
+
+function renderConversations() {
+  $("conversation-list").replaceChildren(
+    ...state.conversations.map((c) => conversationRow(c, c.number === state.open, openConversation)),
+  );
+  $("no-conversations").hidden = state.conversations.length > 0;
+}
+
+async function openConversation(number) {
+  state.open = number;
+  const c = state.conversations.find((x) => x.number === number);
+  $("thread-title").textContent = c && c.name ? `${c.name} · ${number}` : number;
+  $("composer").hidden = false;
+  $("message-list").replaceChildren();
+  try {
+    const page = await state.api.get(`/v1/conversations/${number}/messages?limit=30`);
+    $("message-list").replaceChildren(...page.messages.reverse().map(messageBubble));
+    state.olderBefore = page.next;
+    $("load-older").hidden = !page.next;
+    scrollThread();
+    if (c && c.unread > 0) {
+      await state.api.post(`/v1/conversations/${number}/read`);
+      c.unread = 0;
+    }
+    renderConversations();
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function loadOlder() {
+  if (!state.olderBefore) return;
+  try {
+    const page = await state.api.get(`/v1/conversations/${state.open}/messages?limit=30&before=${state.olderBefore}`);
+    $("message-list").prepend(...page.messages.reverse().map(messageBubble));
+    state.olderBefore = page.next;
+    $("load-older").hidden = !page.next;
+  } catch (error) {
+    report(error);
+  }
+}
+
+function appendMessage(message) {
+  if (document.querySelector(`[data-message-id="${CSS.escape(message.message_id)}"]`)) return;
+  $("message-list").append(messageBubble(message));
+  scrollThread();
+}
+
+function updateTicks(messageId, status) {
+  const bubble = document.querySelector(`.bubble[data-message-id="${CSS.escape(messageId)}"]`);
+  const old = bubble && bubble.querySelector(".ticks");
+  if (old) old.replaceWith(ticks(status));
+}
+
+function scrollThread() {
+  const thread = $("thread");
+  thread.scrollTop = thread.scrollHeight;
+}
+
+function updateComposer() {
+  const type = $("compose-type").value;
+  $("compose-media").hidden = type !== "image";
+  $("compose-buttons").hidden = type !== "buttons";
+  $("compose-body").placeholder = type === "image" ? "Caption (optional)" : "Type a message";
+}
+
+async function sendReply(event) {
+  event.preventDefault();
+  const type = $("compose-type").value;
+  const body = $("compose-body").value;
+  const request = { to: state.open, type, body };
+  if (type === "image") {
+    request.media_url = $("compose-media").value.trim();
+    request.caption = body;
+    delete request.body;
+  }
+  if (type === "buttons") {
+    request.buttons = $("compose-buttons").value.split(",").map((t) => t.trim()).filter(Boolean).map((title) => ({ title }));
+  }
+  try {
+    const sent = await state.api.post("/v1/messages", request);
+    const shown = {
+      message_id: sent.message_id,
+      direction: "outbound",
+      type,
+      body,
+      status: sent.status,
+      timestamp: Math.floor(Date.now() / 1000),
+    };
+    if (type === "image") shown.media = { url: request.media_url };
+    if (type === "buttons") shown.buttons = request.buttons;
+    appendMessage(shown);
+    $("compose-body").value = "";
+    scheduleConversationRefresh();
+  } catch (error) {
+    report(error);
+  }
+}
+
+// ---- monitor --------------------------------------------------------------------------
+
+function addMonitorEvent(e) {
+  if (state.events.has(e.id)) return;
+  const attempts = h("div", { className: "attempt-area" });
+  const details = h(
+    "details",
+    { className: "event", "data-event-id": e.id, "data-type": e.type },
+    h("summary", {},
+      h("span", { className: `pill ${e.type.replace(".", "-")}` }, e.type),
+      h("span", { className: "small" }, new Date(e.created_at).toLocaleTimeString()),
+      h("span", { className: "small ellipsis" }, e.id),
+      h("span", { className: "delivery-state small", "data-state": "pending" }, "…")),
+    h("pre", { className: "json" }, JSON.stringify(e.payload, null, 2)),
+    attempts,
+    h("button", { className: "resend", onclick: () => resend(e.id) }, "Resend"),
+  );
+  details.addEventListener("toggle", () => {
+    if (details.open) loadAttempts(e.id, attempts);
+  });
+  state.events.set(e.id, details);
+  $("event-list").prepend(details);
+  $("no-events").hidden = true;
+}
+
+function addMonitorAttempt(a) {
+  const details = state.events.get(a.event_id);
+  if (!details) return;
+  const label = details.querySelector(".delivery-state");
+  label.textContent = a.outcome === "success" ? `✓ ${a.status_code} · ${a.duration_ms} ms` : `✗ ${a.status_code ?? a.error}`;
+  label.dataset.state = a.outcome;
+  const area = details.querySelector(".attempt-area");
+  const body = area.querySelector("tbody");
+  if (body) body.append(attemptRow(a));
+  else area.replaceChildren(attemptTable([a]));
+}
+
+async function loadAttempts(eventId, area) {
+  try {
+    const { attempts } = await state.api.get(`/v1/events/${eventId}/attempts`);
+    area.replaceChildren(attempts.length ? attemptTable(attempts) : h("p", { className: "muted" }, "No attempts yet (no endpoint subscribed, or waiting)."));
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function resend(eventId) {
+  try {
+    const { scheduled } = await state.api.post(`/v1/events/${eventId}/resend`);
+    report(scheduled ? `Resending to ${scheduled} endpoint(s).` : "Nothing to resend: no endpoint takes this event.");
+  } catch (error) {
+    report(error);
+  }
+}
+
+// ---- webhooks -------------------------------------------------------------------------
+
+async function loadEndpoints() {
+  try {
+    const { webhooks } = await state.api.get("/v1/webhooks");
+    $("endpoint-list").replaceChildren(
+      ...(webhooks.length ? webhooks.map(endpointCard) : [h("p", { className: "muted" }, "No endpoints yet.")]),
+    );
+  } catch (error) {
+    report(error);
+  }
+}
+
+function endpointCard(ep) {
+  const url = h("input", { value: ep.url, className: "endpoint-url", "aria-label": "URL" });
+  const checks = h("div", { className: "checks" }, eventChecks(ep.events, ep.id));
+  const enabled = h("input", { type: "checkbox", checked: ep.enabled, className: "endpoint-enabled" });
+  const secret = h("code", { className: "secret", "data-secret": "hidden" }, "whsec_••••••••");
+  const result = h("p", { className: "test-result small" });
+  const card = h(
+    "div",
+    { className: "card endpoint", "data-endpoint-id": ep.id },
+    h("label", {}, "URL ", url),
+    checks,
+    h("label", { className: "check" }, enabled, " Enabled"),
+    h("div", { className: "secret-row" }, "Secret: ", secret,
+      h("button", { className: "link reveal", onclick: () => {
+        const shown = secret.dataset.secret === "shown";
+        secret.textContent = shown ? "whsec_••••••••" : ep.secret;
+        secret.dataset.secret = shown ? "hidden" : "shown";
+      } }, "Reveal"),
+      h("button", { className: "link rotate", onclick: () => rotate(ep.id) }, "Rotate")),
+    h("div", { className: "actions" },
+      h("button", { className: "save", onclick: () => saveEndpoint(ep.id, url.value, checkedEvents(checks), enabled.checked) }, "Save"),
+      h("button", { className: "test", onclick: () => testEndpoint(ep.id, result) }, "Send test event"),
+      h("button", { className: "danger delete", onclick: () => deleteEndpoint(ep.id) }, "Delete")),
+    result,
+  );
+  return card;
+}
+
+async function addEndpoint(event) {
+  event.preventDefault();
+  try {
+    await state.api.post("/v1/webhooks", { url: $("new-endpoint-url").value.trim(), events: checkedEvents($("new-endpoint-events")) });
+    $("new-endpoint-url").value = "";
+    await loadEndpoints();
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function saveEndpoint(id, url, events, enabled) {
+  try {
+    await state.api.patch(`/v1/webhooks/${id}`, { url, events, enabled });
+    report("Saved.");
+    await loadEndpoints();
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function rotate(id) {
+  try {
+    await state.api.post(`/v1/webhooks/${id}/rotate-secret`);
+    report("New secret made. Update your receiver.");
+    await loadEndpoints();
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function testEndpoint(id, result) {
+  result.textContent = "Sending…";
+  try {
+    const r = await state.api.post(`/v1/webhooks/${id}/test`);
+    result.dataset.outcome = r.outcome;
+    result.textContent = r.outcome === "success"
+      ? `✓ Delivered: HTTP ${r.status_code} in ${r.duration_ms} ms`
+      : `✗ Failed: ${r.error || "HTTP " + r.status_code} (${r.duration_ms} ms)`;
+  } catch (error) {
+    result.textContent = "";
+    report(error);
+  }
+}
+
+async function deleteEndpoint(id) {
+  if (!confirm("Delete this endpoint? Its undelivered events will not be sent.")) return;
+  try {
+    await state.api.delete(`/v1/webhooks/${id}`);
+    await loadEndpoints();
+  } catch (error) {
+    report(error);
+  }
+}
+
+// ---- simulator ------------------------------------------------------------------------
+
+function updateSimulator() {
+  const type = $("sim-type").value;
+  $("sim-media-label").hidden = type !== "image";
+  $("sim-button-label").hidden = type !== "button";
+  $("sim-body-label").firstChild.textContent = type === "image" ? "Caption " : type === "button" ? "Button title " : "Text ";
+}
+
+async function simulate(event) {
+  event.preventDefault();
+  const type = $("sim-type").value;
+  const request = { from: $("sim-from").value.trim(), type, body: $("sim-body").value, name: $("sim-name").value || undefined };
+  if (type === "image") {
+    request.media_url = $("sim-media").value.trim();
+    request.caption = request.body;
+    delete request.body;
+  }
+  if (type === "button") request.button_id = $("sim-button-id").value.trim() || undefined;
+  try {
+    const r = await state.api.post("/v1/sandbox/inbound", request);
+    $("sim-result").textContent = `Sent ${r.message_id}`;
+  } catch (error) {
+    $("sim-result").textContent = "";
+    report(error);
+  }
+}
+
+start();

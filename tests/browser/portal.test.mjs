@@ -1,0 +1,274 @@
+// End-to-end tests of the Cloud Chat Portal: the real botlinkd binary, a real webhook
+// receiver, and Debian's Chromium driven by playwright-core. Screenshots of the main screens
+// are taken along the way (written to docs/screenshots/ for the README with UPDATE_SCREENSHOTS=1).
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const binary = process.env.BOTLINKD_BIN || join(root, "target/debug/botlinkd");
+// Screenshots go to docs/screenshots/ with UPDATE_SCREENSHOTS=1, elsewhere to a scratch folder.
+const shots = process.env.UPDATE_SCREENSHOTS
+  ? join(root, "docs/screenshots")
+  : mkdtempSync(join(tmpdir(), "botlinkd-shots-"));
+const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+// Starts `botlinkd serve` in a fresh directory and reads the banner it prints.
+async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), "botlinkd-portal-"));
+  const child = spawn(binary, [
+    "serve", "--listen", "127.0.0.1:0", "--webhook-allow-cidrs", "127.0.0.0/8",
+    "--sandbox-delivered-after", "400ms", "--sandbox-read-after", "900ms",
+    "--retry-schedule", "1s,1s",
+  ], { cwd: dir, env: { ...process.env, BOTLINKD_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
+  const banner = await new Promise((resolvePromise, reject) => {
+    let text = "";
+    const timer = setTimeout(() => reject(new Error("botlinkd printed no banner:\n" + text)), 20000);
+    child.stdout.on("data", (chunk) => {
+      text += chunk;
+      if (text.includes("Portal:")) {
+        clearTimeout(timer);
+        resolvePromise(text);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`botlinkd exited with ${code}:\n${text}`)));
+  });
+  const value = (label) => banner.split("\n").find((l) => l.trim().startsWith(label)).split(label)[1].trim();
+  return {
+    child,
+    dir,
+    base: banner.match(/listening on (http:\/\/\S+)/)[1],
+    appKey: value("App Key:"),
+    authKey: value("Auth Key:"),
+    stop() {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const PARCEL_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="240" height="160" viewBox="0 0 240 160">
+<rect width="240" height="160" fill="#f4e3c1"/><rect x="70" y="40" width="100" height="80" fill="#c8955a" stroke="#8a5a2b" stroke-width="3"/>
+<rect x="112" y="40" width="16" height="80" fill="#e8c48a"/><text x="120" y="145" font-family="sans-serif" font-size="14" text-anchor="middle" fill="#5a3a1a">Invoice #1001</text></svg>`;
+
+// A webhook receiver that records every request (and serves a picture on GET).
+async function startReceiver() {
+  const received = [];
+  const waiters = [];
+  const server = createServer((req, res) => {
+    if (req.method === "GET") {
+      // A picture for messages with media.
+      res.writeHead(200, { "Content-Type": "image/svg+xml" }).end(PARCEL_SVG);
+      return;
+    }
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      const entry = { headers: req.headers, json: JSON.parse(body) };
+      received.push(entry);
+      res.writeHead(200).end("ok");
+      for (const w of waiters.splice(0)) w();
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/hook`,
+    picture: `http://127.0.0.1:${server.address().port}/parcel.svg`,
+    received,
+    // Waits until `predicate` holds for some received request.
+    async waitFor(predicate, timeout = 10000) {
+      const deadline = Date.now() + timeout;
+      for (;;) {
+        const found = received.find(predicate);
+        if (found) return found;
+        if (Date.now() > deadline) throw new Error("receiver never got the expected webhook");
+        await new Promise((r) => { waiters.push(r); setTimeout(r, 200); });
+      }
+    },
+    close: () => server.close(),
+  };
+}
+
+describe("Cloud Chat Portal", () => {
+  let server, receiver, browser, page;
+
+  const api = async (method, path, body) => {
+    const response = await fetch(server.base + path, {
+      method,
+      headers: {
+        Authorization: "Basic " + Buffer.from(`${server.appKey}:${server.authKey}`).toString("base64"),
+        "Content-Type": "application/json",
+      },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return response.json();
+  };
+
+  before(async () => {
+    mkdirSync(shots, { recursive: true });
+    server = await startServer();
+    receiver = await startReceiver();
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.on("pageerror", (error) => console.error("page error:", error));
+  });
+
+  after(async () => {
+    await browser?.close();
+    receiver?.close();
+    server?.stop();
+  });
+
+  test("wrong keys are refused plainly, right keys log in and survive a reload", async () => {
+    await page.goto(server.base + "/portal");
+    await page.locator("#login-form").waitFor();
+    await page.screenshot({ path: join(shots, "login.png") });
+    await page.fill("#app-key", server.appKey);
+    await page.fill("#auth-key", "not-the-key");
+    await page.click("#login-button");
+    await page.getByText("Wrong App Key or Auth Key.").waitFor();
+    assert.equal(page.url().includes(server.authKey), false);
+
+    await page.fill("#auth-key", server.authKey);
+    await page.click("#login-button");
+    await page.locator("#main").waitFor();
+    await page.locator("#live-state.live").waitFor();
+    assert.match(await page.textContent("#instance-info"), /sandbox/);
+
+    await page.reload();
+    await page.locator("#main").waitFor();
+    await page.locator("#live-state.live").waitFor();
+    const stored = await page.evaluate(() => localStorage.getItem("botlinkd.keys"));
+    assert.ok(stored.includes(server.appKey));
+  });
+
+  test("webhook settings: add, refuse an internal URL, send a test event", async () => {
+    await page.click('.tab[data-tab="webhooks"]');
+    await page.fill("#new-endpoint-url", "http://10.1.2.3/hook");
+    await page.click('#new-endpoint button[type="submit"]');
+    await page.locator("#banner", { hasText: "internal address" }).waitFor();
+
+    await page.fill("#new-endpoint-url", receiver.url);
+    // Message Received and Message Read are ticked by default; add Sent and Delivered.
+    await page.check('#new-endpoint-events input[value="ack.sent"]');
+    await page.check('#new-endpoint-events input[value="ack.delivered"]');
+    await page.click('#new-endpoint button[type="submit"]');
+    const card = page.locator(".endpoint").first();
+    await card.waitFor();
+    assert.equal(await card.locator(".endpoint-url").inputValue(), receiver.url);
+    await card.locator("button.reveal").click();
+    assert.match(await card.locator(".secret").textContent(), /^whsec_/);
+    await card.locator("button.test").click();
+    await card.locator('.test-result[data-outcome="success"]').waitFor();
+    await receiver.waitFor((r) => r.json.event === "test");
+    await page.screenshot({ path: join(shots, "webhooks.png") });
+  });
+
+  test("a simulated customer message appears live, and the reply's ticks advance", async () => {
+    await page.click('.tab[data-tab="simulator"]');
+    await page.fill("#sim-from", "447123456789");
+    await page.fill("#sim-name", "Ann");
+    await page.fill("#sim-body", "Hello, where is my order?");
+    await page.screenshot({ path: join(shots, "simulator.png") });
+    await page.click("#sim-send");
+    await page.locator("#sim-result", { hasText: "wamid." }).waitFor();
+
+    await page.click('.tab[data-tab="chats"]');
+    const row = page.locator('.conversation[data-number="447123456789"]');
+    await row.locator(".unread").waitFor();
+    await row.click();
+    await page.locator(".bubble.in", { hasText: "Hello, where is my order?" }).waitFor();
+    const hook = await receiver.waitFor((r) => r.json.event === "message");
+    assert.equal(hook.json.data.body, "Hello, where is my order?");
+
+    // A message from "outside" the browser (the API) reaches the open thread live.
+    const started = Date.now();
+    await api("POST", "/v1/sandbox/inbound", { from: "447123456789", body: "Order #1001 please" });
+    await page.locator(".bubble.in", { hasText: "Order #1001 please" }).waitFor();
+    console.log(`# event to screen: ${Date.now() - started} ms`);
+
+    await page.fill("#compose-body", "It ships today!");
+    await page.click("#compose-send");
+    const bubble = page.locator(".bubble.out", { hasText: "It ships today!" });
+    await bubble.waitFor();
+    await bubble.locator('.ticks[data-status="read"]').waitFor();
+
+    await page.selectOption("#compose-type", "image");
+    await page.fill("#compose-media", receiver.picture);
+    await page.fill("#compose-body", "Your invoice");
+    await page.click("#compose-send");
+    await page.locator(".bubble.out[data-type=image] img.media").waitFor();
+
+    await page.selectOption("#compose-type", "buttons");
+    await page.fill("#compose-body", "Anything else?");
+    await page.fill("#compose-buttons", "Track, Cancel");
+    await page.click("#compose-send");
+    await page.locator(".bubble.out[data-type=buttons] .button-chip", { hasText: "Cancel" }).waitFor();
+
+    // The customer presses a button: shown as a button reply.
+    await api("POST", "/v1/sandbox/inbound", { from: "447123456789", type: "button", body: "Track", button_id: "track" });
+    await page.locator('.bubble.in[data-type="button"]', { hasText: "Track" }).waitFor();
+    await page.locator('.bubble.out[data-type="buttons"] .ticks[data-status="read"]').waitFor();
+    // What arrives in the open conversation counts as read.
+    await page.locator('.conversation[data-number="447123456789"]:not(:has(.unread))').waitFor();
+    await page.screenshot({ path: join(shots, "chats.png") });
+  });
+
+  test("the monitor shows events with their attempts and resends", async () => {
+    await page.click('.tab[data-tab="monitor"]');
+    const entry = page.locator('.event[data-type="message"]').last();
+    await entry.waitFor();
+    await entry.locator('.delivery-state[data-state="success"]').waitFor();
+    await entry.locator("summary").click();
+    await entry.locator('.attempts tr[data-outcome="success"]').first().waitFor();
+    assert.match(await entry.locator(".json").textContent(), /"event": "message"/);
+    const eventId = await entry.getAttribute("data-event-id");
+    const before = receiver.received.filter((r) => r.headers["webhook-id"] === eventId).length;
+    await entry.locator("button.resend").click();
+    await receiver.waitFor((r) => r.headers["webhook-id"] === eventId && receiver.received.filter((x) => x.headers["webhook-id"] === eventId).length > before);
+    await page.screenshot({ path: join(shots, "monitor.png") });
+  });
+
+  test("changing the event checkboxes changes what the receiver gets", async () => {
+    await page.click('.tab[data-tab="webhooks"]');
+    const card = page.locator(".endpoint").first();
+    await card.locator('input[value="message"]').uncheck();
+    await card.locator("button.save").click();
+    await page.locator("#banner", { hasText: "Saved." }).waitFor();
+    const count = receiver.received.filter((r) => r.json.event === "message").length;
+
+    await api("POST", "/v1/sandbox/inbound", { from: "447000000009", body: "not for the webhook" });
+    await page.click('.tab[data-tab="monitor"]');
+    await page.locator('.event[data-type="message"]', { hasText: "not for the webhook" }).waitFor();
+    // A reply in the same conversation still sends its receipts, and they are ordered after
+    // the message: once the read receipt is in, the message would have arrived had it gone.
+    const sent = await api("POST", "/v1/messages", { to: "447000000009", body: "hello" });
+    await receiver.waitFor((r) => r.json.event === "ack" && r.json.data.message_id === sent.message_id && r.json.data.status === "read");
+    assert.equal(receiver.received.filter((r) => r.json.event === "message").length, count);
+  });
+
+  test("it works on a phone-sized screen, and logging out forgets the keys", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.click('.tab[data-tab="chats"]');
+    await page.locator('.conversation[data-number="447123456789"]').click();
+    await page.locator(".bubble").first().waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    assert.equal(overflow, false, "no horizontal scrolling on a phone");
+    await page.screenshot({ path: join(shots, "phone.png") });
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    await page.click("#logout");
+    await page.locator("#login-form").waitFor();
+    assert.equal(await page.evaluate(() => localStorage.getItem("botlinkd.keys")), null);
+  });
+});
