@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -16,9 +17,7 @@ use crate::instances::Instance;
 use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
 use crate::sandbox::SandboxTimings;
-use crate::store::{
-    IdempotencyRecord, NewMessage, StatusChange, StatusOutcome, Store, StoreResult,
-};
+use crate::store::{IdempotencyRecord, NewMessage, StatusChange, StatusOutcome, Store, StoreResult};
 
 /// Everything the request handlers and background workers share. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +32,9 @@ pub struct App {
     pub live: Live,
     /// The newest event sequence number, for long-polls to wait on.
     feed: Arc<watch::Sender<i64>>,
+    /// Cancelled when the server starts shutting down: long-lived requests (streams,
+    /// long-polls) end so that the graceful shutdown is not held up by them.
+    pub stopping: CancellationToken,
 }
 
 /// A sent message, as the API reports it (and as an Idempotency-Key replays it).
@@ -46,7 +48,8 @@ pub struct Sent {
 
 impl App {
     /// Ties a store and a configuration together.
-    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+    /// `latest_seq` is the newest event already stored (where "from now on" starts).
+    pub fn new(store: Arc<dyn Store>, config: Config, latest_seq: i64) -> Self {
         let live = Live::default();
         let engine = Engine::new(store.clone(), live.clone(), &config);
         Self {
@@ -54,7 +57,8 @@ impl App {
             engine,
             live,
             config: Arc::new(config),
-            feed: Arc::new(watch::channel(0).0),
+            feed: Arc::new(watch::channel(latest_seq).0),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -91,11 +95,7 @@ impl App {
     }
 
     /// A customer's message arrives: store it and publish its `message` event.
-    pub async fn receive(
-        &self,
-        instance: &Instance,
-        message: InboundMessage,
-    ) -> StoreResult<(String, EventRecord)> {
+    pub async fn receive(&self, instance: &Instance, message: InboundMessage) -> StoreResult<(String, EventRecord)> {
         let now = self.now();
         let message_id = ids::message_id();
         let business = instance.phone_number.as_str();
@@ -111,11 +111,7 @@ impl App {
             },
             now,
         );
-        let customer_name = message
-            .detail
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map(str::to_string);
+        let customer_name = message.detail.get("name").and_then(|n| n.as_str()).map(str::to_string);
         let record = NewMessage {
             message_id: message_id.clone(),
             direction: Direction::Inbound,
@@ -128,10 +124,7 @@ impl App {
             status: MessageStatus::Received,
             created_at: now,
         };
-        let stored = self
-            .store
-            .record_inbound(instance.id, record, event)
-            .await?;
+        let stored = self.store.record_inbound(instance.id, record, event).await?;
         self.published(std::slice::from_ref(&stored));
         Ok((message_id, stored))
     }
@@ -172,13 +165,7 @@ impl App {
         });
         let stored = self
             .store
-            .record_outbound(
-                instance.id,
-                record,
-                ack.into_iter().collect(),
-                schedule,
-                idempotency,
-            )
+            .record_outbound(instance.id, record, ack.into_iter().collect(), schedule, idempotency)
             .await?;
         self.published(&stored);
         Ok(sent)
@@ -187,11 +174,7 @@ impl App {
     /// What an earlier send with this Idempotency-Key answered, if any.
     pub async fn replay(&self, instance_id: i64, key: &IdempotencyKey) -> StoreResult<Replay> {
         let since = self.now() - IDEMPOTENCY_WINDOW_MS;
-        let Some((hash, response)) = self
-            .store
-            .idempotent_response(instance_id, &key.key, since)
-            .await?
-        else {
+        let Some((hash, response)) = self.store.idempotent_response(instance_id, &key.key, since).await? else {
             return Ok(Replay::New);
         };
         if hash != key.request_hash {
@@ -213,14 +196,7 @@ impl App {
         error: Option<AckError>,
     ) -> StoreResult<StatusOutcome> {
         let now = self.now();
-        let Some(event) = events::ack_event(
-            instance_id,
-            message_id,
-            customer,
-            status,
-            error.as_ref(),
-            now,
-        ) else {
+        let Some(event) = events::ack_event(instance_id, message_id, customer, status, error.as_ref(), now) else {
             return Ok(StatusOutcome::NotFound);
         };
         let outcome = self

@@ -1,4 +1,5 @@
-//! The `botlinkd` command line: `serve`, `instance create|list|rotate-keys`, `migrate`.
+//! The `botlinkd` command line: `serve`, `instance create|list|rotate-keys`, `migrate`,
+//! `listen` and `events tail`.
 //!
 //! Every flag can also be set through a `BOTLINKD_…` environment variable (shown in
 //! `--help`). Keys are printed only to stdout, for the operator who asked for them; logs go
@@ -17,9 +18,11 @@ use crate::clock::Clock;
 use crate::config::{Config, SqliteSync};
 use crate::delivery::RetrySchedule;
 use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
+use crate::listen::{Forwarder, StreamClient};
 use crate::phone::PhoneNumber;
 use crate::server::Server;
 use crate::store;
+use crate::webhooks::{EventFilter, SigningSecret};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +63,49 @@ enum Command {
     Instance(InstanceCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Forward an instance's live events to a local URL as signed webhooks.
+    Listen(ListenArgs),
+    /// Read an instance's events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// The botlinkd server to follow.
+    #[arg(long, env = "BOTLINKD_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The instance's App Key.
+    #[arg(long, env = "BOTLINKD_APP_KEY")]
+    app_key: String,
+    /// The instance's Auth Key (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "BOTLINKD_AUTH_KEY", hide_env_values = true)]
+    auth_key: String,
+    /// Start after this cursor instead of now (replays what came since).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    #[command(flatten)]
+    stream: StreamArgs,
+    /// Where to post each event, e.g. http://localhost:3000/webhook.
+    #[arg(long)]
+    forward_to: String,
+    /// Only these events (message, ack.sent, ack.delivered, ack.read, ack.failed).
+    #[arg(long, value_delimiter = ',')]
+    events: Vec<String>,
+    /// The `whsec_…` secret to sign forwarded events with (a new one is made and printed if
+    /// left out).
+    #[arg(long, env = "BOTLINKD_LISTEN_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print the instance's live events as JSON lines.
+    Tail(StreamArgs),
 }
 
 #[derive(Args)]
@@ -140,10 +186,7 @@ enum InstanceCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -174,6 +217,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Instance(command) => instance(config, command).await,
+        Command::Listen(args) => listen(args).await,
+        Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         Command::Migrate => {
             store::open(&config)?;
             println!("database is up to date: {}", config.database_url);
@@ -195,7 +240,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    let database = config.database_url.clone();
+    let database = store::redact_url(&config.database_url);
     let server = Server::start(config.clone(), listener).await?;
     let base = config.base_url(server.local_addr()?);
     println!(
@@ -205,9 +250,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     match &server.demo {
         Some(demo) => {
             println!();
-            println!(
-                "A sandbox demo instance was created. Keep these keys: the Auth Key is shown only this once."
-            );
+            println!("A sandbox demo instance was created. Keep these keys: the Auth Key is shown only this once.");
             println!("  Instance ID: {}", demo.instance.id);
             println!("  App Key:     {}", demo.credentials.app_key);
             println!("  Auth Key:    {}", demo.credentials.auth_key.expose());
@@ -224,9 +267,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
                     instance.app_key
                 );
             }
-            println!(
-                "  Portal: {base}/portal  (lost an Auth Key? botlinkd instance rotate-keys ID)"
-            );
+            println!("  Portal: {base}/portal  (lost an Auth Key? botlinkd instance rotate-keys ID)");
         }
     }
     let shutdown = CancellationToken::new();
@@ -240,15 +281,14 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                shutdown.cancel();
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -288,10 +328,7 @@ async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()
             if json {
                 println!("{}", serde_json::to_string_pretty(&instances)?);
             } else {
-                println!(
-                    "{:<10} {:<10} {:<16} {:<20} APP KEY",
-                    "ID", "CHANNEL", "NUMBER", "NAME"
-                );
+                println!("{:<10} {:<10} {:<16} {:<20} APP KEY", "ID", "CHANNEL", "NUMBER", "NAME");
                 for i in instances {
                     println!(
                         "{:<10} {:<10} {:<16} {:<20} {}",
@@ -336,4 +373,78 @@ fn print_keys(instance: &Instance, credentials: &Credentials, json: bool) {
             credentials.auth_key.expose()
         );
     }
+}
+
+fn stop_token() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
+    });
+    shutdown
+}
+
+async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let target = reqwest::Url::parse(&args.forward_to).map_err(|e| anyhow::anyhow!("--forward-to: {e}"))?;
+    let filter = if args.events.is_empty() {
+        EventFilter::all()
+    } else {
+        EventFilter::parse(&args.events)?
+    };
+    let secret = match &args.secret {
+        Some(text) => SigningSecret::parse(text)?,
+        None => {
+            let secret = SigningSecret::generate();
+            println!(
+                "Forwarded events are signed with {} (pass --secret to keep one).",
+                secret.expose()
+            );
+            secret
+        }
+    };
+    let forwarder = Forwarder::new(target.clone(), secret, filter);
+    let client = StreamClient::new(&args.stream.server, args.stream.app_key, args.stream.auth_key)?;
+    println!("Forwarding {:?} to {target}", filter);
+    client
+        .follow(args.stream.after, stop_token(), |event| {
+            let forwarder = &forwarder;
+            async move {
+                if !forwarder.wants(&event) {
+                    return;
+                }
+                let forwarded = forwarder.forward(&event).await;
+                let outcome = match forwarded.outcome {
+                    Ok(status) => format!("HTTP {status}"),
+                    Err(error) => format!("failed: {error}"),
+                };
+                println!(
+                    "{}  {:<13}  {}  -> {}  {} ms",
+                    event.created_at,
+                    event.kind,
+                    event.id,
+                    outcome,
+                    forwarded.latency.as_millis()
+                );
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+async fn tail(args: StreamArgs) -> anyhow::Result<()> {
+    let client = StreamClient::new(&args.server, args.app_key, args.auth_key)?;
+    client
+        .follow(args.after, stop_token(), |event| async move {
+            let line = json!({
+                "id": event.id,
+                "cursor": event.cursor,
+                "type": event.kind,
+                "created_at": event.created_at,
+                "payload": event.payload,
+            });
+            println!("{line}");
+        })
+        .await?;
+    Ok(())
 }

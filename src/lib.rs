@@ -13,6 +13,7 @@
 //! - [`webhooks`]: endpoints, event filters, URL checks (SSRF guard) and Standard Webhooks signing.
 //! - [`delivery`]: the engine that claims due deliveries, makes the HTTP attempts and records
 //!   their outcome on the retry schedule.
+//! - [`listen`]: the stream client behind `botlinkd listen` and `botlinkd events tail`.
 //! - [`live`]: in-process notifications of new events and attempts, for live watchers.
 //! - [`sandbox`]: the built-in channel that walks outgoing messages through sent → delivered → read.
 //! - [`store`]: the storage trait and its SQLite backend; the only module that speaks SQL.
@@ -32,6 +33,7 @@ pub mod delivery;
 pub mod events;
 pub mod ids;
 pub mod instances;
+pub mod listen;
 pub mod live;
 pub mod messages;
 pub mod phone;

@@ -11,9 +11,7 @@ pub struct PhoneNumber(String);
 
 /// Why a string is not a phone number.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "a phone number is 6 to 15 digits in international form, like 447123456789 or +447123456789"
-)]
+#[error("a phone number is 6 to 15 digits in international form, like 447123456789 or +447123456789")]
 pub struct InvalidPhoneNumber;
 
 impl PhoneNumber {
@@ -67,18 +65,10 @@ mod tests {
 
     #[test]
     fn accepts_common_forms() {
-        for s in [
-            "447123456789",
-            "+447123456789",
-            "+44 7123-456789",
-            "(1) 555 0123456",
-        ] {
+        for s in ["447123456789", "+447123456789", "+44 7123-456789", "(1) 555 0123456"] {
             assert!(PhoneNumber::parse(s).is_ok(), "{s}");
         }
-        assert_eq!(
-            PhoneNumber::parse("+44 7123 456789").unwrap().as_str(),
-            "447123456789"
-        );
+        assert_eq!(PhoneNumber::parse("+44 7123 456789").unwrap().as_str(), "447123456789");
     }
 
     #[test]

@@ -34,13 +34,7 @@ impl SandboxTimings {
     }
 
     /// The statuses a message sent at `now` will take.
-    pub fn schedule(
-        &self,
-        instance_id: i64,
-        message_id: &str,
-        customer: &str,
-        now: Millis,
-    ) -> Vec<ScheduledStatus> {
+    pub fn schedule(&self, instance_id: i64, message_id: &str, customer: &str, now: Millis) -> Vec<ScheduledStatus> {
         [
             (MessageStatus::Delivered, self.delivered_after),
             (MessageStatus::Read, self.read_after),
@@ -71,9 +65,7 @@ pub async fn step(app: &App) -> StoreResult<usize> {
             StatusOutcome::Applied(_) => applied += 1,
             // Overtaken (already read or failed) or gone: just forget the schedule.
             StatusOutcome::Stale(_) | StatusOutcome::NotFound => {
-                app.store
-                    .drop_scheduled_status(&s.message_id, s.status)
-                    .await?;
+                app.store.drop_scheduled_status(&s.message_id, s.status).await?;
             }
         }
     }

@@ -28,6 +28,7 @@ pub struct Server {
     listener: TcpListener,
     /// The demo instance, if this start created it.
     pub demo: Option<DemoInstance>,
+    _lock: store::ServingLock,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -45,6 +46,7 @@ impl Server {
     /// Opens the store, prepares it for this process, and creates the demo instance if the
     /// database has no instance yet.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
+        let lock = store::lock_for_serving(&config)?;
         let store = store::open(&config)?;
         // SQLite is used by one serving process at a time, so every lease left in the file
         // belonged to a process that is gone: hand those deliveries back at once.
@@ -60,10 +62,12 @@ impl Server {
         } else {
             None
         };
+        let latest_seq = store.latest_event_seq().await?;
         Ok(Self {
-            app: App::new(store, config),
+            app: App::new(store, config, latest_seq),
             listener,
             demo,
+            _lock: lock,
         })
     }
 
@@ -77,18 +81,25 @@ impl Server {
         &self.app
     }
 
-    /// Serves until `shutdown` is cancelled; then finishes in-flight requests and attempts.
+    /// Serves until `shutdown` is cancelled; then ends streams and long-polls, finishes
+    /// in-flight requests, and only then stops the workers (the engine lets its in-flight
+    /// attempts finish and records them).
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let app = self.app;
-        let workers = shutdown.child_token();
+        let _lock = self._lock;
+        let workers = CancellationToken::new();
         let mut tasks = Vec::new();
         if app.config.background_workers {
             tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
         }
         let router = api::router(app.clone());
+        let stopping = app.stopping.clone();
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                stopping.cancel();
+            })
             .await;
         workers.cancel();
         for task in tasks {
@@ -101,18 +112,11 @@ impl Server {
 }
 
 /// Starts a server on `listener` and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
     Server::start(config, listener).await?.serve(shutdown).await
 }
 
-async fn create_demo_if_empty(
-    store: &dyn Store,
-    config: &Config,
-) -> Result<Option<DemoInstance>, StoreError> {
+async fn create_demo_if_empty(store: &dyn Store, config: &Config) -> Result<Option<DemoInstance>, StoreError> {
     if !store.list_instances().await?.is_empty() {
         return Ok(None);
     }
@@ -128,8 +132,5 @@ async fn create_demo_if_empty(
             config.clock.now_ms(),
         )
         .await?;
-    Ok(Some(DemoInstance {
-        instance,
-        credentials,
-    }))
+    Ok(Some(DemoInstance { instance, credentials }))
 }

@@ -34,10 +34,7 @@ impl Page {
         let before = match self.before.as_deref().filter(|b| !b.is_empty()) {
             None => None,
             Some(b) => Some(b.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "`before` must be a `next` value from an earlier page",
-                )
+                ApiError::bad_request("invalid_cursor", "`before` must be a `next` value from an earlier page")
             })?),
         };
         let limit = self.limit.unwrap_or(50);
@@ -64,17 +61,11 @@ async fn conversations(
     Query(page): Query<Page>,
 ) -> Result<Json<Conversations>, ApiError> {
     let (before, limit) = page.parse()?;
-    let conversations = app
-        .store
-        .list_conversations(instance.id, before, limit)
-        .await?;
+    let conversations = app.store.list_conversations(instance.id, before, limit).await?;
     let next = (conversations.len() == limit as usize)
         .then(|| conversations.last().map(|c| c.last_message.seq.to_string()))
         .flatten();
-    Ok(Json(Conversations {
-        conversations,
-        next,
-    }))
+    Ok(Json(Conversations { conversations, next }))
 }
 
 #[derive(Serialize)]
@@ -89,8 +80,7 @@ async fn messages(
     Path(number): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Messages>, ApiError> {
-    let number = PhoneNumber::parse(&number)
-        .map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
+    let number = PhoneNumber::parse(&number).map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
     let (before, limit) = page.parse()?;
     let messages = app
         .store
@@ -108,12 +98,9 @@ async fn mark_read(
     Authed(instance): Authed,
     Path(number): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let number = PhoneNumber::parse(&number)
-        .map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
+    let number = PhoneNumber::parse(&number).map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
     if !app.store.mark_read(instance.id, number.as_str()).await? {
         return Err(ApiError::not_found("conversation"));
     }
-    Ok(Json(
-        serde_json::json!({"number": number.as_str(), "unread": 0}),
-    ))
+    Ok(Json(serde_json::json!({"number": number.as_str(), "unread": 0})))
 }

@@ -54,11 +54,7 @@ impl ApiError {
 
     /// 404 for a named thing.
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     /// 422 for a field that does not validate.
@@ -115,6 +111,7 @@ impl From<StoreError> for ApiError {
                     "storage is unavailable; try again",
                 )
             }
+            StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             other => Self::internal(&other),
         }
     }

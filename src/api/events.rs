@@ -106,19 +106,17 @@ async fn pull(
     loop {
         feed.borrow_and_update();
         let events = app.store.list_events(instance.id, after, limit).await?;
-        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+        let done = tokio::time::Instant::now() >= deadline || app.stopping.is_cancelled();
+        if !events.is_empty() || done {
             let next = events.last().map(|e| e.seq).unwrap_or(after).to_string();
-            let events = events
-                .into_iter()
-                .map(EventView::try_from)
-                .collect::<Result<_, _>>()?;
+            let events = events.into_iter().map(EventView::try_from).collect::<Result<_, _>>()?;
             return Ok(Json(Feed { events, next }));
         }
-        if tokio::time::timeout_at(deadline, feed.changed())
-            .await
-            .is_err()
-        {
-            continue;
+        // Wait for new events, the deadline, or the server shutting down (then answer now).
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = feed.changed() => {}
+            _ = app.stopping.cancelled() => {}
         }
     }
 }
@@ -164,10 +162,7 @@ async fn attempts(
     let event = find(&app, instance.id, &id).await?;
     let attempts = app.store.list_attempts(event.seq).await?;
     let deliveries = app.store.delivery_statuses(event.seq).await?;
-    Ok(Json(Attempts {
-        attempts,
-        deliveries,
-    }))
+    Ok(Json(Attempts { attempts, deliveries }))
 }
 
 #[derive(Deserialize, Default)]

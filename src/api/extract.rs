@@ -38,8 +38,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(Query(value))
     }
 }
@@ -51,8 +50,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(value) =
-            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(Path(value))
     }
 }
@@ -68,9 +66,7 @@ impl FromRequestParts<App> for Authed {
             return Err(ApiError::credentials_required());
         }
         let (app_key, auth_key) = basic_credentials(parts).ok_or_else(ApiError::unauthorized)?;
-        authenticate(app, &app_key, &AuthKey::new(auth_key))
-            .await
-            .map(Authed)
+        authenticate(app, &app_key, &AuthKey::new(auth_key)).await.map(Authed)
     }
 }
 
@@ -87,11 +83,7 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
 
 /// Checks an App Key / Auth Key pair. An unknown App Key still costs a hash comparison, so
 /// the answer time does not tell whether the App Key exists.
-pub async fn authenticate(
-    app: &App,
-    app_key: &str,
-    auth_key: &AuthKey,
-) -> Result<Instance, ApiError> {
+pub async fn authenticate(app: &App, app_key: &str, auth_key: &AuthKey) -> Result<Instance, ApiError> {
     if app_key.is_empty() || app_key.len() > 256 || auth_key.expose().len() > 256 {
         return Err(ApiError::unauthorized());
     }

@@ -51,10 +51,10 @@ async fn send(
             })
         }
     };
-    if let Some(key) = &idempotency {
-        if let Some(response) = replay(&app, instance.id, key).await? {
-            return Ok(response);
-        }
+    if let Some(key) = &idempotency
+        && let Some(response) = replay(&app, instance.id, key).await?
+    {
+        return Ok(response);
     }
     let request: SendRequest = parse_json(&headers, &body)?;
     let message = request.validate()?;
@@ -75,19 +75,14 @@ async fn send(
     }
 }
 
-async fn replay(
-    app: &App,
-    instance_id: i64,
-    key: &IdempotencyKey,
-) -> Result<Option<Response>, ApiError> {
+async fn replay(app: &App, instance_id: i64, key: &IdempotencyKey) -> Result<Option<Response>, ApiError> {
     match app.replay(instance_id, key).await? {
         Replay::New => Ok(None),
         Replay::Same(sent) => {
             let mut response = (StatusCode::ACCEPTED, Json(sent)).into_response();
-            response.headers_mut().insert(
-                "idempotent-replayed",
-                header::HeaderValue::from_static("true"),
-            );
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", header::HeaderValue::from_static("true"));
             Ok(Some(response))
         }
         Replay::Mismatch => Err(ApiError::new(
@@ -99,10 +94,7 @@ async fn replay(
 }
 
 /// Parses a JSON body taken as bytes (so it can also be fingerprinted).
-fn parse_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, ApiError> {
+fn parse_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -141,7 +133,8 @@ async fn read(
 }
 
 /// The compatibility form: keys in the body (never the URL), `to`, `message`, optional `file`.
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the Auth Key.
+#[derive(Default, Deserialize)]
 struct CompatForm {
     #[serde(default)]
     appkey: String,
@@ -156,11 +149,7 @@ struct CompatForm {
 }
 
 fn compat_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"message_status": "Error", "error": message})),
-    )
-        .into_response()
+    (status, axum::Json(json!({"message_status": "Error", "error": message}))).into_response()
 }
 
 async fn create_message(State(app): State<App>, request: Request) -> Response {
@@ -168,8 +157,7 @@ async fn create_message(State(app): State<App>, request: Request) -> Response {
         Ok(form) => form,
         Err(response) => return response,
     };
-    let instance = match authenticate(&app, &form.appkey, &AuthKey::new(form.authkey.clone())).await
-    {
+    let instance = match authenticate(&app, &form.appkey, &AuthKey::new(form.authkey.clone())).await {
         Ok(instance) => instance,
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             return (
@@ -206,7 +194,10 @@ async fn create_message(State(app): State<App>, request: Request) -> Response {
             }
         }))
         .into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => {
+            let error = ApiError::from(error);
+            compat_error(error.status(), error.message())
+        }
     }
 }
 
@@ -247,19 +238,11 @@ async fn read_compat_form(request: Request) -> Result<CompatForm, Response> {
         .await
         .map_err(|_| too_large().into_response())?;
     if content_type.starts_with("application/json") {
-        serde_json::from_slice(&body).map_err(|e| {
-            compat_error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not valid JSON: {e}"),
-            )
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| compat_error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON: {e}")))
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        serde_urlencoded::from_bytes(&body).map_err(|e| {
-            compat_error(
-                StatusCode::BAD_REQUEST,
-                &format!("the form is malformed: {e}"),
-            )
-        })
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|e| compat_error(StatusCode::BAD_REQUEST, &format!("the form is malformed: {e}")))
     } else {
         Err(compat_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

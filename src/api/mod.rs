@@ -46,6 +46,10 @@ pub fn router(app: App) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the method and path only: a query string could carry a key from an old
+        // script (`/api/create-message?authkey=…`), and logs must never hold one.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(app)
 }

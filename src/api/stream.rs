@@ -69,9 +69,7 @@ async fn stream_events(
             .parse::<i64>()
             .ok()
             .filter(|a| *a >= 0)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_cursor", "`after` must be a cursor from this feed")
-            })?,
+            .ok_or_else(|| ApiError::bad_request("invalid_cursor", "`after` must be a cursor from this feed"))?,
         // No cursor: only what happens from now on.
         None => app.subscribe_feed().borrow().to_owned(),
     };
@@ -86,8 +84,13 @@ async fn stream_events(
         greeted: false,
     };
     let events = stream::unfold(watcher, |mut w| async move {
-        let item = w.next_item().await;
-        Some((Ok(item), w))
+        let stopping = w.app.stopping.clone();
+        tokio::select! {
+            // The server is shutting down: end the stream so the client reconnects elsewhere
+            // (or later) from its cursor.
+            _ = stopping.cancelled() => None,
+            item = w.next_item() => Some((Ok(item), w)),
+        }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -115,9 +118,7 @@ impl Watcher {
                 }
             }
             match self.live.recv().await {
-                Ok(LiveItem::Events { instance_id, seq })
-                    if instance_id == self.instance_id && seq > self.cursor =>
-                {
+                Ok(LiveItem::Events { instance_id, seq }) if instance_id == self.instance_id && seq > self.cursor => {
                     self.behind = true;
                 }
                 Ok(LiveItem::Attempt(notice)) if notice.instance_id == self.instance_id => {
@@ -136,11 +137,7 @@ impl Watcher {
     }
 
     async fn read_stored(&mut self) -> Result<(), ApiError> {
-        let events = self
-            .app
-            .store
-            .list_events(self.instance_id, self.cursor, PAGE)
-            .await?;
+        let events = self.app.store.list_events(self.instance_id, self.cursor, PAGE).await?;
         self.behind = events.len() == PAGE as usize;
         for record in events {
             self.cursor = record.seq;

@@ -13,9 +13,7 @@ use super::extract::{Authed, Json, Path};
 use crate::app::App;
 use crate::events;
 use crate::store::rfc3339;
-use crate::webhooks::{
-    AddressPolicy, Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret, WebhookUrl,
-};
+use crate::webhooks::{AddressPolicy, Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret, WebhookUrl};
 
 /// The routes.
 pub fn router() -> Router<App> {
@@ -80,8 +78,7 @@ impl From<Endpoint> for EndpointView {
 }
 
 async fn checked_url(app: &App, url: &str) -> Result<WebhookUrl, ApiError> {
-    let url =
-        WebhookUrl::parse(url).map_err(|e| ApiError::invalid("invalid_url", e.to_string()))?;
+    let url = WebhookUrl::parse(url).map_err(|e| ApiError::invalid("invalid_url", e.to_string()))?;
     let policy = AddressPolicy::new(app.config.webhook_allow_cidrs.clone());
     url.check(&policy)
         .await
@@ -140,10 +137,7 @@ struct EndpointList {
     webhooks: Vec<EndpointView>,
 }
 
-async fn list(
-    State(app): State<App>,
-    Authed(instance): Authed,
-) -> Result<Json<EndpointList>, ApiError> {
+async fn list(State(app): State<App>, Authed(instance): Authed) -> Result<Json<EndpointList>, ApiError> {
     let endpoints = app.store.list_endpoints(instance.id).await?;
     Ok(Json(EndpointList {
         webhooks: endpoints.into_iter().map(EndpointView::from).collect(),

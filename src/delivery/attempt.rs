@@ -42,21 +42,14 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| policy.permits(a.ip()))
-                .collect();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = found.iter().copied().filter(|a| policy.permits(a.ip())).collect();
             if permitted.is_empty() {
                 let shown = found
                     .first()
                     .map(|a| a.ip().to_string())
                     .unwrap_or_else(|| "nothing".into());
-                return Err(
-                    format!("blocked: {host} resolves to {shown}, an internal address").into(),
-                );
+                return Err(format!("blocked: {host} resolves to {shown}, an internal address").into());
             }
             Ok(Box::new(permitted.into_iter()) as Addrs)
         })
@@ -69,10 +62,10 @@ impl Attempter {
     pub fn new(policy: AddressPolicy, timeout: Duration, clock: Clock) -> Self {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve and connect for us, around the address guard.
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(256)
@@ -97,8 +90,7 @@ impl Attempter {
         let duration_ms = started.elapsed().as_millis() as i64;
         let (status_code, response, error) = match outcome {
             Ok((status, excerpt)) => {
-                let error = (!(200..300).contains(&status))
-                    .then(|| format!("receiver answered HTTP {status}"));
+                let error = (!(200..300).contains(&status)).then(|| format!("receiver answered HTTP {status}"));
                 (Some(status), excerpt, error)
             }
             Err(error) => (None, String::new(), Some(error)),
@@ -117,6 +109,7 @@ impl Attempter {
             response,
             error,
             retry_at: None,
+            lease_until: d.lease_until,
         }
     }
 
@@ -160,10 +153,7 @@ impl Attempter {
 }
 
 fn timeout_message(limit: Duration) -> String {
-    format!(
-        "timeout: no complete answer within {} ms",
-        limit.as_millis()
-    )
+    format!("timeout: no complete answer within {} ms", limit.as_millis())
 }
 
 /// A short, URL-free description of a client error (URLs may carry tokens in their query).

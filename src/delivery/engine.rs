@@ -81,7 +81,8 @@ impl Engine {
                 attempter,
                 clock: config.clock.clone(),
                 schedule: config.retry_schedule.clone(),
-                lease: config.delivery_lease,
+                // The lease must outlast any attempt, or a slow attempt's delivery could be claimed twice.
+                lease: config.delivery_lease.max(config.attempt_timeout * 4),
                 max_in_flight: config.max_in_flight.max(1),
                 per_endpoint: config.max_in_flight_per_endpoint.max(1),
                 wake: Notify::new(),
@@ -107,12 +108,7 @@ impl Engine {
         let now = inner.clock.now_ms();
         let due = inner
             .store
-            .claim_due(
-                now,
-                inner.max_in_flight as u32,
-                Vec::new(),
-                self.lease_until(),
-            )
+            .claim_due(now, inner.max_in_flight as u32, Vec::new(), self.lease_until())
             .await?;
         let mut attempts = JoinSet::new();
         for d in due {
@@ -202,11 +198,7 @@ impl Engine {
         };
         let limit = free.min(CLAIM_BATCH);
         let now = inner.clock.now_ms();
-        let due = match inner
-            .store
-            .claim_due(now, limit as u32, skip, self.lease_until())
-            .await
-        {
+        let due = match inner.store.claim_due(now, limit as u32, skip, self.lease_until()).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::error!(error = %error, source = ?std::error::Error::source(&error), "claiming deliveries failed");

@@ -23,9 +23,7 @@ pub struct InvalidSchedule(String);
 
 impl Default for RetrySchedule {
     fn default() -> Self {
-        let secs = [
-            5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 57_600, 86_400,
-        ];
+        let secs = [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 57_600, 86_400];
         Self {
             delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(),
             jitter: 0.1,
@@ -48,9 +46,7 @@ impl RetrySchedule {
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                humantime::parse_duration(s).map_err(|e| InvalidSchedule(format!("`{s}`: {e}")))
-            })
+            .map(|s| humantime::parse_duration(s).map_err(|e| InvalidSchedule(format!("`{s}`: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             delays,

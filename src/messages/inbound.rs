@@ -55,8 +55,8 @@ const MEDIA_TYPES: [&str; 5] = ["image", "video", "audio", "document", "sticker"
 impl InboundRequest {
     /// Validates the request.
     pub fn validate(self) -> Result<InboundMessage, Invalid> {
-        let from = PhoneNumber::parse(&self.from)
-            .map_err(|e| Invalid::new("invalid_phone_number", format!("`from`: {e}")))?;
+        let from =
+            PhoneNumber::parse(&self.from).map_err(|e| Invalid::new("invalid_phone_number", format!("`from`: {e}")))?;
         let mut detail = Map::new();
         if let Some(name) = self.name.filter(|n| !n.trim().is_empty()) {
             check_text("name", &name, 256)?;
@@ -66,21 +66,15 @@ impl InboundRequest {
             "text" => {
                 let body = self.body.unwrap_or_default();
                 if body.trim().is_empty() {
-                    return Err(Invalid::new(
-                        "missing_body",
-                        "a text message needs a non-empty `body`",
-                    ));
+                    return Err(Invalid::new("missing_body", "a text message needs a non-empty `body`"));
                 }
                 check_text("body", &body, 4096)?;
                 body
             }
             kind if MEDIA_TYPES.contains(&kind) => {
-                let url = self.media_url.ok_or_else(|| {
-                    Invalid::new(
-                        "missing_media_url",
-                        format!("a {kind} message needs `media_url`"),
-                    )
-                })?;
+                let url = self
+                    .media_url
+                    .ok_or_else(|| Invalid::new("missing_media_url", format!("a {kind} message needs `media_url`")))?;
                 let url = parse_media_url("media_url", &url)?;
                 let caption = self.caption.or(self.body).unwrap_or_default();
                 check_text("caption", &caption, 1024)?;
@@ -158,14 +152,8 @@ mod tests {
 
     #[test]
     fn unknown_types_and_missing_fields_are_refused() {
-        assert_eq!(
-            request("hologram").validate().unwrap_err().code,
-            "unsupported_type"
-        );
+        assert_eq!(request("hologram").validate().unwrap_err().code, "unsupported_type");
         assert_eq!(request("text").validate().unwrap_err().code, "missing_body");
-        assert_eq!(
-            request("image").validate().unwrap_err().code,
-            "missing_media_url"
-        );
+        assert_eq!(request("image").validate().unwrap_err().code, "missing_media_url");
     }
 }

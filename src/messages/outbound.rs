@@ -77,33 +77,25 @@ pub struct OutboundMessage {
 impl SendRequest {
     /// Validates the request.
     pub fn validate(self) -> Result<OutboundMessage, Invalid> {
-        let to = PhoneNumber::parse(&self.to)
-            .map_err(|e| Invalid::new("invalid_phone_number", format!("`to`: {e}")))?;
-        let kind = self.kind.unwrap_or_else(|| {
-            if self.media_url.is_some() {
-                "image"
-            } else {
-                "text"
-            }
-            .to_string()
-        });
+        let to =
+            PhoneNumber::parse(&self.to).map_err(|e| Invalid::new("invalid_phone_number", format!("`to`: {e}")))?;
+        let kind = self
+            .kind
+            .unwrap_or_else(|| if self.media_url.is_some() { "image" } else { "text" }.to_string());
         let mut detail = Map::new();
         let body = match kind.as_str() {
             "text" => {
                 let body = self.body.unwrap_or_default();
                 if body.trim().is_empty() {
-                    return Err(Invalid::new(
-                        "missing_body",
-                        "a text message needs a non-empty `body`",
-                    ));
+                    return Err(Invalid::new("missing_body", "a text message needs a non-empty `body`"));
                 }
                 check_text("body", &body, 4096)?;
                 body
             }
             "image" => {
-                let url = self.media_url.ok_or_else(|| {
-                    Invalid::new("missing_media_url", "an image message needs `media_url`")
-                })?;
+                let url = self
+                    .media_url
+                    .ok_or_else(|| Invalid::new("missing_media_url", "an image message needs `media_url`"))?;
                 let url = parse_media_url("media_url", &url)?;
                 let caption = self.caption.or(self.body).unwrap_or_default();
                 check_text("caption", &caption, 1024)?;
@@ -135,9 +127,7 @@ impl SendRequest {
                             format!("button {} needs a title of 1 to 20 characters", i + 1),
                         ));
                     }
-                    let id =
-                        b.id.filter(|id| !id.is_empty())
-                            .unwrap_or_else(|| title.clone());
+                    let id = b.id.filter(|id| !id.is_empty()).unwrap_or_else(|| title.clone());
                     check_text("buttons[].id", &id, 256)?;
                     list.push(json!({"id": id, "title": title}));
                 }
@@ -157,10 +147,7 @@ impl SendRequest {
                     )
                 })?;
                 if template.name.trim().is_empty() {
-                    return Err(Invalid::new(
-                        "missing_template",
-                        "`template.name` must not be empty",
-                    ));
+                    return Err(Invalid::new("missing_template", "`template.name` must not be empty"));
                 }
                 let name = template.name.clone();
                 detail.insert(
@@ -172,18 +159,11 @@ impl SendRequest {
             other => {
                 return Err(Invalid::new(
                     "unsupported_type",
-                    format!(
-                        "unsupported message type `{other}`; use text, image, buttons or template"
-                    ),
+                    format!("unsupported message type `{other}`; use text, image, buttons or template"),
                 ));
             }
         };
-        Ok(OutboundMessage {
-            to,
-            kind,
-            body,
-            detail,
-        })
+        Ok(OutboundMessage { to, kind, body, detail })
     }
 }
 
@@ -192,9 +172,7 @@ mod tests {
     use super::*;
 
     fn send(json: serde_json::Value) -> Result<OutboundMessage, Invalid> {
-        serde_json::from_value::<SendRequest>(json)
-            .unwrap()
-            .validate()
+        serde_json::from_value::<SendRequest>(json).unwrap().validate()
     }
 
     #[test]
@@ -209,10 +187,7 @@ mod tests {
 
     #[test]
     fn type_defaults_from_the_fields() {
-        assert_eq!(
-            send(json!({"to":"447123456789","body":"hi"})).unwrap().kind,
-            "text"
-        );
+        assert_eq!(send(json!({"to":"447123456789","body":"hi"})).unwrap().kind, "text");
         assert_eq!(
             send(json!({"to":"447123456789","media_url":"https://x.test/a.png"}))
                 .unwrap()

@@ -21,10 +21,7 @@ const VIEWS_JS: &str = include_str!("assets/views.js");
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/portal", get(|| async { Redirect::permanent("/portal/") }))
-        .route(
-            "/portal/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
+        .route("/portal/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route(
             "/portal/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),

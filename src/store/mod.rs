@@ -44,6 +44,9 @@ pub enum StoreError {
     /// The group commit this write was part of failed; nothing of it was written.
     #[error("the database could not commit")]
     CommitFailed,
+    /// Another serving process holds the database.
+    #[error("another `botlinkd serve` is already using {0}; SQLite is served by one process at a time")]
+    InUse(String),
     /// The storage thread is gone (the server is shutting down).
     #[error("the storage worker has stopped")]
     Closed,
@@ -169,6 +172,8 @@ pub struct DueDelivery {
     pub attempt: u32,
     /// How many failed attempts this delivery has made (the retry schedule's index).
     pub failures: u32,
+    /// The lease this claim holds; the outcome only counts while it is still the delivery's.
+    pub lease_until: Millis,
 }
 
 /// What one attempt did, as the engine reports it to the store.
@@ -200,6 +205,8 @@ pub struct AttemptResult {
     pub success: bool,
     /// On failure: when to try again, or `None` when the delivery is now dead.
     pub retry_at: Option<Millis>,
+    /// The lease the attempt was made under.
+    pub lease_until: Millis,
 }
 
 /// One recorded attempt, as the API lists it.
@@ -247,24 +254,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every instance, oldest first.
     async fn list_instances(&self) -> StoreResult<Vec<Instance>>;
     /// The instance with this App Key, with its Auth Key hash.
-    async fn instance_by_app_key(
-        &self,
-        app_key: &str,
-    ) -> StoreResult<Option<(Instance, AuthKeyHash)>>;
+    async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>>;
     /// Replaces an instance's keys; `None` if there is no such instance.
-    async fn rotate_keys(
-        &self,
-        instance_id: i64,
-        keys: &Credentials,
-    ) -> StoreResult<Option<Instance>>;
+    async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>>;
 
     /// Creates an endpoint.
-    async fn create_endpoint(
-        &self,
-        new: NewEndpoint,
-        secret: SigningSecret,
-        now: Millis,
-    ) -> StoreResult<Endpoint>;
+    async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint>;
     /// An instance's endpoints, oldest first.
     async fn list_endpoints(&self, instance_id: i64) -> StoreResult<Vec<Endpoint>>;
     /// One endpoint of an instance.
@@ -319,11 +314,7 @@ pub trait Store: Send + Sync + 'static {
     /// Moves an outgoing message's status forward and publishes its ack.
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome>;
     /// One message of an instance.
-    async fn get_message(
-        &self,
-        instance_id: i64,
-        message_id: &str,
-    ) -> StoreResult<Option<StoredMessage>>;
+    async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>>;
     /// Conversations, most recently active first, before a paging position.
     async fn list_conversations(
         &self,
@@ -346,34 +337,19 @@ pub trait Store: Send + Sync + 'static {
     /// When the next sandbox status is due.
     async fn next_status_due(&self) -> StoreResult<Option<Millis>>;
     /// Forgets a scheduled status (it was applied or overtaken).
-    async fn drop_scheduled_status(
-        &self,
-        message_id: &str,
-        status: MessageStatus,
-    ) -> StoreResult<()>;
+    async fn drop_scheduled_status(&self, message_id: &str, status: MessageStatus) -> StoreResult<()>;
 
     /// The instance's events after a feed position (test events excluded).
-    async fn list_events(
-        &self,
-        instance_id: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<EventRecord>>;
+    async fn list_events(&self, instance_id: i64, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
     /// One event of an instance.
-    async fn get_event(&self, instance_id: i64, event_id: &str)
-    -> StoreResult<Option<EventRecord>>;
+    async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>>;
     /// Every attempt of an event, oldest first.
     async fn list_attempts(&self, event_seq: i64) -> StoreResult<Vec<AttemptRecord>>;
     /// Where an event stands towards each endpoint.
     async fn delivery_statuses(&self, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>>;
     /// Delivers an event again to each of its endpoints (or to one); returns how many
     /// deliveries were scheduled.
-    async fn resend_event(
-        &self,
-        event_seq: i64,
-        endpoint_id: Option<&str>,
-        now: Millis,
-    ) -> StoreResult<usize>;
+    async fn resend_event(&self, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize>;
     /// Stores a test event with one delivery to `endpoint_id`, already claimed by the caller.
     async fn record_test_event(
         &self,
@@ -395,6 +371,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records attempts and moves their deliveries on (delivered, retry, dead), promoting
     /// the next delivery of a conversation where the head is done.
     async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()>;
+    /// The feed position of the newest stored event (0 when there is none).
+    async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
     /// Releases every lease (only safe when this is the only process using the database).
@@ -406,19 +384,59 @@ pub fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
     let url = config.database_url.as_str();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError::UnsupportedUrl(format!(
-            "{}… (PostgreSQL support is not in this build yet; use sqlite://PATH)",
-            &url[..url.find("://").map(|i| i + 3).unwrap_or(0)]
+            "{} (PostgreSQL support is not in this build yet; use sqlite://PATH)",
+            redact_url(url)
         )));
     }
     let path = sqlite::path_from_url(url)?;
-    Ok(Arc::new(sqlite::SqliteStore::open(
-        &path,
-        config.sqlite_sync,
-    )?))
+    Ok(Arc::new(sqlite::SqliteStore::open(&path, config.sqlite_sync)?))
+}
+
+/// Held by a serving process for as long as it serves: with SQLite, a second `serve` on the
+/// same file is refused (both would hand out the same deliveries). Dropping it releases it.
+#[derive(Debug)]
+pub struct ServingLock {
+    _file: std::fs::File,
+}
+
+/// Takes the serving lock of the store a configuration names.
+pub fn lock_for_serving(config: &crate::config::Config) -> StoreResult<ServingLock> {
+    let path = sqlite::path_from_url(&config.database_url)?;
+    Ok(ServingLock {
+        _file: sqlite::lock_for_serving(&path)?,
+    })
+}
+
+/// A database URL with any password replaced by `***`, fit for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// Formats milliseconds as RFC 3339 (UTC, millisecond precision).
 pub fn rfc3339(ms: Millis) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(
+            redact_url("postgres://bot:s3cret@db:5432/botlinkd"),
+            "postgres://***@db:5432/botlinkd"
+        );
+        assert_eq!(redact_url("sqlite://data/botlinkd.db"), "sqlite://data/botlinkd.db");
+        assert_eq!(redact_url("botlinkd.db"), "botlinkd.db");
+    }
 }

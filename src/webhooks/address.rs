@@ -113,12 +113,7 @@ mod tests {
 
     #[test]
     fn public_addresses_pass() {
-        for s in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
+        for s in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
             assert!(!refused(s), "{s} should pass");
         }
     }

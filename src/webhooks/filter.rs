@@ -18,11 +18,7 @@ pub struct UnknownEvent(pub String);
 impl EventFilter {
     /// Every subscribable event (the default).
     pub fn all() -> Self {
-        Self(
-            EventKind::SUBSCRIBABLE
-                .iter()
-                .fold(0, |acc, k| acc | k.bit()),
-        )
+        Self(EventKind::SUBSCRIBABLE.iter().fold(0, |acc, k| acc | k.bit()))
     }
 
     /// Parses names like `["message", "ack.read"]`; `ack` stands for every ack.

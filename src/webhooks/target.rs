@@ -102,10 +102,7 @@ mod tests {
             WebhookUrl::parse("ftp://example.com"),
             Err(InvalidUrl::Malformed)
         ));
-        assert!(matches!(
-            WebhookUrl::parse("not a url"),
-            Err(InvalidUrl::Malformed)
-        ));
+        assert!(matches!(WebhookUrl::parse("not a url"), Err(InvalidUrl::Malformed)));
         assert!(matches!(
             WebhookUrl::parse("https://u:p@example.com"),
             Err(InvalidUrl::Credentials)

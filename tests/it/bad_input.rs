@@ -22,9 +22,7 @@ async fn malformed_and_wrongly_typed_bodies_are_refused() {
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;
-    let accepted = app
-        .inbound_text("447123456789", "accepted before the garbage")
-        .await;
+    let accepted = app.inbound_text("447123456789", "accepted before the garbage").await;
 
     let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
         (
@@ -120,11 +118,7 @@ async fn malformed_and_wrongly_typed_bodies_are_refused() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            error_of(response).await,
-            (status, code.to_string()),
-            "{path} {body}"
-        );
+        assert_eq!(error_of(response).await, (status, code.to_string()), "{path} {body}");
     }
 
     let big = "x".repeat(300 * 1024);
@@ -134,10 +128,7 @@ async fn malformed_and_wrongly_typed_bodies_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(response).await,
-        (413, "payload_too_large".to_string())
-    );
+    assert_eq!(error_of(response).await, (413, "payload_too_large".to_string()));
     let response = app
         .request(Method::POST, "/v1/messages")
         .json(&json!({"to": "447123456789", "body": big}))
@@ -152,31 +143,15 @@ async fn malformed_and_wrongly_typed_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(error_of(response).await, (400, "invalid_query".to_string()));
-    let response = app
-        .request(Method::GET, "/v1/nothing-here")
-        .send()
-        .await
-        .unwrap();
+    let response = app.request(Method::GET, "/v1/nothing-here").send().await.unwrap();
     assert_eq!(error_of(response).await, (404, "not_found".to_string()));
-    let response = app
-        .request(Method::PUT, "/v1/messages")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_of(response).await,
-        (405, "method_not_allowed".to_string())
-    );
+    let response = app.request(Method::PUT, "/v1/messages").send().await.unwrap();
+    assert_eq!(error_of(response).await, (405, "method_not_allowed".to_string()));
 
     // The server is still up and the message accepted first was delivered.
     let got = receiver.next().await;
     assert_eq!(got.json["data"]["message_id"], accepted.as_str());
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let health = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -185,10 +160,7 @@ async fn missing_or_wrong_keys_get_401() {
     let app = TestApp::spawn().await;
     let url = format!("{}/v1/webhooks", app.base);
     let anonymous = app.client.get(&url).send().await.unwrap();
-    assert_eq!(
-        anonymous.headers()["www-authenticate"],
-        "Basic realm=\"botlinkd\""
-    );
+    assert_eq!(anonymous.headers()["www-authenticate"], "Basic realm=\"botlinkd\"");
     assert_eq!(error_of(anonymous).await, (401, "unauthorized".to_string()));
     let wrong = app
         .client
@@ -241,10 +213,7 @@ async fn another_instances_resources_are_not_found() {
         (Method::POST, format!("/v1/webhooks/{id}/rotate-secret")),
         (Method::POST, format!("/v1/webhooks/{id}/test")),
         (Method::GET, format!("/v1/messages/{message}")),
-        (
-            Method::POST,
-            format!("/v1/sandbox/messages/{message}/status"),
-        ),
+        (Method::POST, format!("/v1/sandbox/messages/{message}/status")),
         (Method::GET, format!("/v1/events/{event_id}")),
         (Method::GET, format!("/v1/events/{event_id}/attempts")),
         (Method::POST, format!("/v1/events/{event_id}/resend")),
@@ -274,8 +243,5 @@ async fn another_instances_resources_are_not_found() {
         .unwrap();
     assert!(theirs["conversations"].as_array().unwrap().is_empty());
     // Still there for its owner.
-    assert_eq!(
-        app.get_json(&format!("/v1/webhooks/{id}")).await["enabled"],
-        true
-    );
+    assert_eq!(app.get_json(&format!("/v1/webhooks/{id}")).await["enabled"], true);
 }

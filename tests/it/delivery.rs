@@ -80,21 +80,14 @@ async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
             "retries keep the webhook-id"
         );
     }
-    let attempts = app
-        .get_json(&format!("/v1/events/{webhook_id}/attempts"))
-        .await;
+    let attempts = app.get_json(&format!("/v1/events/{webhook_id}/attempts")).await;
     let list = attempts["attempts"].as_array().unwrap();
     assert_eq!(list.len(), 4);
     for (i, a) in list.iter().enumerate() {
         assert_eq!(a["attempt"], i + 1);
         assert_eq!(a["outcome"], "failure");
         assert_eq!(a["status_code"], 500);
-        assert!(
-            a["started_at"]
-                .as_str()
-                .unwrap()
-                .starts_with("2023-11-14T22:")
-        );
+        assert!(a["started_at"].as_str().unwrap().starts_with("2023-11-14T22:"));
         assert!(a["duration_ms"].is_i64());
         assert!(a["error"].as_str().unwrap().contains("500"));
         assert!(!a["endpoint_id"].as_str().unwrap().is_empty());
@@ -103,9 +96,7 @@ async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
 
     // A dead delivery is delivered again on demand.
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (status, resend) = app
-        .post(&format!("/v1/events/{webhook_id}/resend"), json!({}))
-        .await;
+    let (status, resend) = app.post(&format!("/v1/events/{webhook_id}/resend"), json!({})).await;
     assert_eq!(status, 202, "{resend}");
     assert_eq!(resend["scheduled"], 1);
     step(StepOutcome {
@@ -115,9 +106,7 @@ async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
     })
     .await;
     assert_eq!(receiver.next().await.header("webhook-id"), webhook_id);
-    let attempts = app
-        .get_json(&format!("/v1/events/{webhook_id}/attempts"))
-        .await;
+    let attempts = app.get_json(&format!("/v1/events/{webhook_id}/attempts")).await;
     assert_eq!(attempts["attempts"][4]["attempt"], 5);
     assert_eq!(attempts["attempts"][4]["outcome"], "success");
     assert_eq!(attempts["deliveries"][1]["state"], "delivered");
@@ -135,8 +124,7 @@ async fn any_2xx_succeeds_and_anything_else_is_retried_with_the_same_webhook_id(
         StatusCode::SERVICE_UNAVAILABLE,
         StatusCode::NO_CONTENT,
     ];
-    let receiver =
-        Receiver::start_with(Arc::new(move |n, _| (answers[n.min(3)], Duration::ZERO))).await;
+    let receiver = Receiver::start_with(Arc::new(move |n, _| (answers[n.min(3)], Duration::ZERO))).await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;
     app.inbound_text("447123456789", "retry me").await;
     let ids: Vec<String> = futures_take(&receiver, 4).await;
@@ -144,21 +132,11 @@ async fn any_2xx_succeeds_and_anything_else_is_retried_with_the_same_webhook_id(
     let attempts = wait_for_attempts(&app, &ids[0], 4).await;
     let outcomes: Vec<(&str, i64)> = attempts
         .iter()
-        .map(|a| {
-            (
-                a["outcome"].as_str().unwrap(),
-                a["status_code"].as_i64().unwrap(),
-            )
-        })
+        .map(|a| (a["outcome"].as_str().unwrap(), a["status_code"].as_i64().unwrap()))
         .collect();
     assert_eq!(
         outcomes,
-        [
-            ("failure", 301),
-            ("failure", 404),
-            ("failure", 503),
-            ("success", 204)
-        ]
+        [("failure", 301), ("failure", 404), ("failure", 503), ("success", 204)]
     );
 }
 
@@ -173,9 +151,7 @@ async fn futures_take(receiver: &Receiver, n: usize) -> Vec<String> {
 async fn wait_for_attempts(app: &TestApp, event_id: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + crate::harness::PATIENCE;
     loop {
-        let attempts = app
-            .get_json(&format!("/v1/events/{event_id}/attempts"))
-            .await;
+        let attempts = app.get_json(&format!("/v1/events/{event_id}/attempts")).await;
         let list = attempts["attempts"].as_array().unwrap().clone();
         if list.len() >= n || Instant::now() > deadline {
             assert_eq!(list.len(), n, "attempts of {event_id}: {attempts}");
@@ -290,8 +266,7 @@ async fn a_hanging_receiver_holds_back_no_other_endpoint_or_conversation() {
     })
     .await;
     // One endpoint never answers in time; on the other, only conversation A hangs.
-    let stuck =
-        Receiver::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::from_secs(10)))).await;
+    let stuck = Receiver::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::from_secs(10)))).await;
     let partly = Receiver::start_with(Arc::new(|_, body: &Value| {
         if body["data"]["from"] == "447000000001" {
             (StatusCode::OK, Duration::from_secs(10))
@@ -311,17 +286,104 @@ async fn a_hanging_receiver_holds_back_no_other_endpoint_or_conversation() {
     }
     let mut bodies = Vec::new();
     for _ in 0..20 {
-        bodies.push(
-            partly.next().await.json["data"]["body"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        bodies.push(partly.next().await.json["data"]["body"].as_str().unwrap().to_string());
     }
     assert!(bodies.iter().all(|b| b == "B"), "{bodies:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "other conversations went out while A and the stuck endpoint hung ({:?})",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_is_paused_and_catches_up_in_order_when_enabled() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let endpoint = app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let id = endpoint["id"].as_str().unwrap();
+    let first = app.inbound_text("447123456789", "m1").await;
+    assert_eq!(receiver.next().await.json["data"]["message_id"], first.as_str());
+
+    let patch = |enabled: bool| {
+        app.request(reqwest::Method::PATCH, &format!("/v1/webhooks/{id}"))
+            .json(&json!({"enabled": enabled}))
+            .send()
+    };
+    assert_eq!(patch(false).await.unwrap().status(), 200);
+    let second = app.inbound_text("447123456789", "m2").await;
+    let third = app.inbound_text("447123456789", "m3").await;
+    receiver.expect_nothing(Duration::from_millis(700)).await;
+
+    assert_eq!(patch(true).await.unwrap().status(), 200);
+    assert_eq!(receiver.next().await.json["data"]["message_id"], second.as_str());
+    assert_eq!(receiver.next().await.json["data"]["message_id"], third.as_str());
+}
+
+#[tokio::test]
+async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let event_id = {
+        app.inbound_text("447123456789", "claimed twice").await;
+        app.get_json("/v1/events").await["events"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let store = &app.app.store;
+    let clock = app.clock().clone();
+    let now = clock.now_ms();
+    let first = store.claim_due(now, 10, Vec::new(), now + 30_000).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .claim_due(now, 10, Vec::new(), now + 30_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    // The first claimer goes silent; its lease runs out and another claim takes over.
+    clock.advance(Duration::from_secs(31));
+    let later = clock.now_ms();
+    let second = store.claim_due(later, 10, Vec::new(), later + 30_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+
+    let outcome = |due: &botlinkd::store::DueDelivery, success: bool| botlinkd::store::AttemptResult {
+        delivery_id: due.delivery_id,
+        event_seq: due.event_seq,
+        event_id: due.event_id.clone(),
+        instance_id: due.instance_id,
+        endpoint_id: due.endpoint_id.clone(),
+        attempt: due.attempt,
+        started_at: later,
+        duration_ms: 1,
+        status_code: Some(if success { 200 } else { 500 }),
+        response: String::new(),
+        error: (!success).then(|| "late".into()),
+        success,
+        retry_at: None,
+        lease_until: due.lease_until,
+    };
+    // The stale claimer reports a final failure: recorded, but the delivery is not killed.
+    store.complete(vec![outcome(&first[0], false)].into()).await.unwrap();
+    let state = app.get_json(&format!("/v1/events/{event_id}")).await;
+    assert_eq!(state["deliveries"][0]["state"], "pending", "{state}");
+    // The current claimer's success counts.
+    store.complete(vec![outcome(&second[0], true)].into()).await.unwrap();
+    let state = app.get_json(&format!("/v1/events/{event_id}")).await;
+    assert_eq!(state["deliveries"][0]["state"], "delivered", "{state}");
+    assert_eq!(
+        app.get_json(&format!("/v1/events/{event_id}/attempts")).await["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
 }

@@ -27,19 +27,13 @@ async fn events_are_pulled_after_a_cursor() {
     let page = app.get_json("/v1/events?limit=1").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
     let rest = app
-        .get_json(&format!(
-            "/v1/events?after={}",
-            page["next"].as_str().unwrap()
-        ))
+        .get_json(&format!("/v1/events?after={}", page["next"].as_str().unwrap()))
         .await;
     assert_eq!(rest["events"].as_array().unwrap().len(), 1);
     assert_eq!(rest["events"][0]["type"], "ack.sent");
 
     let empty = app
-        .get_json(&format!(
-            "/v1/events?after={}",
-            feed["next"].as_str().unwrap()
-        ))
+        .get_json(&format!("/v1/events?after={}", feed["next"].as_str().unwrap()))
         .await;
     assert!(empty["events"].as_array().unwrap().is_empty());
     assert_eq!(empty["next"], feed["next"]);
@@ -60,18 +54,9 @@ async fn events_are_pulled_after_a_cursor() {
 #[tokio::test]
 async fn a_long_poll_wakes_when_an_event_arrives() {
     let app = TestApp::spawn().await;
-    let request = app
-        .request(reqwest::Method::GET, "/v1/events?after=0&wait=20")
-        .send();
+    let request = app.request(reqwest::Method::GET, "/v1/events?after=0&wait=20").send();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        request
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    });
+    let poll = tokio::spawn(async move { request.await.unwrap().json::<serde_json::Value>().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "the poll waits while there is nothing");
     app.inbound_text("447000000001", "wake up").await;

@@ -61,15 +61,10 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config =
-            Config::for_tests(format!("sqlite://{}", dir.path().join("test.db").display()));
+        let mut config = Config::for_tests(format!("sqlite://{}", dir.path().join("test.db").display()));
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let server = Server::start(config, listener)
-            .await
-            .expect("server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(config, listener).await.expect("server starts");
         let base = format!("http://{}", server.local_addr().expect("addr"));
         let app = server.app().clone();
         let shutdown = CancellationToken::new();
@@ -131,12 +126,7 @@ impl TestApp {
     }
 
     /// A request with another instance's keys.
-    pub fn request_as(
-        &self,
-        keys: &Keys,
-        method: reqwest::Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
+    pub fn request_as(&self, keys: &Keys, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}{}", self.base, path))
             .basic_auth(&keys.app_key, Some(&keys.auth_key))
@@ -144,11 +134,7 @@ impl TestApp {
 
     /// GET, expecting 200, returning the JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("GET");
+        let response = self.request(reqwest::Method::GET, path).send().await.expect("GET");
         let status = response.status();
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -165,10 +151,7 @@ impl TestApp {
             .expect("POST");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Creates a webhook endpoint, expecting success.
@@ -191,25 +174,25 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 201, "inbound: {answer}");
-        answer["message_id"]
-            .as_str()
-            .expect("message_id")
-            .to_string()
+        answer["message_id"].as_str().expect("message_id").to_string()
     }
 
     /// The business sends a text; returns the message id.
     pub async fn send_text(&self, to: &str, body: &str) -> String {
         let (status, answer) = self
-            .post(
-                "/v1/messages",
-                json!({"to": to, "type": "text", "body": body}),
-            )
+            .post("/v1/messages", json!({"to": to, "type": "text", "body": body}))
             .await;
         assert_eq!(status, 202, "send: {answer}");
-        answer["message_id"]
-            .as_str()
-            .expect("message_id")
-            .to_string()
+        answer["message_id"].as_str().expect("message_id").to_string()
+    }
+}
+
+impl TestApp {
+    /// Shuts the server down gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let server = std::mem::replace(&mut self._server, tokio::spawn(async {}));
+        server.await.expect("the server stops cleanly");
     }
 }
 
@@ -231,10 +214,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
     }
 }
 
@@ -275,9 +255,7 @@ impl Receiver {
             count: count.clone(),
             behaviour,
         };
-        let router = axum::Router::new()
-            .route("/hook", post(record))
-            .with_state(state);
+        let router = axum::Router::new().route("/hook", post(record)).with_state(state);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {

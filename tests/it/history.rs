@@ -28,9 +28,7 @@ async fn conversations_and_messages_page_newest_first() {
     assert_eq!(conversations[0]["message_count"], 7);
     assert_eq!(conversations[1]["number"], bob);
 
-    let page = app
-        .get_json(&format!("/v1/conversations/{ann}/messages?limit=3"))
-        .await;
+    let page = app.get_json(&format!("/v1/conversations/{ann}/messages?limit=3")).await;
     let bodies: Vec<&str> = page["messages"]
         .as_array()
         .unwrap()
@@ -40,9 +38,7 @@ async fn conversations_and_messages_page_newest_first() {
     assert_eq!(bodies, ["more 4", "more 3", "more 2"]);
     let next = page["next"].as_str().unwrap();
     let page = app
-        .get_json(&format!(
-            "/v1/conversations/{ann}/messages?limit=3&before={next}"
-        ))
+        .get_json(&format!("/v1/conversations/{ann}/messages?limit=3&before={next}"))
         .await;
     let messages = page["messages"].as_array().unwrap();
     assert_eq!(messages[0]["body"], "more 1");
@@ -80,28 +76,15 @@ async fn conversations_and_messages_page_newest_first() {
 
     // Unread counts: inbound messages since the last reply or read mark.
     let list = app.get_json("/v1/conversations").await;
-    assert_eq!(
-        list["conversations"][0]["unread"], 5,
-        "five came in after the reply"
-    );
+    assert_eq!(list["conversations"][0]["unread"], 5, "five came in after the reply");
     assert_eq!(list["conversations"][1]["unread"], 1);
-    let (status, _) = app
-        .post(&format!("/v1/conversations/{ann}/read"), json!({}))
-        .await;
+    let (status, _) = app.post(&format!("/v1/conversations/{ann}/read"), json!({})).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        app.get_json("/v1/conversations").await["conversations"][0]["unread"],
-        0
-    );
-    let (status, _) = app
-        .post("/v1/conversations/447999999999/read", json!({}))
-        .await;
+    assert_eq!(app.get_json("/v1/conversations").await["conversations"][0]["unread"], 0);
+    let (status, _) = app.post("/v1/conversations/447999999999/read", json!({})).await;
     assert_eq!(status, 404);
     app.send_text(bob, "answered").await;
-    assert_eq!(
-        app.get_json("/v1/conversations").await["conversations"][0]["unread"],
-        0
-    );
+    assert_eq!(app.get_json("/v1/conversations").await["conversations"][0]["unread"], 0);
 
     let conversations = app.get_json("/v1/conversations?limit=1").await;
     assert_eq!(conversations["conversations"].as_array().unwrap().len(), 1);
@@ -110,9 +93,7 @@ async fn conversations_and_messages_page_newest_first() {
         "Bob was answered last"
     );
     let next = conversations["next"].as_str().unwrap();
-    let rest = app
-        .get_json(&format!("/v1/conversations?limit=1&before={next}"))
-        .await;
+    let rest = app.get_json(&format!("/v1/conversations?limit=1&before={next}")).await;
     assert_eq!(rest["conversations"][0]["number"], ann);
 
     let me = app.get_json("/v1/instance").await;

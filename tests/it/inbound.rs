@@ -10,9 +10,7 @@ async fn a_text_arrives_with_the_exact_seed_shape_and_a_valid_signature() {
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
     let endpoint = app.create_webhook(&receiver.url, Some(&["message"])).await;
-    let message_id = app
-        .inbound_text("447123456789", "Hello, where is my order?")
-        .await;
+    let message_id = app.inbound_text("447123456789", "Hello, where is my order?").await;
 
     let got = receiver.next().await;
     assert_eq!(got.header("content-type"), "application/json");
@@ -25,24 +23,10 @@ async fn a_text_arrives_with_the_exact_seed_shape_and_a_valid_signature() {
     assert_eq!(data["body"], "Hello, where is my order?");
     assert_eq!(data["message_id"], message_id.as_str());
     assert!(data["timestamp"].is_i64());
-    let keys: Vec<&str> = got
-        .json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys: Vec<&str> = got.json.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["event", "instance_id", "data"]);
-    let data_keys: Vec<&str> = data
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        data_keys,
-        ["from", "to", "type", "body", "message_id", "timestamp"]
-    );
+    let data_keys: Vec<&str> = data.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(data_keys, ["from", "to", "type", "body", "message_id", "timestamp"]);
 
     assert!(got.header("webhook-id").starts_with("evt_"));
     assert!(got.header("webhook-signature").starts_with("v1,"));
@@ -65,10 +49,7 @@ async fn images_and_button_replies_carry_their_details() {
     let image = receiver.next().await.json;
     assert_eq!(image["data"]["type"], "image");
     assert_eq!(image["data"]["body"], "it arrived broken");
-    assert_eq!(
-        image["data"]["media"]["url"],
-        "https://example.com/parcel.jpg"
-    );
+    assert_eq!(image["data"]["media"]["url"], "https://example.com/parcel.jpg");
     assert_eq!(image["data"]["media"]["caption"], "it arrived broken");
     assert_eq!(image["data"]["name"], "Ann");
 
@@ -97,25 +78,16 @@ async fn every_subscribed_endpoint_gets_it_and_filters_are_respected() {
     let disabled = Receiver::start().await;
     app.create_webhook(&all.url, None).await;
     app.create_webhook(&messages.url, Some(&["message"])).await;
-    app.create_webhook(&reads_only.url, Some(&["ack.read"]))
-        .await;
+    app.create_webhook(&reads_only.url, Some(&["ack.read"])).await;
     let (status, _) = app
-        .post(
-            "/v1/webhooks",
-            json!({"url": disabled.url, "enabled": false}),
-        )
+        .post("/v1/webhooks", json!({"url": disabled.url, "enabled": false}))
         .await;
     assert_eq!(status, 201);
 
     let id = app.inbound_text("447000000001", "hi").await;
     assert_eq!(all.next().await.json["data"]["message_id"], id.as_str());
-    assert_eq!(
-        messages.next().await.json["data"]["message_id"],
-        id.as_str()
-    );
-    reads_only
-        .expect_nothing(std::time::Duration::from_millis(500))
-        .await;
+    assert_eq!(messages.next().await.json["data"]["message_id"], id.as_str());
+    reads_only.expect_nothing(std::time::Duration::from_millis(500)).await;
     assert_eq!(disabled.count(), 0);
 }
 
@@ -135,7 +107,5 @@ async fn each_instance_only_reaches_its_own_endpoints() {
     assert_eq!(response.status(), 201);
     app.inbound_text("447000000002", "for instance one").await;
     assert_eq!(mine.next().await.json["data"]["body"], "for instance one");
-    theirs
-        .expect_nothing(std::time::Duration::from_millis(500))
-        .await;
+    theirs.expect_nothing(std::time::Duration::from_millis(500)).await;
 }

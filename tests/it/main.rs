@@ -7,6 +7,7 @@ mod feed;
 mod harness;
 mod history;
 mod inbound;
+mod listen;
 mod process;
 mod sending;
 mod stream;

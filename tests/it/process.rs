@@ -16,10 +16,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_botlinkd");
 
 fn botlinkd(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
-    command
-        .current_dir(dir)
-        .kill_on_drop(true)
-        .env("BOTLINKD_LOG", "warn");
+    command.current_dir(dir).kill_on_drop(true).env("BOTLINKD_LOG", "warn");
     for (key, _) in std::env::vars() {
         if key.starts_with("BOTLINKD_") {
             command.env_remove(key);
@@ -64,11 +61,7 @@ async fn serve(dir: &Path, extra: &[&str]) -> Served {
         .expect("listening URL")
         .to_string();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Served {
-        child,
-        base,
-        banner,
-    }
+    Served { child, base, banner }
 }
 
 fn banner_value(banner: &[String], label: &str) -> String {
@@ -136,10 +129,7 @@ async fn serve_needs_no_configuration_and_a_restart_keeps_everything() {
         .unwrap();
     assert_eq!(hooks["webhooks"][0]["url"], "https://93.184.215.14/hook");
     let history: Value = client
-        .get(format!(
-            "{}/v1/conversations/447123456789/messages",
-            second.base
-        ))
+        .get(format!("{}/v1/conversations/447123456789/messages", second.base))
         .basic_auth(&app_key, Some(&auth_key))
         .send()
         .await
@@ -148,6 +138,29 @@ async fn serve_needs_no_configuration_and_a_restart_keeps_everything() {
         .await
         .unwrap();
     assert_eq!(history["messages"][0]["body"], "kept across restarts");
+
+    // A stream opened without a cursor starts from now, not from the first event ever.
+    let mut stream = client
+        .get(format!("{}/v1/stream", second.base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send()
+        .await
+        .unwrap();
+    let first_item = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(first_item.starts_with("event: ready"), "{first_item}");
+    assert!(!first_item.contains("\"cursor\":\"0\""), "{first_item}");
+
+    // SQLite is served by one process at a time.
+    let refused = botlinkd(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already using"),
+        "{refused:?}"
+    );
 }
 
 async fn cli(dir: &Path, args: &[&str]) -> String {
@@ -163,39 +176,24 @@ async fn cli(dir: &Path, args: &[&str]) -> String {
 #[tokio::test]
 async fn instances_are_created_listed_and_rotated_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let created: Value = serde_json::from_str(
-        &cli(
-            dir.path(),
-            &["instance", "create", "--name", "shop", "--json"],
-        )
-        .await,
-    )
-    .unwrap();
+    let created: Value =
+        serde_json::from_str(&cli(dir.path(), &["instance", "create", "--name", "shop", "--json"]).await).unwrap();
     let id = created["instance_id"].as_str().unwrap().to_string();
     let app_key = created["app_key"].as_str().unwrap().to_string();
     let auth_key = created["auth_key"].as_str().unwrap().to_string();
     assert!(app_key.len() >= 32 && auth_key.len() >= 32);
 
-    let listed: Value =
-        serde_json::from_str(&cli(dir.path(), &["instance", "list", "--json"]).await).unwrap();
+    let listed: Value = serde_json::from_str(&cli(dir.path(), &["instance", "list", "--json"]).await).unwrap();
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["name"], "shop");
     assert_eq!(listed[0]["channel"], "sandbox");
     assert!(listed[0].get("auth_key").is_none());
-    assert!(
-        cli(dir.path(), &["instance", "list"])
-            .await
-            .contains("shop")
-    );
+    assert!(cli(dir.path(), &["instance", "list"]).await.contains("shop"));
 
     // The database and its write-ahead log hold every byte that was written.
     let mut database = std::fs::read(dir.path().join("botlinkd.db")).unwrap();
     database.extend(std::fs::read(dir.path().join("botlinkd.db-wal")).unwrap_or_default());
-    let contains = |needle: &str| {
-        database
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
-    };
+    let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains(&app_key), "the App Key is stored as is");
     assert!(!contains(&auth_key), "the Auth Key is stored only hashed");
 
@@ -209,8 +207,7 @@ async fn instances_are_created_listed_and_rotated_from_the_command_line() {
     };
     assert_eq!(status_with(app_key.clone(), auth_key.clone()).await, 200);
     let rotated: Value =
-        serde_json::from_str(&cli(dir.path(), &["instance", "rotate-keys", &id, "--json"]).await)
-            .unwrap();
+        serde_json::from_str(&cli(dir.path(), &["instance", "rotate-keys", &id, "--json"]).await).unwrap();
     assert_eq!(rotated["instance_id"], id.as_str());
     assert_eq!(
         status_with(app_key, auth_key).await,
@@ -262,14 +259,8 @@ async fn stream_messages(
 #[tokio::test]
 async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
-    let created: Value = serde_json::from_str(
-        &cli(
-            dir.path(),
-            &["instance", "create", "--name", "crash", "--json"],
-        )
-        .await,
-    )
-    .unwrap();
+    let created: Value =
+        serde_json::from_str(&cli(dir.path(), &["instance", "create", "--name", "crash", "--json"]).await).unwrap();
     let app_key = created["app_key"].as_str().unwrap().to_string();
     let auth_key = created["auth_key"].as_str().unwrap().to_string();
     // The receiver is slow enough that a backlog builds up while the stream runs.
@@ -326,9 +317,7 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
                 let got = receiver.next().await;
                 let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
                 let webhook_id = got.header("webhook-id").to_string();
-                let previous = seen_ids
-                    .entry(message_id.clone())
-                    .or_insert_with(|| webhook_id.clone());
+                let previous = seen_ids.entry(message_id.clone()).or_insert_with(|| webhook_id.clone());
                 assert_eq!(*previous, webhook_id, "a duplicate keeps its webhook-id");
                 if delivered.insert(message_id.clone()) {
                     let from = got.json["data"]["from"].as_str().unwrap().to_string();

@@ -21,23 +21,13 @@ async fn acks_for(receiver: &Receiver, message_id: &str, count: usize) -> Vec<St
 async fn a_reply_walks_sent_delivered_read_in_order() {
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
-    app.create_webhook(
-        &receiver.url,
-        Some(&["ack.sent", "ack.delivered", "ack.read"]),
-    )
-    .await;
-    let message_id = app
-        .send_text("447123456789", "Your order ships today")
+    app.create_webhook(&receiver.url, Some(&["ack.sent", "ack.delivered", "ack.read"]))
         .await;
+    let message_id = app.send_text("447123456789", "Your order ships today").await;
     assert!(message_id.starts_with("wamid."));
-    assert_eq!(
-        acks_for(&receiver, &message_id, 3).await,
-        ["sent", "delivered", "read"]
-    );
+    assert_eq!(acks_for(&receiver, &message_id, 3).await, ["sent", "delivered", "read"]);
 
-    let history = app
-        .get_json("/v1/conversations/447123456789/messages")
-        .await;
+    let history = app.get_json("/v1/conversations/447123456789/messages").await;
     assert_eq!(history["messages"][0]["status"], "read");
 }
 
@@ -60,10 +50,7 @@ async fn images_and_buttons_are_sent() {
         .await;
     assert_eq!(status, 202, "{buttons}");
     let stored = app
-        .get_json(&format!(
-            "/v1/messages/{}",
-            buttons["message_id"].as_str().unwrap()
-        ))
+        .get_json(&format!("/v1/messages/{}", buttons["message_id"].as_str().unwrap()))
         .await;
     assert_eq!(stored["type"], "buttons");
     assert_eq!(
@@ -91,15 +78,10 @@ async fn statuses_can_be_driven_by_hand() {
     app.create_webhook(&receiver.url, Some(&["ack"])).await;
     let id = app.send_text("447123456789", "hello").await;
     assert_eq!(acks_for(&receiver, &id, 1).await, ["sent"]);
-    receiver
-        .expect_nothing(std::time::Duration::from_millis(300))
-        .await;
+    receiver.expect_nothing(std::time::Duration::from_millis(300)).await;
 
     let (status, body) = app
-        .post(
-            &format!("/v1/sandbox/messages/{id}/status"),
-            json!({"status": "read"}),
-        )
+        .post(&format!("/v1/sandbox/messages/{id}/status"), json!({"status": "read"}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(acks_for(&receiver, &id, 1).await, ["read"]);
@@ -130,10 +112,7 @@ async fn statuses_can_be_driven_by_hand() {
     );
 
     let (status, _) = app
-        .post(
-            "/v1/sandbox/messages/wamid.nope/status",
-            json!({"status": "read"}),
-        )
+        .post("/v1/sandbox/messages/wamid.nope/status", json!({"status": "read"}))
         .await;
     assert_eq!(status, 404);
 }
@@ -151,13 +130,7 @@ async fn the_compatibility_endpoint_takes_forms_and_json() {
         .text("authkey", keys.auth_key.clone())
         .text("to", "447123456789")
         .text("message", "Example message");
-    let response = app
-        .client
-        .post(&url)
-        .multipart(multipart)
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(&url).multipart(multipart).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["message_status"], "Success");
@@ -165,10 +138,7 @@ async fn the_compatibility_endpoint_takes_forms_and_json() {
     assert_eq!(body["data"]["to"], "447123456789");
     assert_eq!(body["data"]["status_code"], 200);
     let id = body["data"]["message_id"].as_str().unwrap().to_string();
-    assert_eq!(
-        receiver.next().await.json["data"]["message_id"],
-        id.as_str()
-    );
+    assert_eq!(receiver.next().await.json["data"]["message_id"], id.as_str());
 
     let form = [
         ("appkey", keys.app_key.as_str()),
@@ -189,7 +159,8 @@ async fn the_compatibility_endpoint_takes_forms_and_json() {
     assert_eq!(stored["type"], "image");
     assert_eq!(stored["media"]["url"], "https://example.com/invoice.pdf");
 
-    let json_body = json!({"appkey": keys.app_key, "authkey": keys.auth_key, "to": "447123456789", "message": "json works"});
+    let json_body =
+        json!({"appkey": keys.app_key, "authkey": keys.auth_key, "to": "447123456789", "message": "json works"});
     let response = app.client.post(&url).json(&json_body).send().await.unwrap();
     assert_eq!(response.status(), 200);
 
@@ -223,9 +194,7 @@ async fn an_idempotency_key_makes_a_retried_send_safe() {
     assert_eq!(second.headers()["idempotent-replayed"], "true");
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["message_id"], second["message_id"]);
-    let history = app
-        .get_json("/v1/conversations/447123456789/messages")
-        .await;
+    let history = app.get_json("/v1/conversations/447123456789/messages").await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
 
     let other = app

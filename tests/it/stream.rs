@@ -54,12 +54,7 @@ impl SseReader {
                     }
                     return (kind, id, serde_json::from_str(&data).unwrap());
                 }
-                let chunk = self
-                    .response
-                    .chunk()
-                    .await
-                    .unwrap()
-                    .expect("stream stays open");
+                let chunk = self.response.chunk().await.unwrap().expect("stream stays open");
                 self.buffer.push_str(&String::from_utf8_lossy(&chunk));
             }
         })
@@ -81,12 +76,7 @@ impl SseReader {
 #[tokio::test]
 async fn the_stream_needs_the_keys_in_the_header() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(format!("{}/v1/stream", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}/v1/stream", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 401);
 }
 
@@ -155,11 +145,7 @@ async fn a_reconnect_resumes_from_the_cursor_without_gaps() {
         let (_, event) = resumed.next_of("event").await;
         assert_eq!(event["payload"]["data"]["message_id"], expected.as_str());
     }
-    let response = app
-        .request(Method::GET, "/v1/stream?after=abc")
-        .send()
-        .await
-        .unwrap();
+    let response = app.request(Method::GET, "/v1/stream?after=abc").send().await.unwrap();
     assert_eq!(response.status(), 400);
     // Many watchers at once do not hold delivery back.
     let receiver = Receiver::start().await;
@@ -170,12 +156,23 @@ async fn a_reconnect_resumes_from_the_cursor_without_gaps() {
     }
     assert!(app.app.live.watchers() >= 50);
     let id = app.inbound_text("447000000002", "fan-out").await;
-    assert_eq!(
-        receiver.next().await.json["data"]["message_id"],
-        id.as_str()
-    );
+    assert_eq!(receiver.next().await.json["data"]["message_id"], id.as_str());
     for w in watchers.iter_mut() {
         let (_, event) = w.next_of("event").await;
         assert_eq!(event["payload"]["data"]["message_id"], id.as_str());
     }
+}
+
+#[tokio::test]
+async fn shutting_down_ends_open_streams_and_long_polls() {
+    let app = TestApp::spawn().await;
+    // The long-poll goes out first; the stream's round trip below gives it time to arrive.
+    let poll = tokio::spawn(app.request(Method::GET, "/v1/events?wait=30").send());
+    let mut stream = SseReader::open(&app, &app.keys, "", None).await;
+    stream.next_of("ready").await;
+    tokio::time::timeout(PATIENCE, app.stop())
+        .await
+        .expect("shutdown is not held up by watchers");
+    let answered = poll.await.unwrap().expect("the long-poll was answered, not cut off");
+    assert_eq!(answered.status(), 200);
 }

@@ -14,13 +14,7 @@ async fn endpoints_are_created_listed_changed_and_deleted() {
     assert_eq!(created["enabled"], true);
     assert_eq!(
         created["events"],
-        json!([
-            "message",
-            "ack.sent",
-            "ack.delivered",
-            "ack.read",
-            "ack.failed"
-        ])
+        json!(["message", "ack.sent", "ack.delivered", "ack.read", "ack.failed"])
     );
     let secret = created["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_"), "{secret}");
@@ -50,9 +44,7 @@ async fn endpoints_are_created_listed_changed_and_deleted() {
         "http://127.0.0.1:9/c"
     );
 
-    let (status, rotated) = app
-        .post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({}))
-        .await;
+    let (status, rotated) = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({})).await;
     assert_eq!(status, 200);
     assert_ne!(rotated["secret"], created["secret"]);
     assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
@@ -70,10 +62,7 @@ async fn endpoints_are_created_listed_changed_and_deleted() {
         .unwrap();
     assert_eq!(gone.status(), 404);
     assert_eq!(
-        app.get_json("/v1/webhooks").await["webhooks"]
-            .as_array()
-            .unwrap()
-            .len(),
+        app.get_json("/v1/webhooks").await["webhooks"].as_array().unwrap().len(),
         1
     );
 }
@@ -84,27 +73,19 @@ async fn a_test_event_is_sent_signed_and_its_result_returned() {
     let receiver = Receiver::start().await;
     let endpoint = app.create_webhook(&receiver.url, Some(&["ack.read"])).await;
     let id = endpoint["id"].as_str().unwrap();
-    let (status, result) = app
-        .post(&format!("/v1/webhooks/{id}/test"), json!({}))
-        .await;
+    let (status, result) = app.post(&format!("/v1/webhooks/{id}/test"), json!({})).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["outcome"], "success");
     assert_eq!(result["status_code"], 200);
     let got = receiver.next().await;
     assert_eq!(got.json["event"], "test");
     assert_eq!(got.json["data"]["endpoint_id"], id);
-    assert_eq!(
-        got.header("webhook-id"),
-        result["event_id"].as_str().unwrap()
-    );
+    assert_eq!(got.header("webhook-id"), result["event_id"].as_str().unwrap());
     verify_signature(endpoint["secret"].as_str().unwrap(), &got);
 
     // The attempt is recorded like any other.
     let attempts = app
-        .get_json(&format!(
-            "/v1/events/{}/attempts",
-            result["event_id"].as_str().unwrap()
-        ))
+        .get_json(&format!("/v1/events/{}/attempts", result["event_id"].as_str().unwrap()))
         .await;
     assert_eq!(attempts["attempts"][0]["outcome"], "success");
 }
@@ -114,16 +95,11 @@ async fn a_failing_test_event_reports_the_failure() {
     let app = TestApp::spawn().await;
     let endpoint = app.create_webhook("http://127.0.0.1:9/closed", None).await;
     let id = endpoint["id"].as_str().unwrap();
-    let (status, result) = app
-        .post(&format!("/v1/webhooks/{id}/test"), json!({}))
-        .await;
+    let (status, result) = app.post(&format!("/v1/webhooks/{id}/test"), json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(result["outcome"], "failure");
     assert_eq!(result["status_code"], serde_json::Value::Null);
-    assert!(
-        result["error"].as_str().unwrap().contains("connection"),
-        "{result}"
-    );
+    assert!(result["error"].as_str().unwrap().contains("connection"), "{result}");
 }
 
 #[tokio::test]
@@ -172,15 +148,8 @@ async fn the_guard_holds_again_at_connect_time() {
         .next()
         .unwrap()
         .to_string();
-    let attempter = Attempter::new(
-        AddressPolicy::default(),
-        Duration::from_secs(3),
-        Clock::system(),
-    );
-    for url in [
-        receiver.url.clone(),
-        format!("http://localhost:{port}/hook"),
-    ] {
+    let attempter = Attempter::new(AddressPolicy::default(), Duration::from_secs(3), Clock::system());
+    for url in [receiver.url.clone(), format!("http://localhost:{port}/hook")] {
         let due = DueDelivery {
             delivery_id: 1,
             event_seq: 1,
@@ -192,15 +161,12 @@ async fn the_guard_holds_again_at_connect_time() {
             payload: "{}".into(),
             attempt: 1,
             failures: 0,
+            lease_until: 0,
         };
         let result = attempter.attempt(&due).await;
         assert!(!result.success, "{url}");
         assert!(
-            result
-                .error
-                .as_deref()
-                .unwrap_or_default()
-                .contains("blocked"),
+            result.error.as_deref().unwrap_or_default().contains("blocked"),
             "{url}: {:?}",
             result.error
         );

@@ -116,9 +116,7 @@ impl ReaderPool {
         }
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-8000;")?;
         Ok(conn)
@@ -142,46 +140,61 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let finishes = run_group(&conn, batch.drain(..));
+        let (finishes, intact) = run_group(&conn, batch.drain(..));
         if finishes.is_empty() {
             continue;
         }
-        let committed = match conn.execute_batch("COMMIT") {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::error!(error = %error, "sqlite commit failed; rolling back the group");
-                let _ = conn.execute_batch("ROLLBACK");
-                false
-            }
-        };
+        let committed = intact
+            && match conn.execute_batch("COMMIT") {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(error = %error, "sqlite commit failed; rolling back the group");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    false
+                }
+            };
         for finish in finishes {
             finish(committed);
         }
     }
 }
 
-fn run_group(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Vec<Finish> {
+/// Runs a group of jobs in one transaction, each in its own savepoint. Returns the jobs'
+/// answers and whether the transaction is still open (SQLite rolls the whole transaction
+/// back by itself on some errors, such as a full disk; then nothing of the group stands).
+fn run_group(conn: &Connection, jobs: impl Iterator<Item = Job>) -> (Vec<Finish>, bool) {
     let mut finishes = Vec::new();
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unanswered tells every caller that nothing of theirs was written.
         tracing::error!(error = %error, "sqlite could not begin a transaction");
         drop(jobs.collect::<Vec<_>>());
-        return finishes;
+        return (finishes, false);
     }
-    for job in jobs {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
-        let (ok, finish) = job(conn);
-        if savepoint.is_ok() {
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(error) = conn.execute_batch(end) {
-                tracing::error!(error = %error, "sqlite savepoint failed");
-            }
+    let mut jobs = jobs.into_iter();
+    for job in jobs.by_ref() {
+        if let Err(error) = conn.execute_batch("SAVEPOINT job") {
+            // Without a savepoint a failing job could leave half its writes: do not run it.
+            tracing::error!(error = %error, "sqlite savepoint failed");
+            drop(job);
+            break;
         }
+        let (ok, finish) = job(conn);
         finishes.push(finish);
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if conn.is_autocommit() || conn.execute_batch(end).is_err() || conn.is_autocommit() {
+            tracing::error!("sqlite abandoned the transaction; failing the whole group");
+            drop(jobs.collect::<Vec<_>>());
+            let _ = conn.execute_batch("ROLLBACK");
+            return (finishes, false);
+        }
     }
-    finishes
+    // Jobs left after a failed savepoint are dropped: their callers see that nothing was written.
+    let rest: Vec<Job> = jobs.collect();
+    let intact = rest.is_empty() || !conn.is_autocommit();
+    drop(rest);
+    (finishes, intact && !conn.is_autocommit())
 }

@@ -3,12 +3,12 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::corrupt;
+use super::outbox::PAUSED;
 use crate::clock::Millis;
 use crate::store::{StoreError, StoreResult};
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
-const COLUMNS: &str =
-    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
 
 fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let secret: String = row.get(6)?;
@@ -60,9 +60,7 @@ pub(super) fn get(conn: &Connection, instance_id: i64, id: &str) -> StoreResult<
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM endpoints WHERE instance_id = ?1 AND id = ?2"
     ))?;
-    Ok(stmt
-        .query_row(params![instance_id, id], endpoint)
-        .optional()?)
+    Ok(stmt.query_row(params![instance_id, id], endpoint).optional()?)
 }
 
 pub(super) fn update(
@@ -90,6 +88,19 @@ pub(super) fn update(
     if changed == 0 {
         return Ok(None);
     }
+    match change.enabled {
+        // Disabling pauses the endpoint's pending heads (attempts under way finish first)…
+        Some(false) => conn
+            .prepare_cached(
+                "UPDATE deliveries SET next_at = ?2 WHERE endpoint_id = ?1 AND state = 1 AND lease_until IS NULL",
+            )?
+            .execute(params![id, PAUSED])?,
+        // …and enabling makes them due at once.
+        Some(true) => conn
+            .prepare_cached("UPDATE deliveries SET next_at = ?2 WHERE endpoint_id = ?1 AND state = 1 AND next_at = ?3")?
+            .execute(params![id, now, PAUSED])?,
+        None => 0,
+    };
     get(conn, instance_id, id)
 }
 

@@ -19,8 +19,7 @@ fn instance(row: &Row<'_>) -> rusqlite::Result<Instance> {
     Ok(Instance {
         id: row.get(0)?,
         name: row.get(1)?,
-        channel: Channel::parse(&channel)
-            .ok_or_else(|| corrupt(2, format!("unknown channel `{channel}`")))?,
+        channel: Channel::parse(&channel).ok_or_else(|| corrupt(2, format!("unknown channel `{channel}`")))?,
         phone_number: PhoneNumber::parse(&phone).map_err(|e| corrupt(3, e.to_string()))?,
         app_key: row.get(4)?,
         created_at: row.get(5)?,
@@ -28,11 +27,9 @@ fn instance(row: &Row<'_>) -> rusqlite::Result<Instance> {
 }
 
 pub(super) fn create(conn: &Connection, new: &NewInstance, now: Millis) -> StoreResult<Instance> {
-    let id: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(id) + 1, ?1) FROM instances",
-        [FIRST_ID],
-        |r| r.get(0),
-    )?;
+    let id: i64 = conn.query_row("SELECT COALESCE(MAX(id) + 1, ?1) FROM instances", [FIRST_ID], |r| {
+        r.get(0)
+    })?;
     conn.execute(
         "INSERT INTO instances (id, name, channel, phone_number, app_key, auth_key_hash, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -62,10 +59,7 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<Instance>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn by_app_key(
-    conn: &Connection,
-    app_key: &str,
-) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
+pub(super) fn by_app_key(conn: &Connection, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, auth_key_hash FROM instances WHERE app_key = ?1"
     ))?;
@@ -84,11 +78,7 @@ pub(super) fn by_app_key(
     Ok(Some((instance, AuthKeyHash(hash))))
 }
 
-pub(super) fn rotate_keys(
-    conn: &Connection,
-    id: i64,
-    keys: &Credentials,
-) -> StoreResult<Option<Instance>> {
+pub(super) fn rotate_keys(conn: &Connection, id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
     let changed = conn.execute(
         "UPDATE instances SET app_key = ?2, auth_key_hash = ?3 WHERE id = ?1",
         params![id, keys.app_key, &keys.auth_key.hash().0[..]],

@@ -7,8 +7,7 @@ use crate::clock::Millis;
 use crate::messages::{Direction, MessageStatus, StoredMessage};
 use crate::store::{ConversationSummary, NewMessage, ScheduledStatus, StoreResult};
 
-const COLUMNS: &str =
-    "seq, id, direction, customer, business, kind, body, detail, status, created_at";
+const COLUMNS: &str = "seq, id, direction, customer, business, kind, body, detail, status, created_at";
 
 fn message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     message_at(row, 0)
@@ -17,8 +16,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 /// Reads a message whose columns (in `COLUMNS` order) start at column `o`, for joins.
 fn message_at(row: &Row<'_>, o: usize) -> rusqlite::Result<StoredMessage> {
     let direction: String = row.get(o + 2)?;
-    let direction = Direction::parse(&direction)
-        .ok_or_else(|| corrupt(o + 2, format!("direction `{direction}`")))?;
+    let direction = Direction::parse(&direction).ok_or_else(|| corrupt(o + 2, format!("direction `{direction}`")))?;
     let customer: String = row.get(o + 3)?;
     let business: String = row.get(o + 4)?;
     let (from, to) = match direction {
@@ -37,8 +35,7 @@ fn message_at(row: &Row<'_>, o: usize) -> rusqlite::Result<StoredMessage> {
         kind: row.get(o + 5)?,
         body: row.get(o + 6)?,
         detail: serde_json::from_str(&detail).map_err(|e| corrupt(o + 7, e.to_string()))?,
-        status: MessageStatus::parse(&status)
-            .ok_or_else(|| corrupt(o + 8, format!("status `{status}`")))?,
+        status: MessageStatus::parse(&status).ok_or_else(|| corrupt(o + 8, format!("status `{status}`")))?,
         timestamp: created_at / 1000,
         created_at,
     })
@@ -72,21 +69,21 @@ pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> Sto
            unread = CASE WHEN excluded.unread = 1 THEN unread + 1 ELSE 0 END",
     )?
     // An inbound message adds to the unread count; a reply means the business read them.
-    .execute(params![instance_id, m.customer, m.customer_name, seq, m.direction == Direction::Inbound])?;
+    .execute(params![
+        instance_id,
+        m.customer,
+        m.customer_name,
+        seq,
+        m.direction == Direction::Inbound
+    ])?;
     Ok(seq)
 }
 
-pub(super) fn get(
-    conn: &Connection,
-    instance_id: i64,
-    message_id: &str,
-) -> StoreResult<Option<StoredMessage>> {
+pub(super) fn get(conn: &Connection, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM messages WHERE id = ?1 AND instance_id = ?2"
     ))?;
-    Ok(stmt
-        .query_row(params![message_id, instance_id], message)
-        .optional()?)
+    Ok(stmt.query_row(params![message_id, instance_id], message).optional()?)
 }
 
 /// The outgoing message's customer and status, for a status change.
@@ -106,11 +103,7 @@ pub(super) fn outbound_status(
     Ok(row.and_then(|(customer, status)| MessageStatus::parse(&status).map(|s| (customer, s))))
 }
 
-pub(super) fn set_status(
-    conn: &Connection,
-    message_id: &str,
-    status: MessageStatus,
-) -> StoreResult<()> {
+pub(super) fn set_status(conn: &Connection, message_id: &str, status: MessageStatus) -> StoreResult<()> {
     conn.prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
         .execute(params![message_id, status.as_str()])?;
     Ok(())
@@ -127,28 +120,23 @@ pub(super) fn list_conversations(
          WHERE c.instance_id = ?1 AND c.last_seq < ?2 ORDER BY c.last_seq DESC LIMIT ?3",
         COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
     ))?;
-    let rows = stmt.query_map(
-        params![instance_id, before.unwrap_or(i64::MAX), limit],
-        |row| {
-            let last = message_at(row, 4)?;
-            Ok(ConversationSummary {
-                number: row.get(0)?,
-                name: row.get(1)?,
-                message_count: row.get(2)?,
-                unread: row.get(3)?,
-                last_message: last,
-            })
-        },
-    )?;
+    let rows = stmt.query_map(params![instance_id, before.unwrap_or(i64::MAX), limit], |row| {
+        let last = message_at(row, 4)?;
+        Ok(ConversationSummary {
+            number: row.get(0)?,
+            name: row.get(1)?,
+            message_count: row.get(2)?,
+            unread: row.get(3)?,
+            last_message: last,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Marks a conversation read; `false` if there is no such conversation.
 pub(super) fn mark_read(conn: &Connection, instance_id: i64, customer: &str) -> StoreResult<bool> {
     let changed = conn
-        .prepare_cached(
-            "UPDATE conversations SET unread = 0 WHERE instance_id = ?1 AND customer = ?2",
-        )?
+        .prepare_cached("UPDATE conversations SET unread = 0 WHERE instance_id = ?1 AND customer = ?2")?
         .execute(params![instance_id, customer])?;
     Ok(changed > 0)
 }
@@ -178,11 +166,7 @@ pub(super) fn schedule(conn: &Connection, s: &ScheduledStatus) -> StoreResult<()
     Ok(())
 }
 
-pub(super) fn due_statuses(
-    conn: &Connection,
-    now: Millis,
-    limit: u32,
-) -> StoreResult<Vec<ScheduledStatus>> {
+pub(super) fn due_statuses(conn: &Connection, now: Millis, limit: u32) -> StoreResult<Vec<ScheduledStatus>> {
     let mut stmt = conn.prepare_cached(
         "SELECT message_id, status, instance_id, customer, due_at FROM scheduled_statuses WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
     )?;
@@ -190,8 +174,7 @@ pub(super) fn due_statuses(
         let status: String = r.get(1)?;
         Ok(ScheduledStatus {
             message_id: r.get(0)?,
-            status: MessageStatus::parse(&status)
-                .ok_or_else(|| corrupt(1, format!("status `{status}`")))?,
+            status: MessageStatus::parse(&status).ok_or_else(|| corrupt(1, format!("status `{status}`")))?,
             instance_id: r.get(2)?,
             customer: r.get(3)?,
             due_at: r.get(4)?,
@@ -201,18 +184,10 @@ pub(super) fn due_statuses(
 }
 
 pub(super) fn next_status_due(conn: &Connection) -> StoreResult<Option<Millis>> {
-    Ok(
-        conn.query_row("SELECT MIN(due_at) FROM scheduled_statuses", [], |r| {
-            r.get(0)
-        })?,
-    )
+    Ok(conn.query_row("SELECT MIN(due_at) FROM scheduled_statuses", [], |r| r.get(0))?)
 }
 
-pub(super) fn drop_scheduled(
-    conn: &Connection,
-    message_id: &str,
-    status: Option<MessageStatus>,
-) -> StoreResult<()> {
+pub(super) fn drop_scheduled(conn: &Connection, message_id: &str, status: Option<MessageStatus>) -> StoreResult<()> {
     match status {
         Some(status) => conn
             .prepare_cached("DELETE FROM scheduled_statuses WHERE message_id = ?1 AND status = ?2")?
@@ -234,9 +209,7 @@ pub(super) fn idempotent_response(
         "SELECT request_hash, response FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2 AND created_at >= ?3",
     )?;
     Ok(stmt
-        .query_row(params![instance_id, key, since], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(params![instance_id, key, since], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -246,10 +219,8 @@ pub(super) fn forget_idempotent_before(
     key: &str,
     before: Millis,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
-        "DELETE FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2 AND created_at < ?3",
-    )?
-    .execute(params![instance_id, key, before])?;
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE instance_id = ?1 AND key = ?2 AND created_at < ?3")?
+        .execute(params![instance_id, key, before])?;
     Ok(())
 }
 

@@ -11,8 +11,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Applies every migration the database has not seen, each in its own transaction.
 pub(super) fn apply(conn: &mut Connection) -> StoreResult<()> {
-    let current: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -23,9 +23,8 @@ use crate::ids;
 use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
 use crate::messages::StoredMessage;
 use crate::store::{
-    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery,
-    IdempotencyRecord, NewMessage, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError,
-    StoreResult,
+    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord, NewMessage,
+    ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -42,7 +41,7 @@ pub fn path_from_url(url: &str) -> StoreResult<PathBuf> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if path.is_empty() || url.contains("://") && !url.starts_with("sqlite://") {
-        return Err(StoreError::UnsupportedUrl(url.to_string()));
+        return Err(StoreError::UnsupportedUrl(crate::store::redact_url(url)));
     }
     Ok(PathBuf::from(path.split('?').next().unwrap_or(path)))
 }
@@ -51,12 +50,32 @@ impl SqliteStore {
     /// Opens the database at `path`, creating it and applying migrations as needed.
     pub fn open(path: &Path, sync: SqliteSync) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         }
         let db = Db::open(path, sync, migrations::apply)?;
         Ok(Self { db })
+    }
+}
+
+/// Takes an exclusive lock on `PATH.lock` for the life of the returned file.
+pub fn lock_for_serving(path: &Path) -> StoreResult<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Corrupt(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(StoreError::InUse(path.display().to_string())),
     }
 }
 
@@ -68,48 +87,31 @@ pub(super) fn corrupt(column: usize, what: String) -> rusqlite::Error {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.db
-            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        // Through the writer, so a stuck or dead writer shows as unhealthy.
+        self.db.write(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn create_instance(&self, new: NewInstance, now: Millis) -> StoreResult<Instance> {
-        self.db
-            .write(move |c| instances::create(c, &new, now))
-            .await
+        self.db.write(move |c| instances::create(c, &new, now)).await
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<Instance>> {
         self.db.read(instances::list).await
     }
 
-    async fn instance_by_app_key(
-        &self,
-        app_key: &str,
-    ) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
+    async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
         let app_key = app_key.to_string();
-        self.db
-            .read(move |c| instances::by_app_key(c, &app_key))
-            .await
+        self.db.read(move |c| instances::by_app_key(c, &app_key)).await
     }
 
-    async fn rotate_keys(
-        &self,
-        instance_id: i64,
-        keys: &Credentials,
-    ) -> StoreResult<Option<Instance>> {
+    async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
         let keys = keys.clone();
         self.db
             .write(move |c| instances::rotate_keys(c, instance_id, &keys))
             .await
     }
 
-    async fn create_endpoint(
-        &self,
-        new: NewEndpoint,
-        secret: SigningSecret,
-        now: Millis,
-    ) -> StoreResult<Endpoint> {
+    async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {
         let id = ids::endpoint_id(now);
         self.db
             .write(move |c| endpoints::create(c, &id, &new, &secret, now))
@@ -122,9 +124,7 @@ impl Store for SqliteStore {
 
     async fn get_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
         let id = id.to_string();
-        self.db
-            .read(move |c| endpoints::get(c, instance_id, &id))
-            .await
+        self.db.read(move |c| endpoints::get(c, instance_id, &id)).await
     }
 
     async fn update_endpoint(
@@ -155,9 +155,7 @@ impl Store for SqliteStore {
 
     async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
-        self.db
-            .write(move |c| endpoints::delete(c, instance_id, &id))
-            .await
+        self.db.write(move |c| endpoints::delete(c, instance_id, &id)).await
     }
 
     async fn record_inbound(
@@ -185,15 +183,8 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 if let Some(key) = &idempotency {
-                    messages::forget_idempotent_before(
-                        c,
-                        instance_id,
-                        &key.key,
-                        key.expired_before,
-                    )?;
-                    if messages::idempotent_response(c, instance_id, &key.key, key.expired_before)?
-                        .is_some()
-                    {
+                    messages::forget_idempotent_before(c, instance_id, &key.key, key.expired_before)?;
+                    if messages::idempotent_response(c, instance_id, &key.key, key.expired_before)?.is_some() {
                         return Err(StoreError::Conflict(format!(
                             "Idempotency-Key `{}` was used already",
                             key.key
@@ -212,10 +203,7 @@ impl Store for SqliteStore {
                 for s in &schedule {
                     messages::schedule(c, s)?;
                 }
-                events
-                    .iter()
-                    .map(|e| outbox::append(c, instance_id, e))
-                    .collect()
+                events.iter().map(|e| outbox::append(c, instance_id, e)).collect()
             })
             .await
     }
@@ -235,9 +223,7 @@ impl Store for SqliteStore {
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome> {
         self.db
             .write(move |c| {
-                let Some((_, current)) =
-                    messages::outbound_status(c, change.instance_id, &change.message_id)?
-                else {
+                let Some((_, current)) = messages::outbound_status(c, change.instance_id, &change.message_id)? else {
                     return Ok(StatusOutcome::NotFound);
                 };
                 messages::drop_scheduled(c, &change.message_id, Some(change.status))?;
@@ -245,10 +231,7 @@ impl Store for SqliteStore {
                     return Ok(StatusOutcome::Stale(current));
                 }
                 messages::set_status(c, &change.message_id, change.status)?;
-                if !change
-                    .status
-                    .can_advance_to(crate::messages::MessageStatus::Read)
-                {
+                if !change.status.can_advance_to(crate::messages::MessageStatus::Read) {
                     messages::drop_scheduled(c, &change.message_id, None)?;
                 }
                 Ok(StatusOutcome::Applied(outbox::append(
@@ -260,15 +243,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn get_message(
-        &self,
-        instance_id: i64,
-        message_id: &str,
-    ) -> StoreResult<Option<StoredMessage>> {
+    async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
         let message_id = message_id.to_string();
-        self.db
-            .read(move |c| messages::get(c, instance_id, &message_id))
-            .await
+        self.db.read(move |c| messages::get(c, instance_id, &message_id)).await
     }
 
     async fn list_conversations(
@@ -303,42 +280,27 @@ impl Store for SqliteStore {
     }
 
     async fn due_statuses(&self, now: Millis, limit: u32) -> StoreResult<Vec<ScheduledStatus>> {
-        self.db
-            .read(move |c| messages::due_statuses(c, now, limit))
-            .await
+        self.db.read(move |c| messages::due_statuses(c, now, limit)).await
     }
 
     async fn next_status_due(&self) -> StoreResult<Option<Millis>> {
         self.db.read(messages::next_status_due).await
     }
 
-    async fn drop_scheduled_status(
-        &self,
-        message_id: &str,
-        status: crate::messages::MessageStatus,
-    ) -> StoreResult<()> {
+    async fn drop_scheduled_status(&self, message_id: &str, status: crate::messages::MessageStatus) -> StoreResult<()> {
         let message_id = message_id.to_string();
         self.db
             .write(move |c| messages::drop_scheduled(c, &message_id, Some(status)))
             .await
     }
 
-    async fn list_events(
-        &self,
-        instance_id: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<EventRecord>> {
+    async fn list_events(&self, instance_id: i64, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
         self.db
             .read(move |c| outbox::list_events(c, instance_id, after, limit))
             .await
     }
 
-    async fn get_event(
-        &self,
-        instance_id: i64,
-        event_id: &str,
-    ) -> StoreResult<Option<EventRecord>> {
+    async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {
         let event_id = event_id.to_string();
         self.db
             .read(move |c| outbox::get_event(c, instance_id, &event_id))
@@ -346,23 +308,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_attempts(&self, event_seq: i64) -> StoreResult<Vec<AttemptRecord>> {
-        self.db
-            .read(move |c| outbox::list_attempts(c, event_seq))
-            .await
+        self.db.read(move |c| outbox::list_attempts(c, event_seq)).await
     }
 
     async fn delivery_statuses(&self, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
-        self.db
-            .read(move |c| outbox::delivery_statuses(c, event_seq))
-            .await
+        self.db.read(move |c| outbox::delivery_statuses(c, event_seq)).await
     }
 
-    async fn resend_event(
-        &self,
-        event_seq: i64,
-        endpoint_id: Option<&str>,
-        now: Millis,
-    ) -> StoreResult<usize> {
+    async fn resend_event(&self, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize> {
         let endpoint_id = endpoint_id.map(str::to_string);
         self.db
             .write(move |c| outbox::resend(c, event_seq, endpoint_id.as_deref(), now))
@@ -398,13 +351,17 @@ impl Store for SqliteStore {
         self.db.write(move |c| outbox::complete(c, &results)).await
     }
 
+    async fn latest_event_seq(&self) -> StoreResult<i64> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?))
+            .await
+    }
+
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
         self.db.read(outbox::next_due_at).await
     }
 
     async fn release_all_leases(&self, now: Millis) -> StoreResult<u64> {
-        self.db
-            .write(move |c| outbox::release_all_leases(c, now))
-            .await
+        self.db.write(move |c| outbox::release_all_leases(c, now)).await
     }
 }

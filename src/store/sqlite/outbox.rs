@@ -8,9 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::corrupt;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
-use crate::store::{
-    AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreResult, rfc3339,
-};
+use crate::store::{AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreResult, rfc3339};
 use crate::webhooks::{EventFilter, SigningSecret};
 
 const WAITING: i64 = 0;
@@ -18,21 +16,17 @@ const PENDING: i64 = 1;
 const DELIVERED: i64 = 2;
 const DEAD: i64 = 3;
 
-/// Appends an event to the outbox and creates a delivery for each enabled endpoint of the
-/// instance whose filter accepts it.
-pub(super) fn append(
-    conn: &Connection,
-    instance_id: i64,
-    e: &EventDraft,
-) -> StoreResult<EventRecord> {
+/// `next_at` of the pending deliveries of a disabled endpoint: never due until it is enabled.
+pub(super) const PAUSED: Millis = i64::MAX;
+
+/// Appends an event to the outbox and creates a delivery for each endpoint of the instance
+/// whose filter accepts it. A disabled endpoint's deliveries wait, paused, until it is
+/// enabled again: disabling pauses an endpoint, it does not make it miss events.
+pub(super) fn append(conn: &Connection, instance_id: i64, e: &EventDraft) -> StoreResult<EventRecord> {
     let seq = insert_event(conn, instance_id, e)?;
-    let mut endpoints = conn.prepare_cached(
-        "SELECT id, events FROM endpoints WHERE instance_id = ?1 AND enabled = 1",
-    )?;
+    let mut endpoints = conn.prepare_cached("SELECT id, events FROM endpoints WHERE instance_id = ?1")?;
     let targets: Vec<String> = endpoints
-        .query_map([instance_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?))
-        })?
+        .query_map([instance_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?)))?
         .filter_map(|r| match r {
             Ok((id, bits)) if EventFilter::from_bits(bits).accepts(e.kind) => Some(Ok(id)),
             Ok(_) => None,
@@ -49,7 +43,14 @@ fn insert_event(conn: &Connection, instance_id: i64, e: &EventDraft) -> StoreRes
     conn.prepare_cached(
         "INSERT INTO events (id, instance_id, kind, conversation, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![e.id, instance_id, e.kind.as_str(), e.conversation, e.payload, e.created_at])?;
+    .execute(params![
+        e.id,
+        instance_id,
+        e.kind.as_str(),
+        e.conversation,
+        e.payload,
+        e.created_at
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -76,12 +77,23 @@ fn enqueue(
     now: Millis,
 ) -> StoreResult<i64> {
     let busy: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1))")?
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1))",
+        )?
         .query_row(params![endpoint_id, conversation], |r| r.get(0))?;
     conn.prepare_cached(
-        "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, attempt_offset, next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, attempt_offset, next_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?2) THEN ?6 ELSE ?7 END)",
     )?
-    .execute(params![event_seq, endpoint_id, conversation, if busy { WAITING } else { PENDING }, attempt_offset, now])?;
+    .execute(params![
+        event_seq,
+        endpoint_id,
+        conversation,
+        if busy { WAITING } else { PENDING },
+        attempt_offset,
+        now,
+        PAUSED
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -113,11 +125,7 @@ pub(super) fn list_events(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn get_event(
-    conn: &Connection,
-    instance_id: i64,
-    id: &str,
-) -> StoreResult<Option<EventRecord>> {
+pub(super) fn get_event(conn: &Connection, instance_id: i64, id: &str) -> StoreResult<Option<EventRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND instance_id = ?2"
     ))?;
@@ -138,20 +146,13 @@ pub(super) fn list_attempts(conn: &Connection, event_seq: i64) -> StoreResult<Ve
             status_code: r.get(4)?,
             response: r.get(5)?,
             error: r.get(6)?,
-            outcome: if r.get::<_, bool>(7)? {
-                "success"
-            } else {
-                "failure"
-            },
+            outcome: if r.get::<_, bool>(7)? { "success" } else { "failure" },
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn delivery_statuses(
-    conn: &Connection,
-    event_seq: i64,
-) -> StoreResult<Vec<DeliveryStatus>> {
+pub(super) fn delivery_statuses(conn: &Connection, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
     let mut stmt = conn.prepare_cached(
         "SELECT endpoint_id, state, failures + attempt_offset + (state = 2), next_at, lease_until FROM deliveries WHERE event_seq = ?1 ORDER BY id",
     )?;
@@ -175,26 +176,18 @@ pub(super) fn delivery_statuses(
 
 /// Delivers an event again: a finished delivery gets a new one at the tail of its
 /// conversation (so order still holds); a pending one is made due now.
-pub(super) fn resend(
-    conn: &Connection,
-    event_seq: i64,
-    endpoint_id: Option<&str>,
-    now: Millis,
-) -> StoreResult<usize> {
+pub(super) fn resend(conn: &Connection, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize> {
     let (instance_id, kind, conversation): (i64, String, String) = conn.query_row(
         "SELECT instance_id, kind, conversation FROM events WHERE seq = ?1",
         [event_seq],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let kind = EventKind::parse(&kind)
-        .ok_or_else(|| crate::store::StoreError::Corrupt(format!("event kind `{kind}`")))?;
-    let mut endpoints = conn.prepare_cached(
-        "SELECT id, events FROM endpoints WHERE instance_id = ?1 AND (?2 IS NULL OR id = ?2)",
-    )?;
+    let kind =
+        EventKind::parse(&kind).ok_or_else(|| crate::store::StoreError::Corrupt(format!("event kind `{kind}`")))?;
+    let mut endpoints =
+        conn.prepare_cached("SELECT id, events FROM endpoints WHERE instance_id = ?1 AND (?2 IS NULL OR id = ?2)")?;
     let targets: Vec<(String, u8)> = endpoints
-        .query_map(params![instance_id, endpoint_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        .query_map(params![instance_id, endpoint_id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut scheduled = 0;
     for (endpoint, bits) in targets {
@@ -203,29 +196,32 @@ pub(super) fn resend(
                 "SELECT id, state, failures + attempt_offset + (state = 2) FROM deliveries \
                  WHERE event_seq = ?1 AND endpoint_id = ?2 ORDER BY id DESC LIMIT 1",
             )?
-            .query_row(params![event_seq, endpoint], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(params![event_seq, endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         match existing {
+            // Already on its way: pull a scheduled retry forward (unless an attempt is running
+            // or the endpoint is paused).
             Some((id, PENDING, _)) => {
-                conn.prepare_cached(
-                    "UPDATE deliveries SET next_at = ?2 WHERE id = ?1 AND lease_until IS NULL",
-                )?
-                .execute(params![id, now])?;
+                let moved = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET next_at = ?2 \
+                         WHERE id = ?1 AND lease_until IS NULL AND next_at != ?3",
+                    )?
+                    .execute(params![id, now, PAUSED])?;
+                if moved == 0 {
+                    continue;
+                }
             }
-            Some((_, WAITING, _)) => {}
+            // Queued behind an earlier event of its conversation: it goes when its turn comes.
+            Some((_, WAITING, _)) => continue,
             Some((_, _, attempts_so_far)) => {
-                enqueue(
-                    conn,
-                    event_seq,
-                    &endpoint,
-                    &conversation,
-                    attempts_so_far,
-                    now,
-                )?;
+                enqueue(conn, event_seq, &endpoint, &conversation, attempts_so_far, now)?;
             }
-            None if endpoint_id.is_some() || EventFilter::from_bits(bits).accepts(kind) => {
+            // Never delivered there: a named endpoint gets it; otherwise only the endpoints
+            // that subscribe to it (a test event only ever goes where it was sent).
+            None if endpoint_id.is_some()
+                || (kind != EventKind::Test && EventFilter::from_bits(bits).accepts(kind)) =>
+            {
                 enqueue(conn, event_seq, &endpoint, &conversation, 0, now)?;
             }
             None => continue,
@@ -247,11 +243,12 @@ pub(super) fn test_event(
     let seq = insert_event(conn, instance_id, e)?;
     let id = enqueue(conn, seq, endpoint_id, &e.conversation, 0, e.created_at)?;
     lease(conn, id, lease_until)?;
-    let (url, secret): (String, String) = conn.query_row(
-        "SELECT url, secret FROM endpoints WHERE id = ?1",
-        [endpoint_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (url, secret): (String, String) = conn
+        .query_row("SELECT url, secret FROM endpoints WHERE id = ?1", [endpoint_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .ok_or_else(|| crate::store::StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
     Ok(DueDelivery {
         delivery_id: id,
         event_seq: seq,
@@ -264,6 +261,7 @@ pub(super) fn test_event(
         payload: Arc::from(e.payload.as_str()),
         attempt: 1,
         failures: 0,
+        lease_until,
     })
 }
 
@@ -308,6 +306,7 @@ pub(super) fn claim(
             payload: Arc::from(payload),
             attempt: offset + failures + 1,
             failures,
+            lease_until,
         })
     })?;
     let due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
@@ -317,7 +316,9 @@ pub(super) fn claim(
     Ok(due)
 }
 
-/// Records attempts and moves each delivery on.
+/// Records attempts and moves each delivery on. A result only moves its delivery if the
+/// delivery still carries the lease it was claimed with: if the lease ran out and another
+/// claim took over, the late result is recorded as an attempt but changes nothing else.
 pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreResult<()> {
     for r in results {
         conn.prepare_cached(
@@ -338,18 +339,20 @@ pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreRes
         let finished_at = r.started_at + r.duration_ms;
         if let (false, Some(retry_at)) = (r.success, r.retry_at) {
             conn.prepare_cached(
-                "UPDATE deliveries SET failures = failures + 1, next_at = ?2, lease_until = NULL WHERE id = ?1 AND state = 1",
+                "UPDATE deliveries SET failures = failures + 1, lease_until = NULL, \
+                   next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = endpoint_id) THEN ?2 ELSE ?4 END \
+                 WHERE id = ?1 AND state = 1 AND lease_until = ?3",
             )?
-            .execute(params![r.delivery_id, retry_at])?;
+            .execute(params![r.delivery_id, retry_at, r.lease_until, PAUSED])?;
             continue;
         }
         let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
         let queue: Option<(String, String)> = conn
             .prepare_cached(
                 "UPDATE deliveries SET state = ?2, failures = failures + ?3, lease_until = NULL \
-                 WHERE id = ?1 AND state = 1 RETURNING endpoint_id, conversation",
+                 WHERE id = ?1 AND state = 1 AND lease_until = ?4 RETURNING endpoint_id, conversation",
             )?
-            .query_row(params![r.delivery_id, state, failed], |row| {
+            .query_row(params![r.delivery_id, state, failed, r.lease_until], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
@@ -361,24 +364,21 @@ pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreRes
 }
 
 /// Makes the oldest waiting delivery of a conversation the new head.
-fn promote_next(
-    conn: &Connection,
-    endpoint_id: &str,
-    conversation: &str,
-    now: Millis,
-) -> StoreResult<()> {
+fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: Millis) -> StoreResult<()> {
     conn.prepare_cached(
-        "UPDATE deliveries SET state = 1, next_at = ?3 WHERE id = \
+        "UPDATE deliveries SET state = 1, \
+           next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?1) THEN ?3 ELSE ?4 END \
+         WHERE id = \
            (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state = 0 ORDER BY id LIMIT 1)",
     )?
-    .execute(params![endpoint_id, conversation, now])?;
+    .execute(params![endpoint_id, conversation, now, PAUSED])?;
     Ok(())
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
     Ok(conn.query_row(
-        "SELECT MIN(next_at) FROM deliveries WHERE state = 1",
-        [],
+        "SELECT MIN(next_at) FROM deliveries WHERE state = 1 AND next_at != ?1",
+        [PAUSED],
         |r| r.get(0),
     )?)
 }
