@@ -138,6 +138,10 @@ struct ServeArgs {
     /// The largest request body the API accepts, in bytes.
     #[arg(long, env = "BOTLINKD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     max_body_bytes: usize,
+    /// How long events and their delivery attempts are kept once finished (`off`: forever).
+    /// Conversation history is kept regardless.
+    #[arg(long, env = "BOTLINKD_RETENTION", default_value = "30d", value_parser = optional_duration)]
+    retention: OptionalDuration,
 }
 
 #[derive(Clone, Copy)]
@@ -235,6 +239,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.sandbox_delivered_after = args.sandbox_delivered_after.0;
     config.sandbox_read_after = args.sandbox_read_after.0;
     config.max_body_bytes = args.max_body_bytes;
+    config.retention = args.retention.0;
     config.clock = Clock::system();
 
     let listener = tokio::net::TcpListener::bind(args.listen)

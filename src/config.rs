@@ -48,6 +48,8 @@ pub struct Config {
     pub sandbox_read_after: Option<Duration>,
     /// The largest request body the API accepts.
     pub max_body_bytes: usize,
+    /// How long events and their attempts are kept once delivered or dead (`None`: forever).
+    pub retention: Option<Duration>,
     /// Create a sandbox demo instance when the database has no instance yet.
     pub create_demo_instance: bool,
     /// Where "now" comes from.
@@ -73,6 +75,7 @@ impl Config {
             sandbox_delivered_after: Some(Duration::from_secs(1)),
             sandbox_read_after: Some(Duration::from_secs(3)),
             max_body_bytes: 256 * 1024,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
             create_demo_instance: true,
             clock: Clock::system(),
             background_workers: true,

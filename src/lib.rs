@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: every setting of a running server, with its defaults.
 //! - [`clock`]: the one source of "now", so delivery timing can be driven by tests.
+//! - [`housekeeping`]: pruning of old events and expired Idempotency-Keys.
 //! - [`ids`]: generation of the public identifiers (`evt_…`, `ep_…`, `wamid.…`, keys, secrets).
 //! - [`phone`]: the `PhoneNumber` newtype, parsed at the boundary.
 //! - [`instances`]: business numbers and their App Key / Auth Key credentials.
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod housekeeping;
 pub mod ids;
 pub mod instances;
 pub mod listen;

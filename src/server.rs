@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
 use crate::store::{self, Store, StoreError};
-use crate::{api, sandbox};
+use crate::{api, housekeeping, sandbox};
 
 /// The demo instance created on first start, with the Auth Key it was given (shown once).
 #[derive(Debug)]
@@ -92,6 +92,7 @@ impl Server {
         if app.config.background_workers {
             tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
+            tasks.push(tokio::spawn(housekeeping::run(app.clone(), workers.clone())));
         }
         let router = api::router(app.clone());
         let stopping = app.stopping.clone();

@@ -31,6 +31,45 @@ pub struct InboundRequest {
     /// The customer's profile name.
     #[serde(default)]
     pub name: Option<String>,
+    /// For `location`: `{latitude, longitude, name?, address?}`.
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// For `contacts`: the shared contact cards, `[{name, phone}]`.
+    #[serde(default)]
+    pub contacts: Option<Vec<Contact>>,
+    /// For `reaction`: the message reacted to (the emoji goes in `body`).
+    #[serde(default)]
+    pub reaction_to: Option<String>,
+    /// A quoted reply: the id of the message the customer replied to.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+/// A shared location.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Degrees, −90 to 90.
+    pub latitude: f64,
+    /// Degrees, −180 to 180.
+    pub longitude: f64,
+    /// The place's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A shared contact card.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// The contact's name.
+    pub name: String,
+    /// Their number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 fn text_type() -> String {
@@ -62,6 +101,10 @@ impl InboundRequest {
             check_text("name", &name, 256)?;
             detail.insert("name".into(), Value::String(name));
         }
+        if let Some(quoted) = self.reply_to.filter(|q| !q.is_empty()) {
+            check_text("reply_to", &quoted, 256)?;
+            detail.insert("context".into(), json!({"message_id": quoted}));
+        }
         let body = match self.kind.as_str() {
             "text" => {
                 let body = self.body.unwrap_or_default();
@@ -86,6 +129,65 @@ impl InboundRequest {
                 detail.insert("media".into(), Value::Object(media));
                 caption
             }
+            "location" => {
+                let location = self.location.ok_or_else(|| {
+                    Invalid::new(
+                        "missing_location",
+                        "a location message needs `location` {latitude, longitude}",
+                    )
+                })?;
+                if !(-90.0..=90.0).contains(&location.latitude) || !(-180.0..=180.0).contains(&location.longitude) {
+                    return Err(Invalid::new(
+                        "invalid_location",
+                        "`latitude` must be within ±90 and `longitude` within ±180",
+                    ));
+                }
+                let body = location.name.clone().unwrap_or_default();
+                check_text("location.name", &body, 1024)?;
+                detail.insert("location".into(), json!(location));
+                body
+            }
+            "contacts" => {
+                let contacts = self.contacts.filter(|c| !c.is_empty()).ok_or_else(|| {
+                    Invalid::new(
+                        "missing_contacts",
+                        "a contacts message needs `contacts` [{name, phone}]",
+                    )
+                })?;
+                if contacts.len() > 20 {
+                    return Err(Invalid::new("invalid_contacts", "at most 20 contacts"));
+                }
+                let body = contacts[0].name.clone();
+                check_text("contacts[].name", &body, 256)?;
+                detail.insert("contacts".into(), json!(contacts));
+                body
+            }
+            "reaction" => {
+                let emoji = self.body.unwrap_or_default();
+                let target = self.reaction_to.filter(|t| !t.is_empty()).ok_or_else(|| {
+                    Invalid::new(
+                        "missing_reaction_to",
+                        "a reaction needs `reaction_to`, the message id reacted to",
+                    )
+                })?;
+                check_text("body", &emoji, 16)?;
+                check_text("reaction_to", &target, 256)?;
+                detail.insert("reaction".into(), json!({"message_id": target, "emoji": emoji}));
+                emoji
+            }
+            "list" => {
+                let title = self.body.unwrap_or_default();
+                if title.trim().is_empty() {
+                    return Err(Invalid::new(
+                        "missing_body",
+                        "a list reply needs `body`, the title of the chosen row",
+                    ));
+                }
+                check_text("body", &title, 256)?;
+                let id = self.button_id.unwrap_or_else(|| title.clone());
+                detail.insert("list".into(), json!({"id": id, "title": title}));
+                title
+            }
             "button" => {
                 let title = self.body.unwrap_or_default();
                 if title.trim().is_empty() {
@@ -103,7 +205,8 @@ impl InboundRequest {
                 return Err(Invalid::new(
                     "unsupported_type",
                     format!(
-                        "unsupported message type `{other}`; use text, image, video, audio, document, sticker or button"
+                        "unsupported message type `{other}`; use text, image, video, audio, document, sticker, \
+                         button, list, location, contacts or reaction"
                     ),
                 ));
             }
@@ -130,6 +233,10 @@ mod tests {
             caption: None,
             button_id: None,
             name: None,
+            location: None,
+            contacts: None,
+            reaction_to: None,
+            reply_to: None,
         }
     }
 
@@ -148,6 +255,40 @@ mod tests {
         let mut r = request("image");
         r.media_url = Some("https://example.com/a.jpg".into());
         assert_eq!(r.validate().unwrap().body, "");
+    }
+
+    #[test]
+    fn locations_contacts_reactions_and_lists_carry_their_details() {
+        let mut r = request("location");
+        r.location = Some(Location {
+            latitude: 51.5,
+            longitude: -0.12,
+            name: Some("Shop".into()),
+            address: None,
+        });
+        let m = r.validate().unwrap();
+        assert_eq!(m.body, "Shop");
+        assert_eq!(m.detail["location"]["latitude"], 51.5);
+        let mut r = request("reaction");
+        r.body = Some("👍".into());
+        r.reaction_to = Some("wamid.X".into());
+        assert_eq!(r.validate().unwrap().detail["reaction"]["message_id"], "wamid.X");
+        let mut r = request("list");
+        r.body = Some("Express".into());
+        r.button_id = Some("ship_express".into());
+        r.reply_to = Some("wamid.Q".into());
+        let m = r.validate().unwrap();
+        assert_eq!(m.detail["list"]["id"], "ship_express");
+        assert_eq!(m.detail["context"]["message_id"], "wamid.Q");
+        let mut r = request("location");
+        r.location = Some(Location {
+            latitude: 91.0,
+            longitude: 0.0,
+            name: None,
+            address: None,
+        });
+        assert_eq!(r.validate().unwrap_err().code, "invalid_location");
+        assert_eq!(request("contacts").validate().unwrap_err().code, "missing_contacts");
     }
 
     #[test]

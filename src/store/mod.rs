@@ -371,6 +371,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records attempts and moves their deliveries on (delivered, retry, dead), promoting
     /// the next delivery of a conversation where the head is done.
     async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()>;
+    /// Deletes up to `limit` events older than `events_before` whose deliveries are all
+    /// finished (with their deliveries and attempts), and Idempotency-Keys older than
+    /// `keys_before`. Returns how many events went; call again while it returns `limit`.
+    async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32>;
     /// The feed position of the newest stored event (0 when there is none).
     async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.

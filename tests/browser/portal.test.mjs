@@ -96,6 +96,11 @@ async function startReceiver() {
   };
 }
 
+// Hides the notice banner so that screenshots show the page itself.
+async function hideBanner(page) {
+  await page.evaluate(() => (document.getElementById("banner").hidden = true));
+}
+
 describe("Cloud Chat Portal", () => {
   let server, receiver, browser, page;
 
@@ -166,12 +171,13 @@ describe("Cloud Chat Portal", () => {
     const card = page.locator(".endpoint").first();
     await card.waitFor();
     assert.equal(await card.locator(".endpoint-url").inputValue(), receiver.url);
-    await card.locator("button.reveal").click();
-    assert.match(await card.locator(".secret").textContent(), /^whsec_/);
     await card.locator("button.test").click();
     await card.locator('.test-result[data-outcome="success"]').waitFor();
     await receiver.waitFor((r) => r.json.event === "test");
+    await hideBanner(page);
     await page.screenshot({ path: join(shots, "webhooks.png") });
+    await card.locator("button.reveal").click();
+    assert.match(await card.locator(".secret").textContent(), /^whsec_/);
   });
 
   test("a simulated customer message appears live, and the reply's ticks advance", async () => {
@@ -179,6 +185,7 @@ describe("Cloud Chat Portal", () => {
     await page.fill("#sim-from", "447123456789");
     await page.fill("#sim-name", "Ann");
     await page.fill("#sim-body", "Hello, where is my order?");
+    await hideBanner(page);
     await page.screenshot({ path: join(shots, "simulator.png") });
     await page.click("#sim-send");
     await page.locator("#sim-result", { hasText: "wamid." }).waitFor();
@@ -234,6 +241,7 @@ describe("Cloud Chat Portal", () => {
     assert.match(await entry.locator(".json").textContent(), /"event": "message"/);
     const eventId = await entry.getAttribute("data-event-id");
     const before = receiver.received.filter((r) => r.headers["webhook-id"] === eventId).length;
+    await hideBanner(page);
     await entry.locator("button.resend").click();
     await receiver.waitFor((r) => r.headers["webhook-id"] === eventId && receiver.received.filter((x) => x.headers["webhook-id"] === eventId).length > before);
     await page.screenshot({ path: join(shots, "monitor.png") });

@@ -86,3 +86,44 @@ async fn a_long_poll_with_nothing_new_returns_empty_after_the_wait() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_wait");
 }
+
+#[tokio::test]
+async fn finished_events_older_than_the_retention_are_pruned() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = botlinkd::clock::Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+        c.retention = Some(Duration::from_secs(3600));
+        c.sandbox_delivered_after = None;
+        c.sandbox_read_after = None;
+    })
+    .await;
+    let receiver = crate::harness::Receiver::start().await;
+    let endpoint = app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447000000001", "delivered, then old").await;
+    app.app.engine.step().await.unwrap();
+    // Paused endpoint: this one stays pending, so it must survive pruning.
+    let id = endpoint["id"].as_str().unwrap();
+    let paused = app
+        .request(reqwest::Method::PATCH, &format!("/v1/webhooks/{id}"))
+        .json(&serde_json::json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    app.inbound_text("447000000002", "pending, then old").await;
+    app.clock().advance(Duration::from_secs(3601));
+    app.inbound_text("447000000003", "recent").await;
+
+    assert_eq!(botlinkd::housekeeping::step(&app.app).await.unwrap(), 1);
+    let feed = app.get_json("/v1/events").await;
+    let bodies: Vec<&str> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["data"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["pending, then old", "recent"]);
+    // History is kept.
+    let history = app.get_json("/v1/conversations/447000000001/messages").await;
+    assert_eq!(history["messages"][0]["body"], "delivered, then old");
+}

@@ -67,6 +67,18 @@ async fn images_and_button_replies_carry_their_details() {
         button["data"]["button"],
         json!({"id": "track_42", "title": "Track order"})
     );
+
+    let (status, _) = app
+        .post(
+            "/v1/sandbox/inbound",
+            json!({"from": "447123456789", "type": "location", "location": {"latitude": 51.5, "longitude": -0.12, "name": "Home"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let location = receiver.next().await.json;
+    assert_eq!(location["data"]["type"], "location");
+    assert_eq!(location["data"]["body"], "Home");
+    assert_eq!(location["data"]["location"]["longitude"], -0.12);
 }
 
 #[tokio::test]

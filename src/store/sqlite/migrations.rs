@@ -7,6 +7,7 @@ use crate::store::StoreResult;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
     include_str!("migrations/0002_unread.sql"),
+    include_str!("migrations/0003_retention.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

@@ -351,6 +351,19 @@ impl Store for SqliteStore {
         self.db.write(move |c| outbox::complete(c, &results)).await
     }
 
+    async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32> {
+        self.db
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                    .execute([keys_before])?;
+                match events_before {
+                    Some(before) => outbox::prune_events(c, before, limit),
+                    None => Ok(0),
+                }
+            })
+            .await
+    }
+
     async fn latest_event_seq(&self) -> StoreResult<i64> {
         self.db
             .read(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?))

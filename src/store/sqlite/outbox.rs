@@ -390,3 +390,25 @@ pub(super) fn release_all_leases(conn: &Connection, now: Millis) -> StoreResult<
     )?;
     Ok(n as u64)
 }
+
+/// Deletes old, finished events with their deliveries and attempts (see [`crate::store::Store::prune`]).
+pub(super) fn prune_events(conn: &Connection, before: Millis, limit: u32) -> StoreResult<u32> {
+    let seqs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT e.seq FROM events e WHERE e.created_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
+             ORDER BY e.created_at LIMIT ?2",
+        )?
+        .query_map(params![before, limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in &seqs {
+        for sql in [
+            "DELETE FROM attempts WHERE event_seq = ?1",
+            "DELETE FROM deliveries WHERE event_seq = ?1",
+            "DELETE FROM events WHERE seq = ?1",
+        ] {
+            conn.prepare_cached(sql)?.execute([seq])?;
+        }
+    }
+    Ok(seqs.len() as u32)
+}

@@ -1,0 +1,49 @@
+//! Housekeeping: removes what is no longer needed, in small batches so that no write waits
+//! long behind it: events (with their deliveries and attempts) older than the retention
+//! period once every delivery of theirs is finished, and expired Idempotency-Keys.
+//! Conversation history (messages) is kept.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, IDEMPOTENCY_WINDOW_MS};
+use crate::clock::Millis;
+use crate::store::StoreResult;
+
+/// Events pruned per transaction.
+const BATCH: u32 = 500;
+/// How often to look.
+const EVERY: Duration = Duration::from_secs(600);
+
+/// Prunes once, batch after batch, until nothing is left; returns how many events went.
+pub async fn step(app: &App) -> StoreResult<u64> {
+    let now = app.now();
+    let events_before = app.config.retention.map(|keep| now - keep.as_millis() as Millis);
+    let keys_before = now - IDEMPOTENCY_WINDOW_MS;
+    let mut pruned = 0u64;
+    loop {
+        let n = app.store.prune(events_before, keys_before, BATCH).await?;
+        pruned += u64::from(n);
+        if n < BATCH {
+            return Ok(pruned);
+        }
+        // Let other writes through between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Runs housekeeping every ten minutes until `shutdown`.
+pub async fn run(app: App, shutdown: CancellationToken) {
+    loop {
+        match step(&app).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned old events"),
+            Err(error) => tracing::error!(error = %error, "housekeeping failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
