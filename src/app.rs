@@ -94,6 +94,19 @@ impl App {
         }
     }
 
+    /// Announces an event committed elsewhere (another process on the same database).
+    pub fn announce(&self, instance_id: i64, seq: i64) {
+        self.feed.send_if_modified(|latest| {
+            let newer = seq > *latest;
+            if newer {
+                *latest = seq;
+            }
+            newer
+        });
+        self.engine.wake();
+        self.live.events(instance_id, seq);
+    }
+
     /// A customer's message arrives: store it and publish its `message` event.
     pub async fn receive(&self, instance: &Instance, message: InboundMessage) -> StoreResult<(String, EventRecord)> {
         let now = self.now();

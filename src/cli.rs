@@ -224,7 +224,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Listen(args) => listen(args).await,
         Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         Command::Migrate => {
-            store::open(&config)?;
+            store::open(&config).await?;
             println!("database is up to date: {}", config.database_url);
             Ok(())
         }
@@ -306,7 +306,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()> {
-    let store = store::open(&config)?;
+    let store = store::open(&config).await?;
     let now = Clock::system().now_ms();
     match command {
         InstanceCommand::Create { name, number, json } => {

@@ -47,7 +47,7 @@ impl Server {
     /// database has no instance yet.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
         let lock = store::lock_for_serving(&config)?;
-        let store = store::open(&config)?;
+        let store = store::open(&config).await?;
         // SQLite is used by one serving process at a time, so every lease left in the file
         // belonged to a process that is gone: hand those deliveries back at once.
         let released = store.release_all_leases(config.clock.now_ms()).await?;
@@ -93,6 +93,22 @@ impl Server {
             tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(housekeeping::run(app.clone(), workers.clone())));
+        }
+        if let Some(mut notices) = app.store.take_notifications() {
+            // Events committed by other processes on the same database.
+            let app = app.clone();
+            let workers = workers.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = workers.cancelled() => return,
+                        notice = notices.recv() => match notice {
+                            Some((instance_id, seq)) => app.announce(instance_id, seq),
+                            None => return,
+                        },
+                    }
+                }
+            }));
         }
         let router = api::router(app.clone());
         let stopping = app.stopping.clone();

@@ -12,6 +12,7 @@
 //!
 //! The store never imports HTTP types; it knows the domain types and SQL, nothing else.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub enum StoreError {
     /// The database said no.
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error("database error")]
+    Postgres(#[from] sqlx::Error),
     /// The database URL names nothing we can open.
     #[error("unsupported database URL `{0}` (use sqlite://PATH or a file path)")]
     UnsupportedUrl(String),
@@ -379,18 +383,26 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
-    /// Releases every lease (only safe when this is the only process using the database).
+    /// Events committed by other processes sharing the database, as (instance, feed position);
+    /// `None` for a backend that is only ever used by one process. Taken once.
+    fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(i64, i64)>> {
+        None
+    }
+    /// Releases every lease where that is safe (a single-process backend at start); a
+    /// shared backend answers 0 and lets the leases of dead processes run out.
     async fn release_all_leases(&self, now: Millis) -> StoreResult<u64>;
 }
 
-/// Opens the store a configuration names.
-pub fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
+/// Whether a database URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store a configuration names (`postgres://…` or SQLite), applying migrations.
+pub async fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
     let url = config.database_url.as_str();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::UnsupportedUrl(format!(
-            "{} (PostgreSQL support is not in this build yet; use sqlite://PATH)",
-            redact_url(url)
-        )));
+    if is_postgres(url) {
+        return Ok(Arc::new(postgres::PgStore::open(url).await?));
     }
     let path = sqlite::path_from_url(url)?;
     Ok(Arc::new(sqlite::SqliteStore::open(&path, config.sqlite_sync)?))
@@ -400,14 +412,18 @@ pub fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
 /// same file is refused (both would hand out the same deliveries). Dropping it releases it.
 #[derive(Debug)]
 pub struct ServingLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
-/// Takes the serving lock of the store a configuration names.
+/// Takes the serving lock of the store a configuration names (PostgreSQL needs none: any
+/// number of processes serve one database).
 pub fn lock_for_serving(config: &crate::config::Config) -> StoreResult<ServingLock> {
+    if is_postgres(&config.database_url) {
+        return Ok(ServingLock { _file: None });
+    }
     let path = sqlite::path_from_url(&config.database_url)?;
     Ok(ServingLock {
-        _file: sqlite::lock_for_serving(&path)?,
+        _file: Some(sqlite::lock_for_serving(&path)?),
     })
 }
 

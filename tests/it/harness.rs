@@ -31,6 +31,89 @@ fn init_logging() {
     }
 }
 
+/// The PostgreSQL server tests use; each test makes its own database there and drops it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BOTLINKD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database for one test: a SQLite file in a temporary folder, or (with
+/// `BOTLINKD_TEST_BACKEND=postgres`, and always for [`TestDb::postgres`]) a new PostgreSQL
+/// database that is dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    postgres_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// The backend the suite runs on.
+    pub async fn new() -> Self {
+        match std::env::var("BOTLINKD_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Self::postgres().await,
+            Ok("sqlite") | Err(_) => Self::sqlite(),
+            Ok(other) => panic!("BOTLINKD_TEST_BACKEND must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    /// A SQLite file.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("test.db").display()),
+            postgres_name: None,
+            _dir: dir,
+        }
+    }
+
+    /// A new PostgreSQL database (fails loudly when PostgreSQL is not running).
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let name = format!(
+            "botlinkd_test_{}",
+            botlinkd::ids::api_key().to_lowercase().replace(['-', '_'], "")[..16].to_string()
+        );
+        let mut connection = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be running at {admin} for this test: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await
+            .expect("create database");
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .expect("database URL with a path");
+        Self {
+            url: format!("{base}/{name}"),
+            postgres_name: Some(name),
+            _dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else { return };
+        // Drop runs outside async code: use a small runtime of its own on another thread.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut connection)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// A running server with one sandbox instance.
 pub struct TestApp {
     pub base: String,
@@ -39,7 +122,7 @@ pub struct TestApp {
     pub keys: Keys,
     shutdown: CancellationToken,
     _server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
 /// An instance's id and keys.
@@ -60,8 +143,8 @@ impl TestApp {
     /// A server with the test defaults changed by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         init_logging();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_tests(format!("sqlite://{}", dir.path().join("test.db").display()));
+        let db = TestDb::new().await;
+        let mut config = Config::for_tests(db.url.clone());
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = Server::start(config, listener).await.expect("server starts");
@@ -84,7 +167,7 @@ impl TestApp {
             },
             shutdown,
             _server: handle,
-            _dir: dir,
+            _db: db,
         };
         test.keys = test.create_instance("test").await;
         test

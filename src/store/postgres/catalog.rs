@@ -1,0 +1,221 @@
+//! PostgreSQL SQL for instances and webhook endpoints.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::Tx;
+use super::outbox::PAUSED;
+use crate::clock::Millis;
+use crate::instances::{AuthKeyHash, Channel, Credentials, Instance, NewInstance};
+use crate::phone::PhoneNumber;
+use crate::store::{StoreError, StoreResult};
+use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
+
+const INSTANCE_COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at";
+
+fn instance(row: &PgRow) -> StoreResult<Instance> {
+    let channel: String = row.try_get("channel")?;
+    let phone: String = row.try_get("phone_number")?;
+    Ok(Instance {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        channel: Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt(format!("channel `{channel}`")))?,
+        phone_number: PhoneNumber::parse(&phone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        app_key: row.try_get("app_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn create_instance(pool: &PgPool, new: &NewInstance, now: Millis) -> StoreResult<Instance> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO instances (name, channel, phone_number, app_key, auth_key_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(&new.name)
+    .bind(new.channel.as_str())
+    .bind(new.phone_number.as_str())
+    .bind(&new.credentials.app_key)
+    .bind(&new.credentials.auth_key.hash().0[..])
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    instance(&row)
+}
+
+pub(super) async fn list_instances(pool: &PgPool) -> StoreResult<Vec<Instance>> {
+    let rows = sqlx::query(&format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY id"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(instance).collect()
+}
+
+pub(super) async fn instance_by_app_key(pool: &PgPool, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
+    let row = sqlx::query(&format!(
+        "SELECT {INSTANCE_COLUMNS}, auth_key_hash FROM instances WHERE app_key = $1"
+    ))
+    .bind(app_key)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let hash: Vec<u8> = row.try_get("auth_key_hash")?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("auth key hash length".into()))?;
+    Ok(Some((instance(&row)?, AuthKeyHash(hash))))
+}
+
+pub(super) async fn rotate_keys(pool: &PgPool, id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
+    let row = sqlx::query(&format!(
+        "UPDATE instances SET app_key = $2, auth_key_hash = $3 WHERE id = $1 RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&keys.app_key)
+    .bind(&keys.auth_key.hash().0[..])
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(instance).transpose()
+}
+
+const ENDPOINT_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+
+fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
+    let secret: String = row.try_get("secret")?;
+    let events: i16 = row.try_get("events")?;
+    Ok(Endpoint {
+        id: row.try_get("id")?,
+        instance_id: row.try_get("instance_id")?,
+        url: row.try_get("url")?,
+        description: row.try_get("description")?,
+        events: EventFilter::from_bits(events as u8),
+        enabled: row.try_get("enabled")?,
+        secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(super) async fn create_endpoint(
+    pool: &PgPool,
+    id: &str,
+    new: &NewEndpoint,
+    secret: &SigningSecret,
+    now: Millis,
+) -> StoreResult<Endpoint> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {ENDPOINT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(new.instance_id)
+    .bind(new.url.as_str())
+    .bind(&new.description)
+    .bind(new.events.bits() as i16)
+    .bind(new.enabled)
+    .bind(secret.expose())
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    endpoint(&row)
+}
+
+pub(super) async fn list_endpoints(pool: &PgPool, instance_id: i64) -> StoreResult<Vec<Endpoint>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE instance_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(instance_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(endpoint).collect()
+}
+
+pub(super) async fn get_endpoint(pool: &PgPool, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE instance_id = $1 AND id = $2"
+    ))
+    .bind(instance_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(endpoint).transpose()
+}
+
+pub(super) async fn update_endpoint(
+    tx: &mut Tx,
+    instance_id: i64,
+    id: &str,
+    change: &EndpointChange,
+    now: Millis,
+) -> StoreResult<Option<Endpoint>> {
+    let row = sqlx::query(&format!(
+        "UPDATE endpoints SET url = COALESCE($3, url), description = COALESCE($4, description), \
+           events = COALESCE($5, events), enabled = COALESCE($6, enabled), updated_at = $7 \
+         WHERE instance_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
+    ))
+    .bind(instance_id)
+    .bind(id)
+    .bind(change.url.as_ref().map(|u| u.as_str().to_string()))
+    .bind(change.description.as_deref())
+    .bind(change.events.map(|e| e.bits() as i16))
+    .bind(change.enabled)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    match change.enabled {
+        // Disabling pauses the endpoint's pending heads (attempts under way finish first)…
+        Some(false) => {
+            sqlx::query(
+                "UPDATE deliveries SET next_at = $2 WHERE endpoint_id = $1 AND state = 1 AND lease_until IS NULL",
+            )
+            .bind(id)
+            .bind(PAUSED)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // …and enabling makes them due at once.
+        Some(true) => {
+            sqlx::query("UPDATE deliveries SET next_at = $2 WHERE endpoint_id = $1 AND state = 1 AND next_at = $3")
+                .bind(id)
+                .bind(now)
+                .bind(PAUSED)
+                .execute(&mut **tx)
+                .await?;
+        }
+        None => {}
+    }
+    endpoint(&row).map(Some)
+}
+
+pub(super) async fn rotate_endpoint_secret(
+    pool: &PgPool,
+    instance_id: i64,
+    id: &str,
+    secret: &SigningSecret,
+    now: Millis,
+) -> StoreResult<Option<Endpoint>> {
+    let row = sqlx::query(&format!(
+        "UPDATE endpoints SET secret = $3, updated_at = $4 WHERE instance_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
+    ))
+    .bind(instance_id)
+    .bind(id)
+    .bind(secret.expose())
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(endpoint).transpose()
+}
+
+pub(super) async fn delete_endpoint(tx: &mut Tx, instance_id: i64, id: &str) -> StoreResult<bool> {
+    let deleted = sqlx::query("DELETE FROM endpoints WHERE instance_id = $1 AND id = $2")
+        .bind(instance_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if deleted > 0 {
+        sqlx::query("DELETE FROM deliveries WHERE endpoint_id = $1 AND state IN (0, 1)")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(deleted > 0)
+}

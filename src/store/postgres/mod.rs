@@ -1,0 +1,422 @@
+//! The PostgreSQL backend, for running several `botlinkd serve` processes on one database.
+//!
+//! It keeps the store's invariants across processes:
+//! - every write that touches an instance's events or delivery queues first takes that
+//!   instance's transaction-scoped advisory lock, so an instance's events get their `seq` in
+//!   commit order (the pull cursor never skips one) and the one-head-per-conversation rule
+//!   cannot race (a unique partial index enforces it as well);
+//! - deliveries are claimed with `FOR UPDATE SKIP LOCKED` under a lease, so each is taken by
+//!   one process at a time and returns to the queue when a process dies;
+//! - committed events are announced with `NOTIFY botlinkd_events`, so streams, long-polls
+//!   and engines in every process wake at once ([`PgStore::take_notifications`]).
+
+mod catalog;
+mod messages;
+mod outbox;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::mpsc;
+
+use crate::clock::Millis;
+use crate::events::{EventDraft, EventRecord};
+use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::messages::{MessageStatus, StoredMessage};
+use crate::store::{
+    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord, NewMessage,
+    ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+};
+use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
+
+/// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
+const LOCK_SPACE: i32 = 0x_b07_1d;
+/// The channel committed events are announced on.
+const EVENTS_CHANNEL: &str = "botlinkd_events";
+
+/// A committed event somewhere in the cluster: (instance id, feed position).
+pub type EventNotice = (i64, i64);
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: PgPool,
+    notices: Mutex<Option<mpsc::UnboundedReceiver<EventNotice>>>,
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+impl PgStore {
+    /// Connects, applies migrations, and starts listening for other processes' events.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?;
+        let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
+        migrate(&pool).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => {
+                        if let Some(notice) = parse_notice(notification.payload())
+                            && tx.send(notice).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // The listener reconnects by itself on the next `recv`.
+                    Err(error) => {
+                        tracing::warn!(error = %error, "postgres notifications interrupted; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            pool,
+            notices: Mutex::new(Some(rx)),
+        })
+    }
+
+    async fn begin(&self) -> StoreResult<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+fn parse_notice(payload: &str) -> Option<EventNotice> {
+    let (instance, seq) = payload.split_once(':')?;
+    Some((instance.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Applies the migrations the database has not seen, one process at a time.
+async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+        .bind(LOCK_SPACE)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS botlinkd_migrations (version INTEGER PRIMARY KEY)")
+        .execute(&mut *tx)
+        .await?;
+    let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM botlinkd_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO botlinkd_migrations (version) VALUES ($1)")
+            .bind(index as i32 + 1)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version = index + 1, "applied postgres migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Serialises the writers of one instance's events and queues until the transaction ends.
+async fn lock_instance(tx: &mut Tx, instance_id: i64) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(instance_id as i32)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Announces a committed event to every process (delivered when the transaction commits).
+async fn notify(tx: &mut Tx, record: &EventRecord) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS_CHANNEL)
+        .bind(format!("{}:{}", record.instance_id, record.seq))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_instance(&self, new: NewInstance, now: Millis) -> StoreResult<Instance> {
+        catalog::create_instance(&self.pool, &new, now).await
+    }
+
+    async fn list_instances(&self) -> StoreResult<Vec<Instance>> {
+        catalog::list_instances(&self.pool).await
+    }
+
+    async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
+        catalog::instance_by_app_key(&self.pool, app_key).await
+    }
+
+    async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
+        catalog::rotate_keys(&self.pool, instance_id, keys).await
+    }
+
+    async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {
+        catalog::create_endpoint(&self.pool, &crate::ids::endpoint_id(now), &new, &secret, now).await
+    }
+
+    async fn list_endpoints(&self, instance_id: i64) -> StoreResult<Vec<Endpoint>> {
+        catalog::list_endpoints(&self.pool, instance_id).await
+    }
+
+    async fn get_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
+        catalog::get_endpoint(&self.pool, instance_id, id).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        instance_id: i64,
+        id: &str,
+        change: EndpointChange,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        let endpoint = catalog::update_endpoint(&mut tx, instance_id, id, &change, now).await?;
+        tx.commit().await?;
+        Ok(endpoint)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        instance_id: i64,
+        id: &str,
+        secret: SigningSecret,
+        now: Millis,
+    ) -> StoreResult<Option<Endpoint>> {
+        catalog::rotate_endpoint_secret(&self.pool, instance_id, id, &secret, now).await
+    }
+
+    async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        let deleted = catalog::delete_endpoint(&mut tx, instance_id, id).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn record_inbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        event: EventDraft,
+    ) -> StoreResult<EventRecord> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        messages::insert(&mut tx, instance_id, &message).await?;
+        let record = outbox::append(&mut tx, instance_id, &event).await?;
+        notify(&mut tx, &record).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn record_outbound(
+        &self,
+        instance_id: i64,
+        message: NewMessage,
+        events: Vec<EventDraft>,
+        schedule: Vec<ScheduledStatus>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        if let Some(key) = &idempotency
+            && !messages::remember_idempotent(&mut tx, instance_id, key, message.created_at).await?
+        {
+            return Err(StoreError::Conflict(format!(
+                "Idempotency-Key `{}` was used already",
+                key.key
+            )));
+        }
+        messages::insert(&mut tx, instance_id, &message).await?;
+        for s in &schedule {
+            messages::schedule(&mut tx, s).await?;
+        }
+        let mut records = Vec::with_capacity(events.len());
+        for event in &events {
+            let record = outbox::append(&mut tx, instance_id, event).await?;
+            notify(&mut tx, &record).await?;
+            records.push(record);
+        }
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    async fn idempotent_response(
+        &self,
+        instance_id: i64,
+        key: &str,
+        since: Millis,
+    ) -> StoreResult<Option<(String, String)>> {
+        messages::idempotent_response(&self.pool, instance_id, key, since).await
+    }
+
+    async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, change.instance_id).await?;
+        let outcome = messages::apply_status(&mut tx, &change).await?;
+        if let StatusOutcome::Applied(record) = &outcome {
+            notify(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
+        messages::get(&self.pool, instance_id, message_id).await
+    }
+
+    async fn list_conversations(
+        &self,
+        instance_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        messages::list_conversations(&self.pool, instance_id, before, limit).await
+    }
+
+    async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool> {
+        messages::mark_read(&self.pool, instance_id, customer).await
+    }
+
+    async fn list_messages(
+        &self,
+        instance_id: i64,
+        customer: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        messages::list(&self.pool, instance_id, customer, before, limit).await
+    }
+
+    async fn due_statuses(&self, now: Millis, limit: u32) -> StoreResult<Vec<ScheduledStatus>> {
+        messages::due_statuses(&self.pool, now, limit).await
+    }
+
+    async fn next_status_due(&self) -> StoreResult<Option<Millis>> {
+        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM scheduled_statuses")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn drop_scheduled_status(&self, message_id: &str, status: MessageStatus) -> StoreResult<()> {
+        sqlx::query("DELETE FROM scheduled_statuses WHERE message_id = $1 AND status = $2")
+            .bind(message_id)
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_events(&self, instance_id: i64, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        outbox::list_events(&self.pool, instance_id, after, limit).await
+    }
+
+    async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {
+        outbox::get_event(&self.pool, instance_id, event_id).await
+    }
+
+    async fn list_attempts(&self, event_seq: i64) -> StoreResult<Vec<AttemptRecord>> {
+        outbox::list_attempts(&self.pool, event_seq).await
+    }
+
+    async fn delivery_statuses(&self, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
+        outbox::delivery_statuses(&self.pool, event_seq).await
+    }
+
+    async fn resend_event(&self, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize> {
+        let mut tx = self.begin().await?;
+        let instance_id: i64 = sqlx::query_scalar("SELECT instance_id FROM events WHERE seq = $1")
+            .bind(event_seq)
+            .fetch_one(&mut *tx)
+            .await?;
+        lock_instance(&mut tx, instance_id).await?;
+        let scheduled = outbox::resend(&mut tx, event_seq, endpoint_id, now).await?;
+        tx.commit().await?;
+        Ok(scheduled)
+    }
+
+    async fn record_test_event(
+        &self,
+        instance_id: i64,
+        endpoint_id: &str,
+        event: EventDraft,
+        lease_until: Millis,
+    ) -> StoreResult<DueDelivery> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        let due = outbox::test_event(&mut tx, instance_id, endpoint_id, &event, lease_until).await?;
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        skip_endpoints: Vec<String>,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        outbox::claim(&self.pool, now, limit, &skip_endpoints, lease_until).await
+    }
+
+    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // Lock every instance involved, in one order, so completions never deadlock.
+        let mut instances: Vec<i64> = results.iter().map(|r| r.instance_id).collect();
+        instances.sort_unstable();
+        instances.dedup();
+        for instance_id in instances {
+            lock_instance(&mut tx, instance_id).await?;
+        }
+        outbox::complete(&mut tx, &results).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(keys_before)
+            .execute(&self.pool)
+            .await?;
+        match events_before {
+            Some(before) => outbox::prune_events(&self.pool, before, limit).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn latest_event_seq(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_at) FROM deliveries WHERE state = 1 AND next_at != $1")
+                .bind(outbox::PAUSED)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn release_all_leases(&self, _now: Millis) -> StoreResult<u64> {
+        // Other processes may hold leases right now: a dead process's leases simply expire.
+        Ok(0)
+    }
+
+    fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<(i64, i64)>> {
+        self.notices.lock().expect("notices lock").take()
+    }
+}

@@ -1,0 +1,433 @@
+//! PostgreSQL SQL for the outbox: events, their deliveries (one pending head per
+//! conversation), claims under leases, completions and attempts.
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::Tx;
+use crate::clock::Millis;
+use crate::events::{EventDraft, EventKind, EventRecord};
+use crate::store::{AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreError, StoreResult, rfc3339};
+use crate::webhooks::SigningSecret;
+
+const WAITING: i16 = 0;
+const PENDING: i16 = 1;
+const DELIVERED: i16 = 2;
+const DEAD: i16 = 3;
+
+/// `next_at` of the pending deliveries of a disabled endpoint: never due until it is enabled.
+pub(super) const PAUSED: Millis = i64::MAX;
+
+/// Appends an event and a delivery for each endpoint whose filter accepts it (paused for a
+/// disabled endpoint), in one statement. The caller holds the instance's lock.
+pub(super) async fn append(tx: &mut Tx, instance_id: i64, e: &EventDraft) -> StoreResult<EventRecord> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, instance_id, kind, conversation, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+    )
+    .bind(&e.id)
+    .bind(instance_id)
+    .bind(e.kind.as_str())
+    .bind(&e.conversation)
+    .bind(&e.payload)
+    .bind(e.created_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    let bit = i16::from(e.kind.bit());
+    if bit != 0 {
+        sqlx::query(
+            "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at) \
+             SELECT $1, ep.id, $2, \
+                    CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = ep.id \
+                                      AND d.conversation = $2 AND d.state IN (0, 1)) THEN 0 ELSE 1 END, \
+                    CASE WHEN ep.enabled THEN $3 ELSE $4 END \
+             FROM endpoints ep WHERE ep.instance_id = $5 AND (ep.events & $6) <> 0",
+        )
+        .bind(seq)
+        .bind(&e.conversation)
+        .bind(e.created_at)
+        .bind(PAUSED)
+        .bind(instance_id)
+        .bind(bit)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(EventRecord {
+        seq,
+        id: e.id.clone(),
+        instance_id,
+        kind: e.kind,
+        conversation: e.conversation.clone(),
+        payload: e.payload.clone(),
+        created_at: e.created_at,
+    })
+}
+
+/// Adds one delivery at the tail of its conversation's queue.
+async fn enqueue(
+    tx: &mut Tx,
+    event_seq: i64,
+    endpoint_id: &str,
+    conversation: &str,
+    offset: i32,
+    now: Millis,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, attempt_offset, next_at) \
+         SELECT $1, ep.id, $2, \
+                CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = ep.id \
+                                  AND d.conversation = $2 AND d.state IN (0, 1)) THEN 0 ELSE 1 END, \
+                $4, CASE WHEN ep.enabled THEN $5 ELSE $6 END \
+         FROM endpoints ep WHERE ep.id = $3 RETURNING id",
+    )
+    .bind(event_seq)
+    .bind(conversation)
+    .bind(endpoint_id)
+    .bind(offset)
+    .bind(now)
+    .bind(PAUSED)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+const EVENT_COLUMNS: &str = "seq, id, instance_id, kind, conversation, payload, created_at";
+
+fn event(row: &PgRow) -> StoreResult<EventRecord> {
+    let kind: String = row.try_get("kind")?;
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        instance_id: row.try_get("instance_id")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind `{kind}`")))?,
+        conversation: row.try_get("conversation")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn list_events(
+    pool: &PgPool,
+    instance_id: i64,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE instance_id = $1 AND seq > $2 AND kind != 'test' ORDER BY seq LIMIT $3"
+    ))
+    .bind(instance_id)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event).collect()
+}
+
+pub(super) async fn get_event(pool: &PgPool, instance_id: i64, id: &str) -> StoreResult<Option<EventRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND instance_id = $2"
+    ))
+    .bind(id)
+    .bind(instance_id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(event).transpose()
+}
+
+pub(super) async fn list_attempts(pool: &PgPool, event_seq: i64) -> StoreResult<Vec<AttemptRecord>> {
+    let rows = sqlx::query(
+        "SELECT endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success \
+         FROM attempts WHERE event_seq = $1 ORDER BY id",
+    )
+    .bind(event_seq)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let status: Option<i32> = r.try_get("status_code")?;
+            let attempt: i32 = r.try_get("attempt")?;
+            Ok(AttemptRecord {
+                endpoint_id: r.try_get("endpoint_id")?,
+                attempt: attempt as u32,
+                started_at: rfc3339(r.try_get("started_at")?),
+                duration_ms: r.try_get("duration_ms")?,
+                status_code: status.map(|s| s as u16),
+                response: r.try_get("response")?,
+                error: r.try_get("error")?,
+                outcome: if r.try_get::<bool, _>("success")? {
+                    "success"
+                } else {
+                    "failure"
+                },
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn delivery_statuses(pool: &PgPool, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
+    let rows = sqlx::query(
+        "SELECT endpoint_id, state, failures + attempt_offset + (CASE WHEN state = 2 THEN 1 ELSE 0 END) AS attempts, \
+                next_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
+    )
+    .bind(event_seq)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let state: i16 = r.try_get("state")?;
+            let attempts: i32 = r.try_get("attempts")?;
+            let next_at: Millis = r.try_get("next_at")?;
+            Ok(DeliveryStatus {
+                endpoint_id: r.try_get("endpoint_id")?,
+                state: match state {
+                    WAITING => "waiting",
+                    PENDING => "pending",
+                    DELIVERED => "delivered",
+                    _ => "dead",
+                },
+                attempts: attempts as u32,
+                next_attempt_at: (state == PENDING && next_at != PAUSED).then(|| rfc3339(next_at)),
+            })
+        })
+        .collect()
+}
+
+/// Delivers an event again (see the SQLite backend for the rules, which are the same).
+pub(super) async fn resend(tx: &mut Tx, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize> {
+    let row = sqlx::query("SELECT instance_id, kind, conversation FROM events WHERE seq = $1")
+        .bind(event_seq)
+        .fetch_one(&mut **tx)
+        .await?;
+    let instance_id: i64 = row.try_get("instance_id")?;
+    let kind: String = row.try_get("kind")?;
+    let conversation: String = row.try_get("conversation")?;
+    let kind = EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind `{kind}`")))?;
+    let targets =
+        sqlx::query("SELECT id, events FROM endpoints WHERE instance_id = $1 AND ($2::TEXT IS NULL OR id = $2)")
+            .bind(instance_id)
+            .bind(endpoint_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut scheduled = 0;
+    for target in targets {
+        let endpoint: String = target.try_get("id")?;
+        let bits: i16 = target.try_get("events")?;
+        let existing = sqlx::query(
+            "SELECT id, state, failures + attempt_offset + (CASE WHEN state = 2 THEN 1 ELSE 0 END) AS attempts \
+             FROM deliveries WHERE event_seq = $1 AND endpoint_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(event_seq)
+        .bind(&endpoint)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match existing {
+            Some(row) => {
+                let id: i64 = row.try_get("id")?;
+                let state: i16 = row.try_get("state")?;
+                let attempts: i32 = row.try_get("attempts")?;
+                match state {
+                    PENDING => {
+                        let moved = sqlx::query(
+                            "UPDATE deliveries SET next_at = $2 WHERE id = $1 AND lease_until IS NULL AND next_at != $3",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(PAUSED)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        if moved == 0 {
+                            continue;
+                        }
+                    }
+                    WAITING => continue,
+                    _ => {
+                        enqueue(tx, event_seq, &endpoint, &conversation, attempts, now).await?;
+                    }
+                }
+            }
+            None if endpoint_id.is_some()
+                || (kind != EventKind::Test && crate::webhooks::EventFilter::from_bits(bits as u8).accepts(kind)) =>
+            {
+                enqueue(tx, event_seq, &endpoint, &conversation, 0, now).await?;
+            }
+            None => continue,
+        }
+        scheduled += 1;
+    }
+    Ok(scheduled)
+}
+
+/// Stores a test event with one delivery, claimed at once by the caller.
+pub(super) async fn test_event(
+    tx: &mut Tx,
+    instance_id: i64,
+    endpoint_id: &str,
+    e: &EventDraft,
+    lease_until: Millis,
+) -> StoreResult<DueDelivery> {
+    let record = append(tx, instance_id, e).await?;
+    let id = enqueue(tx, record.seq, endpoint_id, &e.conversation, 0, e.created_at).await?;
+    sqlx::query("UPDATE deliveries SET lease_until = $2, next_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(lease_until)
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT url, secret FROM endpoints WHERE id = $1")
+        .bind(endpoint_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
+    let secret: String = row.try_get("secret")?;
+    Ok(DueDelivery {
+        delivery_id: id,
+        event_seq: record.seq,
+        event_id: e.id.clone(),
+        instance_id,
+        endpoint_id: endpoint_id.to_string(),
+        url: row.try_get("url")?,
+        secret: SigningSecret::parse(&secret).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        payload: Arc::from(e.payload.as_str()),
+        attempt: 1,
+        failures: 0,
+        lease_until,
+    })
+}
+
+/// Claims due deliveries: the oldest due heads, locked with SKIP LOCKED so that processes
+/// claiming at the same time take different ones, leased until `lease_until`.
+pub(super) async fn claim(
+    pool: &PgPool,
+    now: Millis,
+    limit: u32,
+    skip: &[String],
+    lease_until: Millis,
+) -> StoreResult<Vec<DueDelivery>> {
+    let rows = sqlx::query(
+        "WITH due AS ( \
+           SELECT d.id FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
+           WHERE d.state = 1 AND d.next_at <= $1 AND ep.enabled AND NOT (d.endpoint_id = ANY($2)) \
+           ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
+         UPDATE deliveries d SET lease_until = $4, next_at = $4 FROM due, events ev, endpoints ep \
+         WHERE d.id = due.id AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
+         RETURNING d.id, d.event_seq, ev.id AS event_id, ev.instance_id, d.endpoint_id, ep.url, ep.secret, ev.payload, \
+                   d.failures, d.attempt_offset",
+    )
+    .bind(now)
+    .bind(skip.to_vec())
+    .bind(i64::from(limit))
+    .bind(lease_until)
+    .fetch_all(pool)
+    .await?;
+    let mut due: Vec<DueDelivery> = rows
+        .iter()
+        .map(|r| {
+            let secret: String = r.try_get("secret")?;
+            let payload: String = r.try_get("payload")?;
+            let failures: i32 = r.try_get("failures")?;
+            let offset: i32 = r.try_get("attempt_offset")?;
+            Ok(DueDelivery {
+                delivery_id: r.try_get("id")?,
+                event_seq: r.try_get("event_seq")?,
+                event_id: r.try_get("event_id")?,
+                instance_id: r.try_get("instance_id")?,
+                endpoint_id: r.try_get("endpoint_id")?,
+                url: r.try_get("url")?,
+                secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                payload: Arc::from(payload),
+                attempt: (offset + failures + 1) as u32,
+                failures: failures as u32,
+                lease_until,
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    due.sort_by_key(|d| d.delivery_id);
+    Ok(due)
+}
+
+/// Records attempts and moves each delivery on, if it still carries the claim's lease.
+pub(super) async fn complete(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> {
+    for r in results {
+        sqlx::query(
+            "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.event_seq)
+        .bind(&r.endpoint_id)
+        .bind(r.attempt as i32)
+        .bind(r.started_at)
+        .bind(r.duration_ms)
+        .bind(r.status_code.map(i32::from))
+        .bind(&r.response)
+        .bind(r.error.as_deref())
+        .bind(r.success)
+        .execute(&mut **tx)
+        .await?;
+        if let (false, Some(retry_at)) = (r.success, r.retry_at) {
+            sqlx::query(
+                "UPDATE deliveries SET failures = failures + 1, lease_until = NULL, \
+                   next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = endpoint_id) THEN $2 ELSE $4 END \
+                 WHERE id = $1 AND state = 1 AND lease_until = $3",
+            )
+            .bind(r.delivery_id)
+            .bind(retry_at)
+            .bind(r.lease_until)
+            .bind(PAUSED)
+            .execute(&mut **tx)
+            .await?;
+            continue;
+        }
+        let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
+        let queue = sqlx::query(
+            "UPDATE deliveries SET state = $2, failures = failures + $3, lease_until = NULL \
+             WHERE id = $1 AND state = 1 AND lease_until = $4 RETURNING endpoint_id, conversation",
+        )
+        .bind(r.delivery_id)
+        .bind(state)
+        .bind(failed)
+        .bind(r.lease_until)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = queue {
+            let endpoint_id: String = row.try_get("endpoint_id")?;
+            let conversation: String = row.try_get("conversation")?;
+            sqlx::query(
+                "UPDATE deliveries SET state = 1, \
+                   next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = $1) THEN $3 ELSE $4 END \
+                 WHERE id = (SELECT id FROM deliveries WHERE endpoint_id = $1 AND conversation = $2 AND state = 0 \
+                             ORDER BY id LIMIT 1)",
+            )
+            .bind(&endpoint_id)
+            .bind(&conversation)
+            .bind(r.started_at + r.duration_ms)
+            .bind(PAUSED)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes old, finished events with their deliveries and attempts.
+pub(super) async fn prune_events(pool: &PgPool, before: Millis, limit: u32) -> StoreResult<u32> {
+    let mut tx = pool.begin().await?;
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT e.seq FROM events e WHERE e.created_at < $1 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
+         ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    for sql in [
+        "DELETE FROM attempts WHERE event_seq = ANY($1)",
+        "DELETE FROM deliveries WHERE event_seq = ANY($1)",
+        "DELETE FROM events WHERE seq = ANY($1)",
+    ] {
+        sqlx::query(sql).bind(&seqs).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(seqs.len() as u32)
+}
