@@ -34,7 +34,7 @@ use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
-const LOCK_SPACE: i32 = 0x_b07_1d;
+const LOCK_SPACE: i32 = 0x000b_071d;
 /// The channel committed events are announced on.
 const EVENTS_CHANNEL: &str = "botlinkd_events";
 
