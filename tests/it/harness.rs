@@ -71,7 +71,7 @@ impl TestDb {
         let admin = postgres_admin_url();
         let name = format!(
             "botlinkd_test_{}",
-            botlinkd::ids::api_key().to_lowercase().replace(['-', '_'], "")[..16].to_string()
+            &botlinkd::ids::api_key().to_lowercase().replace(['-', '_'], "")[..16]
         );
         let mut connection = sqlx::PgConnection::connect(&admin)
             .await
