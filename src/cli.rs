@@ -126,6 +126,10 @@ struct ServeArgs {
         default_value = "5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h"
     )]
     retry_schedule: String,
+    /// How long a claimed delivery stays reserved for the process that claimed it; after a
+    /// crash, another process takes it over after this long (at least 4× the attempt timeout).
+    #[arg(long, env = "BOTLINKD_DELIVERY_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    delivery_lease: Duration,
     /// The limit on one whole webhook exchange.
     #[arg(long, env = "BOTLINKD_ATTEMPT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     attempt_timeout: Duration,
@@ -236,6 +240,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.webhook_allow_cidrs = args.webhook_allow_cidrs;
     config.retry_schedule = RetrySchedule::parse(&args.retry_schedule)?;
     config.attempt_timeout = args.attempt_timeout;
+    config.delivery_lease = args.delivery_lease;
     config.sandbox_delivered_after = args.sandbox_delivered_after.0;
     config.sandbox_read_after = args.sandbox_read_after.0;
     config.max_body_bytes = args.max_body_bytes;

@@ -2,6 +2,7 @@
 //! as a child process), real HTTP receivers, a fresh SQLite database per test.
 
 mod bad_input;
+mod cluster;
 mod delivery;
 mod feed;
 mod harness;

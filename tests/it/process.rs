@@ -14,7 +14,7 @@ use crate::harness::{PATIENCE, Receiver};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_botlinkd");
 
-fn botlinkd(dir: &Path) -> Command {
+pub(crate) fn botlinkd(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command.current_dir(dir).kill_on_drop(true).env("BOTLINKD_LOG", "warn");
     for (key, _) in std::env::vars() {
@@ -26,13 +26,13 @@ fn botlinkd(dir: &Path) -> Command {
 }
 
 /// A served process and what it printed before it was ready.
-struct Served {
-    child: Child,
-    base: String,
-    banner: Vec<String>,
+pub(crate) struct Served {
+    pub child: Child,
+    pub base: String,
+    pub banner: Vec<String>,
 }
 
-async fn serve(dir: &Path, extra: &[&str]) -> Served {
+pub(crate) async fn serve(dir: &Path, extra: &[&str]) -> Served {
     let mut child = botlinkd(dir)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -163,7 +163,7 @@ async fn serve_needs_no_configuration_and_a_restart_keeps_everything() {
     );
 }
 
-async fn cli(dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn cli(dir: &Path, args: &[&str]) -> String {
     let output = botlinkd(dir).args(args).output().await.unwrap();
     assert!(
         output.status.success(),

@@ -1,0 +1,209 @@
+//! Several `botlinkd serve` processes on one PostgreSQL database: they share the delivery
+//! work, keep per-conversation order, take over a killed process's deliveries, and see each
+//! other's events live. These tests always need PostgreSQL (127.0.0.1:5432 by default, or
+//! BOTLINKD_TEST_POSTGRES) and fail when it is missing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{PATIENCE, Receiver, TestDb};
+use crate::process::{Served, cli, serve};
+
+const SERVE_ARGS: [&str; 8] = [
+    "--webhook-allow-cidrs",
+    "127.0.0.0/8",
+    "--retry-schedule",
+    "200ms,200ms,200ms,200ms,200ms,200ms",
+    "--attempt-timeout",
+    "1s",
+    "--delivery-lease",
+    "4s",
+];
+
+async fn start_cluster(db: &TestDb, dir: &std::path::Path, n: usize) -> Vec<Served> {
+    let mut args: Vec<&str> = vec!["--database-url", &db.url];
+    args.extend(SERVE_ARGS);
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(serve(dir, &args).await);
+    }
+    nodes
+}
+
+async fn create_instance(db: &TestDb, dir: &std::path::Path) -> (String, String) {
+    let created: Value = serde_json::from_str(
+        &cli(
+            dir,
+            &[
+                "--database-url",
+                &db.url,
+                "instance",
+                "create",
+                "--name",
+                "shop",
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    (
+        created["app_key"].as_str().unwrap().into(),
+        created["auth_key"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn three_processes_share_the_work_and_survive_a_kill_9() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let mut nodes = start_cluster(&db, dir.path(), 3).await;
+    let receiver = Receiver::start_with(Arc::new(|_, _| (axum::http::StatusCode::OK, Duration::from_millis(3)))).await;
+    let client = reqwest::Client::new();
+    let hook = client
+        .post(format!("{}/v1/webhooks", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"url": receiver.url, "events": ["message"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+
+    // Three senders, each with its own conversations, rotating over the three processes.
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let mut senders = Vec::new();
+    for sender in 0..3 {
+        let (bases, app_key, auth_key, client) = (bases.clone(), app_key.clone(), auth_key.clone(), client.clone());
+        senders.push(tokio::spawn(async move {
+            let mut accepted: Vec<(String, String)> = Vec::new();
+            let mut dead: HashSet<usize> = HashSet::new();
+            for i in 0..300 {
+                let customer = format!("4478000{sender}{:04}", i % 4);
+                let mut node = i % bases.len();
+                while dead.contains(&node) {
+                    node = (node + 1) % bases.len();
+                }
+                let response = client
+                    .post(format!("{}/v1/sandbox/inbound", bases[node]))
+                    .basic_auth(&app_key, Some(&auth_key))
+                    .json(&json!({"from": customer, "body": format!("{sender}-{i}")}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == 201 => {
+                        let body: Value = r.json().await.unwrap();
+                        accepted.push((customer, body["message_id"].as_str().unwrap().to_string()));
+                    }
+                    // The killed process: not answered means not promised; move on.
+                    _ => {
+                        dead.insert(node);
+                    }
+                }
+            }
+            accepted
+        }));
+    }
+    // Kill the second process once deliveries are flowing.
+    while receiver.count() < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nodes[1].child.start_kill().unwrap();
+    nodes[1].child.wait().await.unwrap();
+
+    let mut accepted = Vec::new();
+    for s in senders {
+        accepted.extend(s.await.unwrap());
+    }
+    assert!(accepted.len() > 600, "most messages were accepted ({})", accepted.len());
+
+    let expected: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
+    let mut webhook_ids: HashMap<String, String> = HashMap::new();
+    let mut first_arrivals: HashMap<String, Vec<String>> = HashMap::new();
+    let mut delivered: HashSet<String> = HashSet::new();
+    let mut duplicates = 0;
+    // A killed process's leases run out after 4 s; everything must be in well within the
+    // receiver's patience after that.
+    while !expected.iter().all(|id| delivered.contains(*id)) {
+        let got = tokio::time::timeout(PATIENCE, receiver.next())
+            .await
+            .expect("deliveries keep coming");
+        let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
+        let webhook_id = got.header("webhook-id").to_string();
+        assert_eq!(
+            webhook_ids.entry(message_id.clone()).or_insert(webhook_id.clone()),
+            &webhook_id
+        );
+        if delivered.insert(message_id.clone()) {
+            let from = got.json["data"]["from"].as_str().unwrap().to_string();
+            first_arrivals.entry(from).or_default().push(message_id);
+        } else {
+            duplicates += 1;
+        }
+    }
+    let mut by_customer: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (customer, id) in &accepted {
+        by_customer.entry(customer).or_default().push(id);
+    }
+    for (customer, ids) in by_customer {
+        let arrived: Vec<&str> = first_arrivals[customer]
+            .iter()
+            .map(String::as_str)
+            .filter(|id| expected.contains(id))
+            .collect();
+        assert_eq!(arrived, ids, "order of {customer}");
+    }
+    eprintln!(
+        "cluster: {} accepted, {} delivered, {duplicates} duplicates",
+        accepted.len(),
+        delivered.len()
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 2).await;
+    let client = reqwest::Client::new();
+
+    let mut stream = client
+        .get(format!("{}/v1/stream", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send()
+        .await
+        .unwrap();
+    let poll = client
+        .get(format!("{}/v1/events?wait=20", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send();
+    let poll = tokio::spawn(poll);
+    let ready = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+
+    let sent: Value = client
+        .post(format!("{}/v1/sandbox/inbound", nodes[1].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"from": "447123456789", "body": "via node 2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message_id = sent["message_id"].as_str().unwrap();
+    let mut seen = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while !seen.contains(message_id) {
+            seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
+        }
+    })
+    .await
+    .expect("the stream on node 1 showed the event from node 2");
+    let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
+}
