@@ -229,7 +229,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         Command::Migrate => {
             store::open(&config).await?;
-            println!("database is up to date: {}", config.database_url);
+            println!("database is up to date: {}", store::redact_url(&config.database_url));
             Ok(())
         }
     }

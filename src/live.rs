@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::store::{AttemptResult, rfc3339};
@@ -31,7 +31,7 @@ pub enum LiveItem {
 }
 
 /// A recorded attempt, as watchers see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptNotice {
     /// The instance.
     #[serde(skip)]
@@ -53,9 +53,9 @@ pub struct AttemptNotice {
     /// Why it failed.
     pub error: Option<String>,
     /// `success` or `failure`.
-    pub outcome: &'static str,
+    pub outcome: String,
     /// On failure: `retrying` or `dead`.
-    pub next: Option<&'static str>,
+    pub next: Option<String>,
 }
 
 impl From<&AttemptResult> for AttemptNotice {
@@ -70,11 +70,11 @@ impl From<&AttemptResult> for AttemptNotice {
             status_code: r.status_code,
             response: r.response.clone(),
             error: r.error.clone(),
-            outcome: if r.success { "success" } else { "failure" },
+            outcome: if r.success { "success" } else { "failure" }.to_string(),
             next: match (r.success, r.retry_at) {
                 (true, _) => None,
-                (false, Some(_)) => Some("retrying"),
-                (false, None) => Some("dead"),
+                (false, Some(_)) => Some("retrying".to_string()),
+                (false, None) => Some("dead".to_string()),
             },
         }
     }
@@ -98,6 +98,11 @@ impl Live {
     /// Announces new events of an instance.
     pub fn events(&self, instance_id: i64, seq: i64) {
         let _ = self.tx.send(LiveItem::Events { instance_id, seq });
+    }
+
+    /// Announces one attempt recorded by another process.
+    pub fn attempt(&self, notice: AttemptNotice) {
+        let _ = self.tx.send(LiveItem::Attempt(Arc::new(notice)));
     }
 
     /// Announces recorded attempts.

@@ -103,7 +103,8 @@ impl Server {
                     tokio::select! {
                         _ = workers.cancelled() => return,
                         notice = notices.recv() => match notice {
-                            Some((instance_id, seq)) => app.announce(instance_id, seq),
+                            Some(store::ClusterNotice::Event { instance_id, seq }) => app.announce(instance_id, seq),
+                            Some(store::ClusterNotice::Attempt(notice)) => app.live.attempt(notice),
                             None => return,
                         },
                     }

@@ -56,6 +56,20 @@ pub enum StoreError {
     Closed,
 }
 
+/// Something another process on the same database committed.
+#[derive(Clone, Debug)]
+pub enum ClusterNotice {
+    /// An instance has events up to this feed position.
+    Event {
+        /// The instance.
+        instance_id: i64,
+        /// The newest feed position.
+        seq: i64,
+    },
+    /// A delivery attempt was recorded.
+    Attempt(crate::live::AttemptNotice),
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -383,9 +397,9 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
-    /// Events committed by other processes sharing the database, as (instance, feed position);
-    /// `None` for a backend that is only ever used by one process. Taken once.
-    fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(i64, i64)>> {
+    /// What other processes sharing the database committed (events, attempts); `None` for a
+    /// backend that is only ever used by one process. Taken once.
+    fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ClusterNotice>> {
         None
     }
     /// Releases every lease where that is safe (a single-process backend at start); a
@@ -442,7 +456,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// Formats milliseconds as RFC 3339 (UTC, millisecond precision).
 pub fn rfc3339(ms: Millis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    // Clamped to the year 9999, the last that RFC 3339 can write.
+    const LAST: Millis = 253_402_300_799_999;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, LAST) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

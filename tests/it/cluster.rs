@@ -170,6 +170,20 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
     let nodes = start_cluster(&db, dir.path(), 2).await;
     let client = reqwest::Client::new();
+    assert!(
+        cli(dir.path(), &["--database-url", &db.url, "migrate"])
+            .await
+            .contains("up to date")
+    );
+    let receiver = Receiver::start().await;
+    let hook = client
+        .post(format!("{}/v1/webhooks", nodes[1].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"url": receiver.url, "events": ["message"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
 
     let mut stream = client
         .get(format!("{}/v1/stream", nodes[0].base))
@@ -204,6 +218,15 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     })
     .await
     .expect("the stream on node 1 showed the event from node 2");
+    // Whichever process delivered it, node 1's stream shows the attempt.
+    receiver.next().await;
+    tokio::time::timeout(PATIENCE, async {
+        while !seen.contains("event: attempt") {
+            seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
+        }
+    })
+    .await
+    .expect("the attempt reached the stream on node 1");
     let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
     assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
 }

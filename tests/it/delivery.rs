@@ -314,6 +314,13 @@ async fn a_disabled_endpoint_is_paused_and_catches_up_in_order_when_enabled() {
     let second = app.inbound_text("447123456789", "m2").await;
     let third = app.inbound_text("447123456789", "m3").await;
     receiver.expect_nothing(Duration::from_millis(700)).await;
+    // A paused delivery shows as pending with no due time.
+    let feed = app.get_json("/v1/events").await;
+    let paused_event = feed["events"][1]["id"].as_str().unwrap().to_string();
+    let detail = app.get_json(&format!("/v1/events/{paused_event}")).await;
+    assert_eq!(detail["deliveries"][0]["state"], "pending", "{detail}");
+    assert_eq!(detail["deliveries"][0]["next_attempt_at"], Value::Null, "{detail}");
+    app.get_json(&format!("/v1/events/{paused_event}/attempts")).await;
 
     assert_eq!(patch(true).await.unwrap().status(), 200);
     assert_eq!(receiver.next().await.json["data"]["message_id"], second.as_str());

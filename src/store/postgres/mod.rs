@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventRecord};
 use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
-    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord, NewMessage,
-    ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ClusterNotice, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord,
+    NewMessage, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -38,13 +39,15 @@ const LOCK_SPACE: i32 = 0x000b_071d;
 /// The channel committed events are announced on.
 const EVENTS_CHANNEL: &str = "botlinkd_events";
 
-/// A committed event somewhere in the cluster: (instance id, feed position).
-pub type EventNotice = (i64, i64);
+/// The channel recorded attempts are announced on.
+const ATTEMPTS_CHANNEL: &str = "botlinkd_attempts";
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
-    notices: Mutex<Option<mpsc::UnboundedReceiver<EventNotice>>>,
+    notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
+    /// This process's mark on the notices it sends, so it skips its own.
+    origin: String,
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -58,13 +61,19 @@ impl PgStore {
         let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
         migrate(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let origin = crate::ids::api_key();
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
+        listener.listen_all([EVENTS_CHANNEL, ATTEMPTS_CHANNEL]).await?;
+        let own = origin.clone();
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
                     Ok(notification) => {
-                        if let Some(notice) = parse_notice(notification.payload())
+                        let notice = match notification.channel() {
+                            EVENTS_CHANNEL => parse_event_notice(notification.payload()),
+                            _ => parse_attempt_notice(notification.payload(), &own),
+                        };
+                        if let Some(notice) = notice
                             && tx.send(notice).is_err()
                         {
                             return;
@@ -81,6 +90,7 @@ impl PgStore {
         Ok(Self {
             pool,
             notices: Mutex::new(Some(rx)),
+            origin,
         })
     }
 
@@ -89,9 +99,29 @@ impl PgStore {
     }
 }
 
-fn parse_notice(payload: &str) -> Option<EventNotice> {
+fn parse_event_notice(payload: &str) -> Option<ClusterNotice> {
     let (instance, seq) = payload.split_once(':')?;
-    Some((instance.parse().ok()?, seq.parse().ok()?))
+    Some(ClusterNotice::Event {
+        instance_id: instance.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
+/// An attempt notice from another process (`None` for this process's own, already shown).
+fn parse_attempt_notice(payload: &str, own: &str) -> Option<ClusterNotice> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        origin: String,
+        instance_id: i64,
+        notice: AttemptNotice,
+    }
+    let envelope: Envelope = serde_json::from_str(payload).ok()?;
+    if envelope.origin == own {
+        return None;
+    }
+    let mut notice = envelope.notice;
+    notice.instance_id = envelope.instance_id;
+    Some(ClusterNotice::Attempt(notice))
 }
 
 /// Applies the migrations the database has not seen, one process at a time.
@@ -381,6 +411,19 @@ impl Store for PgStore {
             lock_instance(&mut tx, instance_id).await?;
         }
         outbox::complete(&mut tx, &results).await?;
+        // Tell the other processes' live watchers (the portal's monitor) about each attempt.
+        for result in results.iter() {
+            let payload = serde_json::json!({
+                "origin": self.origin,
+                "instance_id": result.instance_id,
+                "notice": AttemptNotice::from(result),
+            });
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(ATTEMPTS_CHANNEL)
+                .bind(payload.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -416,7 +459,7 @@ impl Store for PgStore {
         Ok(0)
     }
 
-    fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<(i64, i64)>> {
+    fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<ClusterNotice>> {
         self.notices.lock().expect("notices lock").take()
     }
 }

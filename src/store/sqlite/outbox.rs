@@ -168,7 +168,7 @@ pub(super) fn delivery_statuses(conn: &Connection, event_seq: i64) -> StoreResul
                 _ => "dead",
             },
             attempts: r.get(2)?,
-            next_attempt_at: (state == PENDING).then(|| rfc3339(next_at)),
+            next_attempt_at: (state == PENDING && next_at != PAUSED).then(|| rfc3339(next_at)),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
