@@ -16,6 +16,7 @@ use crate::ids;
 use crate::instances::Instance;
 use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
+use crate::metrics::Metrics;
 use crate::sandbox::SandboxTimings;
 use crate::store::{IdempotencyRecord, NewMessage, StatusChange, StatusOutcome, Store, StoreResult};
 
@@ -30,6 +31,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// Notifications for live watchers (stream, portal).
     pub live: Live,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     /// The newest event sequence number, for long-polls to wait on.
     feed: Arc<watch::Sender<i64>>,
     /// Cancelled when the server starts shutting down: long-lived requests (streams,
@@ -51,11 +54,13 @@ impl App {
     /// `latest_seq` is the newest event already stored (where "from now on" starts).
     pub fn new(store: Arc<dyn Store>, config: Config, latest_seq: i64) -> Self {
         let live = Live::default();
-        let engine = Engine::new(store.clone(), live.clone(), &config);
+        let metrics = Metrics::default();
+        let engine = Engine::new(store.clone(), live.clone(), metrics.clone(), &config);
         Self {
             store,
             engine,
             live,
+            metrics,
             config: Arc::new(config),
             feed: Arc::new(watch::channel(latest_seq).0),
             stopping: CancellationToken::new(),
@@ -90,6 +95,7 @@ impl App {
             self.engine.wake();
         }
         for record in records {
+            self.metrics.event(record.kind.as_str());
             self.live.events(record.instance_id, record.seq);
         }
     }

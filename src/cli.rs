@@ -31,7 +31,8 @@ use crate::webhooks::{EventFilter, SigningSecret};
     about = "Self-hostable WhatsApp business-messaging gateway with reliable, signed webhooks"
 )]
 struct Cli {
-    /// Where the data lives: sqlite://PATH (or a plain file path).
+    /// Where the data lives: sqlite://PATH (or a plain file path), or
+    /// postgres://USER:PASSWORD@HOST/DB to run any number of processes on one database.
     #[arg(
         long,
         global = true,
@@ -50,6 +51,10 @@ struct Cli {
     )]
     sqlite_synchronous: SqliteSync,
 
+    /// A TOML configuration file (`botlinkd config default` prints a commented one).
+    #[arg(long, global = true, env = "BOTLINKD_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +70,19 @@ enum Command {
     Migrate,
     /// Forward an instance's live events to a local URL as signed webhooks.
     Listen(ListenArgs),
+    /// Print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check that a running server is healthy (for container probes): exit 0 if it is.
+    Healthcheck {
+        /// The server's health URL.
+        #[arg(
+            long,
+            env = "BOTLINKD_HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:8080/healthz"
+        )]
+        url: String,
+    },
     /// Read an instance's events.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -100,6 +118,12 @@ struct ListenArgs {
     /// left out).
     #[arg(long, env = "BOTLINKD_LISTEN_SECRET", hide_env_values = true)]
     secret: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the commented default configuration file.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -192,7 +216,14 @@ enum InstanceCommand {
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -226,6 +257,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(config, args).await,
         Command::Instance(command) => instance(config, command).await,
         Command::Listen(args) => listen(args).await,
+        Command::Healthcheck { url } => healthcheck(&url).await,
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", crate::config_file::DEFAULT);
+            Ok(())
+        }
         Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         Command::Migrate => {
             store::open(&config).await?;
@@ -457,4 +493,106 @@ async fn tail(args: StreamArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("unhealthy: {}", e.without_url()))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("unhealthy: HTTP {status} {body}");
+    }
+    println!("healthy: {body}");
+    Ok(())
+}
+
+/// The long names of the flags a configuration file may set, for all commands and for `serve`.
+fn settable_flags() -> (Vec<String>, Vec<String>) {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let names = |cmd: &clap::Command| -> Vec<String> {
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "config" | "help" | "version"))
+            .map(str::to_string)
+            .collect()
+    };
+    let global = names(&command);
+    let serve = command.find_subcommand("serve").map(names).unwrap_or_default();
+    (global, serve)
+}
+
+/// Inserts the settings of the configuration file (if one is named) as flags, where neither
+/// a flag nor a `BOTLINKD_…` variable sets them already.
+fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let Some(path) = crate::config_file::requested(&args, std::env::var_os("BOTLINKD_CONFIG")) else {
+        return Ok(args);
+    };
+    let (global, serve) = settable_flags();
+    let known: Vec<String> = global.iter().chain(serve.iter()).cloned().collect();
+    let settings = crate::config_file::flags_from_file(std::path::Path::new(&path), &known)?;
+    let serving_at = args.iter().position(|a| a == "serve");
+    let given = |flag: &str| {
+        args.iter().any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{flag}") || a.starts_with(&format!("--{flag}="))
+        })
+    };
+    let mut global_flags = Vec::new();
+    let mut serve_flags = Vec::new();
+    for (key, flag_args) in settings {
+        let flag = key.replace('_', "-");
+        if given(&flag) || std::env::var_os(format!("BOTLINKD_{}", key.to_uppercase())).is_some() {
+            continue;
+        }
+        if global.contains(&flag) {
+            global_flags.extend(flag_args);
+        } else if serving_at.is_some() {
+            serve_flags.extend(flag_args);
+        }
+    }
+    if let Some(at) = serving_at {
+        args.splice(at + 1..at + 1, serve_flags);
+    }
+    args.splice(1..1, global_flags);
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_names_every_setting_and_only_those() {
+        let (global, serve) = settable_flags();
+        let mut known: Vec<String> = global.into_iter().chain(serve).collect();
+        known.sort();
+        let table: toml::Table = toml::from_str(crate::config_file::DEFAULT).unwrap();
+        let mut in_file: Vec<String> = table.keys().map(|k| k.replace('_', "-")).collect();
+        // `public_url` is shown commented out (it has no default).
+        in_file.push("public-url".into());
+        in_file.sort();
+        assert_eq!(in_file, known);
+    }
+
+    #[test]
+    fn the_default_file_parses_as_the_defaults() {
+        let path = std::env::temp_dir().join(format!("botlinkd-default-{}.toml", std::process::id()));
+        std::fs::write(&path, crate::config_file::DEFAULT).unwrap();
+        let args = with_config_file(
+            ["botlinkd", "--config", path.to_str().unwrap(), "serve"]
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let cli = Cli::try_parse_from(args).expect("the default file is a valid configuration");
+        assert!(matches!(cli.command, Command::Serve(_)));
+    }
 }

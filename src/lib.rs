@@ -4,9 +4,11 @@
 //! # Layout
 //!
 //! - [`config`]: every setting of a running server, with its defaults.
+//! - [`config_file`]: the optional TOML configuration file and the commented defaults.
 //! - [`clock`]: the one source of "now", so delivery timing can be driven by tests.
 //! - [`housekeeping`]: pruning of old events and expired Idempotency-Keys.
 //! - [`ids`]: generation of the public identifiers (`evt_…`, `ep_…`, `wamid.…`, keys, secrets).
+//! - [`metrics`]: the Prometheus metrics behind `/metrics`.
 //! - [`phone`]: the `PhoneNumber` newtype, parsed at the boundary.
 //! - [`instances`]: business numbers and their App Key / Auth Key credentials.
 //! - [`messages`]: inbound and outbound WhatsApp messages and their statuses.
@@ -30,6 +32,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod delivery;
 pub mod events;
 pub mod housekeeping;
@@ -38,6 +41,7 @@ pub mod instances;
 pub mod listen;
 pub mod live;
 pub mod messages;
+pub mod metrics;
 pub mod phone;
 pub mod portal;
 pub mod sandbox;

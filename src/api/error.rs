@@ -103,7 +103,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Closed | StoreError::CommitFailed => {
+            error if error.is_unavailable() => {
                 tracing::error!(error = %error, "storage unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

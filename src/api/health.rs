@@ -1,4 +1,5 @@
-//! `GET /healthz`: whether the server and its storage answer.
+//! Operations: `GET /healthz` (whether the server and its storage answer) and
+//! `GET /metrics` (Prometheus text format).
 
 use axum::Router;
 use axum::extract::State;
@@ -11,7 +12,9 @@ use crate::app::App;
 
 /// The routes.
 pub fn router() -> Router<App> {
-    Router::new().route("/healthz", get(health))
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
 }
 
 async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
@@ -24,5 +27,20 @@ async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
                 Json(json!({"status": "unavailable", "storage": "down"})),
             )
         }
+    }
+}
+
+async fn metrics(State(app): State<App>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match app.store.queue_stats().await {
+        Ok(queue) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            app.metrics.render(&queue, app.live.watchers(), app.now()),
+        )
+            .into_response(),
+        Err(error) => super::error::ApiError::from(error).into_response(),
     }
 }

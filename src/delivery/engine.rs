@@ -23,6 +23,7 @@ use super::{Attempter, RetrySchedule};
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::store::{AttemptResult, DueDelivery, Store, StoreError, StoreResult};
 use crate::webhooks::AddressPolicy;
 
@@ -55,6 +56,7 @@ pub struct Engine {
 struct Inner {
     store: Arc<dyn Store>,
     live: Live,
+    metrics: Metrics,
     attempter: Attempter,
     clock: Clock,
     schedule: RetrySchedule,
@@ -68,7 +70,7 @@ struct Inner {
 
 impl Engine {
     /// An engine over `store` with the delivery settings of `config`.
-    pub fn new(store: Arc<dyn Store>, live: Live, config: &Config) -> Self {
+    pub fn new(store: Arc<dyn Store>, live: Live, metrics: Metrics, config: &Config) -> Self {
         let attempter = Attempter::new(
             AddressPolicy::new(config.webhook_allow_cidrs.clone()),
             config.attempt_timeout,
@@ -78,6 +80,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 live,
+                metrics,
                 attempter,
                 clock: config.clock.clone(),
                 schedule: config.retry_schedule.clone(),
@@ -138,6 +141,7 @@ impl Engine {
 
     async fn attempt(&self, due: &DueDelivery) -> AttemptResult {
         let mut result = self.inner.attempter.attempt(due).await;
+        self.inner.metrics.attempt(&result);
         if !result.success {
             result.retry_at = self
                 .inner

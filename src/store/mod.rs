@@ -37,7 +37,7 @@ pub enum StoreError {
     #[error("database error")]
     Postgres(#[from] sqlx::Error),
     /// The database URL names nothing we can open.
-    #[error("unsupported database URL `{0}` (use sqlite://PATH or a file path)")]
+    #[error("unsupported database URL `{0}` (use sqlite://PATH, a file path, or postgres://…)")]
     UnsupportedUrl(String),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
@@ -68,6 +68,33 @@ pub enum ClusterNotice {
     },
     /// A delivery attempt was recorded.
     Attempt(crate::live::AttemptNotice),
+}
+
+impl StoreError {
+    /// Whether the database is out of reach for now (worth retrying), not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Closed
+                | StoreError::CommitFailed
+                | StoreError::Postgres(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+}
+
+/// Unfinished deliveries and paused endpoints, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct QueueStats {
+    /// Deliveries waiting behind an earlier event of their conversation.
+    pub waiting: i64,
+    /// Deliveries at the head of their conversation (due, retrying or in flight).
+    pub pending: i64,
+    /// When the oldest waiting delivery's event happened.
+    pub oldest_waiting: Option<Millis>,
+    /// When the oldest pending delivery's event happened.
+    pub oldest_pending: Option<Millis>,
+    /// Disabled (paused) endpoints.
+    pub disabled_endpoints: i64,
 }
 
 /// Shorthand for store results.
@@ -393,6 +420,8 @@ pub trait Store: Send + Sync + 'static {
     /// finished (with their deliveries and attempts), and Idempotency-Keys older than
     /// `keys_before`. Returns how many events went; call again while it returns `limit`.
     async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32>;
+    /// Unfinished deliveries by state, and paused endpoints.
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
     /// The feed position of the newest stored event (0 when there is none).
     async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.

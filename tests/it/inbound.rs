@@ -31,6 +31,47 @@ async fn a_text_arrives_with_the_exact_seed_shape_and_a_valid_signature() {
     assert!(got.header("webhook-id").starts_with("evt_"));
     assert!(got.header("webhook-signature").starts_with("v1,"));
     verify_signature(endpoint["secret"].as_str().unwrap(), &got);
+    verify_with_python(endpoint["secret"].as_str().unwrap(), &got).await;
+}
+
+/// Verifies a delivery with the Python `standardwebhooks` package, as a receiver written in
+/// Python would (`scripts/test` installs it into target/pyenv).
+async fn verify_with_python(secret: &str, got: &crate::harness::Received) {
+    use tokio::io::AsyncWriteExt;
+    let python = std::env::var("BOTLINKD_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+        if std::path::Path::new(venv).exists() {
+            venv.to_string()
+        } else {
+            "python3".to_string()
+        }
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/verify_signature.py");
+    let headers: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .iter()
+        .map(|h| (h.to_string(), json!(got.header(h))))
+        .collect();
+    let input = json!({"secret": secret, "headers": headers, "body": String::from_utf8(got.body.to_vec()).unwrap()});
+    let mut child = tokio::process::Command::new(&python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python} must be installed for this test (scripts/test sets it up): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Python standardwebhooks package refused it: {said}"
+    );
+    assert_eq!(said.trim(), "verified message");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod harness;
 mod history;
 mod inbound;
 mod listen;
+mod operations;
 mod process;
 mod sending;
 mod stream;

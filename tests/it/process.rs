@@ -150,6 +150,20 @@ async fn serve_needs_no_configuration_and_a_restart_keeps_everything() {
     assert!(first_item.starts_with("event: ready"), "{first_item}");
     assert!(!first_item.contains("\"cursor\":\"0\""), "{first_item}");
 
+    // The container probe.
+    let healthy = cli(
+        dir.path(),
+        &["healthcheck", "--url", &format!("{}/healthz", second.base)],
+    )
+    .await;
+    assert!(healthy.starts_with("healthy"), "{healthy}");
+    let down = botlinkd(dir.path())
+        .args(["healthcheck", "--url", "http://127.0.0.1:9/healthz"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!down.status.success());
+
     // SQLite is served by one process at a time.
     let refused = botlinkd(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -347,4 +361,40 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_would_and_config_default_prints_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = cli(dir.path(), &["config", "default"]).await;
+    assert!(default.contains("retry_schedule = \"5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h\""));
+    std::fs::write(
+        dir.path().join("botlinkd.toml"),
+        "database_url = \"sqlite://from-config.db\"\nwebhook_allow_cidrs = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let served = serve(dir.path(), &["--config", "botlinkd.toml"]).await;
+    assert!(
+        dir.path().join("from-config.db").exists(),
+        "database_url came from the file"
+    );
+    let app_key = banner_value(&served.banner, "App Key:");
+    let auth_key = banner_value(&served.banner, "Auth Key:");
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks", served.base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"url": "http://127.0.0.1:9/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "the file allowed loopback webhooks");
+
+    std::fs::write(dir.path().join("bad.toml"), "lisen = \"x\"\n").unwrap();
+    let refused = botlinkd(dir.path())
+        .args(["--config", "bad.toml", "serve"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown setting `lisen`"));
 }

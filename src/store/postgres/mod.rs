@@ -28,7 +28,7 @@ use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
     AttemptRecord, AttemptResult, ClusterNotice, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord,
-    NewMessage, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    NewMessage, QueueStats, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -437,6 +437,33 @@ impl Store for PgStore {
             Some(before) => outbox::prune_events(&self.pool, before, limit).await,
             None => Ok(0),
         }
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        use sqlx::Row;
+        let mut stats = QueueStats {
+            disabled_endpoints: sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE NOT enabled")
+                .fetch_one(&self.pool)
+                .await?,
+            ..QueueStats::default()
+        };
+        let rows = sqlx::query(
+            "SELECT d.state, COUNT(*) AS n, MIN(e.created_at) AS oldest FROM deliveries d \
+             JOIN events e ON e.seq = d.event_seq WHERE d.state IN (0, 1) GROUP BY d.state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let state: i16 = row.try_get("state")?;
+            let count: i64 = row.try_get("n")?;
+            let oldest: Option<Millis> = row.try_get("oldest")?;
+            if state == 0 {
+                (stats.waiting, stats.oldest_waiting) = (count, oldest);
+            } else {
+                (stats.pending, stats.oldest_pending) = (count, oldest);
+            }
+        }
+        Ok(stats)
     }
 
     async fn latest_event_seq(&self) -> StoreResult<i64> {

@@ -24,7 +24,7 @@ use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
 use crate::messages::StoredMessage;
 use crate::store::{
     AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord, NewMessage,
-    ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    QueueStats, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -360,6 +360,31 @@ impl Store for SqliteStore {
                     Some(before) => outbox::prune_events(c, before, limit),
                     None => Ok(0),
                 }
+            })
+            .await
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        self.db
+            .read(|c| {
+                let mut stats = QueueStats {
+                    disabled_endpoints: c.query_row("SELECT COUNT(*) FROM endpoints WHERE enabled = 0", [], |r| r.get(0))?,
+                    ..QueueStats::default()
+                };
+                let mut stmt = c.prepare_cached(
+                    "SELECT d.state, COUNT(*), MIN(e.created_at) FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                     WHERE d.state IN (0, 1) GROUP BY d.state",
+                )?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let (state, count, oldest): (i64, i64, Option<Millis>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    if state == 0 {
+                        (stats.waiting, stats.oldest_waiting) = (count, oldest);
+                    } else {
+                        (stats.pending, stats.oldest_pending) = (count, oldest);
+                    }
+                }
+                Ok(stats)
             })
             .await
     }

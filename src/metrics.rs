@@ -1,0 +1,152 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! Counters and the latency histogram are updated as things happen (ingest, attempts); the
+//! queue figures are read from the store when the endpoint is scraped, so they are the whole
+//! database's (all processes on PostgreSQL), not just this process's. Each server has its
+//! own registry (no process-global state), so several servers can run in one test process.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::{AttemptResult, QueueStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    outcome: String,
+    status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The metrics of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    events: Family<KindLabel, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    latency: Histogram,
+    queued: Family<StateLabel, Gauge>,
+    oldest: Family<StateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    disabled: Gauge,
+    watchers: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("botlinkd");
+        let events = Family::<KindLabel, Counter>::default();
+        registry.register("events_ingested", "Events stored, by kind", events.clone());
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts, by outcome and the receiver's status class",
+            attempts.clone(),
+        );
+        let latency = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0]);
+        registry.register(
+            "delivery_attempt_seconds",
+            "How long delivery attempts took",
+            latency.clone(),
+        );
+        let queued = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "deliveries_queued",
+            "Deliveries not yet finished, by state (waiting, pending)",
+            queued.clone(),
+        );
+        let oldest = Family::<StateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "delivery_oldest_age_seconds",
+            "Age of the oldest unfinished delivery's event, by state",
+            oldest.clone(),
+        );
+        let disabled = Gauge::default();
+        registry.register(
+            "endpoints_disabled",
+            "Webhook endpoints that are disabled (paused)",
+            disabled.clone(),
+        );
+        let watchers = Gauge::default();
+        registry.register(
+            "stream_watchers",
+            "Live stream and portal connections to this process",
+            watchers.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                events,
+                attempts,
+                latency,
+                queued,
+                oldest,
+                disabled,
+                watchers,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a stored event.
+    pub fn event(&self, kind: &str) {
+        self.inner
+            .events
+            .get_or_create(&KindLabel { kind: kind.to_string() })
+            .inc();
+    }
+
+    /// Counts an attempt and records its latency.
+    pub fn attempt(&self, result: &AttemptResult) {
+        let status_class = match result.status_code {
+            Some(code) => format!("{}xx", code / 100),
+            None => "none".to_string(),
+        };
+        let outcome = if result.success { "success" } else { "failure" }.to_string();
+        self.inner
+            .attempts
+            .get_or_create(&AttemptLabels { outcome, status_class })
+            .inc();
+        self.inner.latency.observe(result.duration_ms as f64 / 1000.0);
+    }
+
+    /// Renders every metric, with the queue figures given.
+    pub fn render(&self, queue: &QueueStats, watchers: usize, now_ms: i64) -> String {
+        let inner = &self.inner;
+        for (state, count, oldest) in [
+            ("waiting", queue.waiting, queue.oldest_waiting),
+            ("pending", queue.pending, queue.oldest_pending),
+        ] {
+            let label = StateLabel {
+                state: state.to_string(),
+            };
+            inner.queued.get_or_create(&label).set(count);
+            let age = oldest.map(|at| (now_ms - at).max(0) as f64 / 1000.0).unwrap_or(0.0);
+            inner.oldest.get_or_create(&label).set(age);
+        }
+        inner.disabled.set(queue.disabled_endpoints);
+        inner.watchers.set(watchers as i64);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);
+        text
+    }
+}
