@@ -51,6 +51,10 @@ struct Cli {
     )]
     sqlite_synchronous: SqliteSync,
 
+    /// How log lines are written: `text` or `json`.
+    #[arg(long, global = true, env = "BOTLINKD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+
     /// A TOML configuration file (`botlinkd config default` prints a commented one).
     #[arg(long, global = true, env = "BOTLINKD_CONFIG")]
     config: Option<std::path::PathBuf>,
@@ -224,7 +228,7 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -241,13 +245,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs go to stderr, filtered by `BOTLINKD_LOG` (default `info`, e.g. `botlinkd=debug`).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BOTLINKD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -149,14 +149,28 @@ impl Engine {
                 .delay_after(due.failures + 1)
                 .map(|delay| self.inner.clock.now_ms() + delay.as_millis() as Millis);
         }
-        tracing::debug!(
-            event_id = %due.event_id,
-            endpoint_id = %due.endpoint_id,
-            attempt = result.attempt,
-            status = ?result.status_code,
-            success = result.success,
-            "delivery attempt"
-        );
+        if result.success {
+            tracing::debug!(
+                event_id = %due.event_id,
+                delivery_id = due.delivery_id,
+                endpoint_id = %due.endpoint_id,
+                attempt = result.attempt,
+                status = ?result.status_code,
+                duration_ms = result.duration_ms,
+                "delivered"
+            );
+        } else {
+            tracing::info!(
+                event_id = %due.event_id,
+                delivery_id = due.delivery_id,
+                endpoint_id = %due.endpoint_id,
+                attempt = result.attempt,
+                status = ?result.status_code,
+                error = result.error.as_deref().unwrap_or_default(),
+                next = if result.retry_at.is_some() { "retry" } else { "dead" },
+                "delivery attempt failed"
+            );
+        }
         result
     }
 

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cluster;
 mod delivery;
+mod example_bot;
 mod feed;
 mod harness;
 mod history;
