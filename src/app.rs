@@ -41,7 +41,7 @@ pub struct App {
 }
 
 /// A sent message, as the API reports it (and as an Idempotency-Key replays it).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Sent {
     /// The new message's id.
     pub message_id: String,

@@ -184,7 +184,7 @@ pub fn message_event(facts: MessageFacts<'_>, now: Millis) -> EventDraft {
 }
 
 /// The `error` of a failed ack.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AckError {
     /// A numeric code (WhatsApp's where there is one).
     pub code: i64,

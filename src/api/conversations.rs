@@ -5,6 +5,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::openapi::{ErrorBody, ReadMark};
 
 use super::error::ApiError;
 use super::extract::{Authed, Json, Path, Query};
@@ -21,11 +24,14 @@ pub fn router() -> Router<App> {
         .route("/v1/conversations/{number}/read", post(mark_read))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// A `next` value from an earlier page.
     #[serde(default)]
     before: Option<String>,
     #[serde(default)]
+    /// How many, 1 to 200 (default 50).
     limit: Option<u32>,
 }
 
@@ -48,13 +54,15 @@ impl Page {
     }
 }
 
-#[derive(Serialize)]
-struct Conversations {
+#[derive(Serialize, ToSchema)]
+pub(super) struct Conversations {
     conversations: Vec<ConversationSummary>,
     /// Pass as `before` for the next page; `null` on the last page.
     next: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/conversations", tag = "history", params(Page),
+    responses((status = 200, description = "Conversations, most recently active first", body = Conversations), (status = 400, description = "Bad paging", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn conversations(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -68,12 +76,15 @@ async fn conversations(
     Ok(Json(Conversations { conversations, next }))
 }
 
-#[derive(Serialize)]
-struct Messages {
+#[derive(Serialize, ToSchema)]
+pub(super) struct Messages {
     messages: Vec<StoredMessage>,
     next: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/conversations/{number}/messages", tag = "history",
+    params(("number" = String, Path, description = "The customer's number, digits"), Page),
+    responses((status = 200, description = "Messages, newest first", body = Messages), (status = 400, description = "Bad paging", body = ErrorBody), (status = 422, description = "Not a phone number", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn messages(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -93,6 +104,9 @@ async fn messages(
 }
 
 /// Marks a conversation read (its unread count drops to zero).
+#[utoipa::path(post, path = "/v1/conversations/{number}/read", tag = "history",
+    params(("number" = String, Path, description = "The customer's number, digits")),
+    responses((status = 200, description = "Marked read", body = ReadMark), (status = 404, description = "No such conversation", body = ErrorBody), (status = 422, description = "Not a phone number", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn mark_read(
     State(app): State<App>,
     Authed(instance): Authed,

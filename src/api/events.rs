@@ -9,6 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::openapi::{ErrorBody, Resent};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
@@ -29,24 +32,30 @@ pub fn router() -> Router<App> {
         .route("/v1/events/{id}/resend", post(resend))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PullQuery {
+    /// The cursor to read after (`next` of the previous answer); 0 or left out: the start.
     #[serde(default)]
     after: Option<String>,
+    /// How many, 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<u32>,
+    /// Long-poll: wait up to this many seconds (at most 30) when there is nothing new.
     #[serde(default)]
     wait: Option<u64>,
 }
 
 /// An event as the feed shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct EventView {
     id: String,
     cursor: String,
     #[serde(rename = "type")]
     kind: &'static str,
     created_at: String,
+    /// The exact webhook body (a `message`, `ack` or `test` event).
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
 }
 
@@ -64,13 +73,15 @@ impl TryFrom<EventRecord> for EventView {
     }
 }
 
-#[derive(Serialize)]
-struct Feed {
+#[derive(Serialize, ToSchema)]
+pub(super) struct Feed {
     events: Vec<EventView>,
     /// The cursor to pass as `after` next time.
     next: String,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(PullQuery),
+    responses((status = 200, description = "Events after the cursor, oldest first", body = Feed), (status = 400, description = "Bad cursor, limit or wait", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn pull(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -128,13 +139,15 @@ async fn find(app: &App, instance_id: i64, id: &str) -> Result<EventRecord, ApiE
         .ok_or_else(|| ApiError::not_found("event"))
 }
 
-#[derive(Serialize)]
-struct EventDetail {
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventDetail {
     #[serde(flatten)]
     event: EventView,
     deliveries: Vec<DeliveryStatus>,
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "evt_…")),
+    responses((status = 200, description = "The event and where it stands towards each endpoint", body = EventDetail), (status = 404, description = "No such event", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn read(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -148,12 +161,14 @@ async fn read(
     }))
 }
 
-#[derive(Serialize)]
-struct Attempts {
+#[derive(Serialize, ToSchema)]
+pub(super) struct Attempts {
     attempts: Vec<AttemptRecord>,
     deliveries: Vec<DeliveryStatus>,
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events", params(("id" = String, Path, description = "evt_…")),
+    responses((status = 200, description = "Every delivery attempt of the event", body = Attempts), (status = 404, description = "No such event", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn attempts(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -165,13 +180,16 @@ async fn attempts(
     Ok(Json(Attempts { attempts, deliveries }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResendBody {
+pub(super) struct ResendBody {
     #[serde(default)]
     endpoint_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/events/{id}/resend", tag = "events", params(("id" = String, Path, description = "evt_…")),
+    request_body(content = Option<ResendBody>, description = "Optional: one endpoint only"),
+    responses((status = 202, description = "Scheduled", body = Resent), (status = 400, description = "Bad body", body = ErrorBody), (status = 404, description = "No such event or endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn resend(
     State(app): State<App>,
     Authed(instance): Authed,

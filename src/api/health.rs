@@ -17,6 +17,8 @@ pub fn router() -> Router<App> {
         .route("/metrics", get(metrics))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Healthy", body = Object), (status = 503, description = "Storage unavailable", body = Object)))]
 async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
     match app.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
@@ -30,6 +32,8 @@ async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<App>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match app.store.queue_stats().await {

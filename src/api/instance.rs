@@ -3,7 +3,10 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::openapi::ErrorBody;
 
 use super::error::ApiError;
 use super::extract::{Authed, Json};
@@ -15,12 +18,27 @@ pub fn router() -> Router<App> {
     Router::new().route("/v1/instance", get(read))
 }
 
-async fn read(State(_app): State<App>, Authed(instance): Authed) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({
-        "instance_id": instance.id.to_string(),
-        "name": instance.name,
-        "channel": instance.channel,
-        "phone_number": instance.phone_number.as_str(),
-        "created_at": rfc3339(instance.created_at),
-    })))
+/// Who the keys belong to.
+#[derive(Serialize, ToSchema)]
+pub(super) struct InstanceView {
+    #[schema(example = "10922")]
+    instance_id: String,
+    name: String,
+    /// `sandbox` (more channels to come).
+    channel: String,
+    /// The business number, digits.
+    phone_number: String,
+    created_at: String,
+}
+
+#[utoipa::path(get, path = "/v1/instance", tag = "instance",
+    responses((status = 200, description = "The instance", body = InstanceView), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
+async fn read(State(_app): State<App>, Authed(instance): Authed) -> Result<Json<InstanceView>, ApiError> {
+    Ok(Json(InstanceView {
+        instance_id: instance.id.to_string(),
+        name: instance.name,
+        channel: instance.channel.as_str().to_string(),
+        phone_number: instance.phone_number.to_string(),
+        created_at: rfc3339(instance.created_at),
+    }))
 }

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, too_large};
 use super::extract::{Authed, Json, Path, RawBody, authenticate};
-use crate::app::{App, IdempotencyKey, Replay};
+use super::openapi::{CompatError, CompatSuccess, ErrorBody};
+use crate::app::{App, IdempotencyKey, Replay, Sent};
 use crate::instances::AuthKey;
 use crate::messages::{SendRequest, StoredMessage};
 use crate::store::StoreError;
@@ -26,6 +27,11 @@ pub fn router() -> Router<App> {
         .route("/api/create-message", post(create_message))
 }
 
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried send safe: the same key with the same body answers as the first time (24 hours)")),
+    responses((status = 202, description = "Accepted; receipts follow as ack events", body = Sent),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 422, description = "Invalid message", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn send(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -119,6 +125,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = String, Path, description = "wamid.…")),
+    responses((status = 200, description = "The message with its current status", body = StoredMessage), (status = 404, description = "No such message", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn read(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -133,9 +141,9 @@ async fn read(
 }
 
 /// The compatibility form: keys in the body (never the URL), `to`, `message`, optional `file`.
-/// No `Debug`: it holds the Auth Key.
-#[derive(Default, Deserialize)]
-struct CompatForm {
+/// The compatibility form (keys in the body, never the URL). No `Debug`: it holds the Auth Key.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+pub(super) struct CompatForm {
     #[serde(default)]
     appkey: String,
     #[serde(default)]
@@ -152,6 +160,12 @@ fn compat_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"message_status": "Error", "error": message}))).into_response()
 }
 
+#[utoipa::path(post, path = "/api/create-message", tag = "compatibility",
+    request_body(content(
+        (CompatForm = "application/x-www-form-urlencoded"),
+        (CompatForm = "multipart/form-data"),
+        (CompatForm = "application/json"))),
+    responses((status = 200, description = "Sent", body = CompatSuccess), (status = 401, description = "Invalid Auth and AppKey", body = CompatError), (status = 422, description = "Invalid message", body = CompatError)))]
 async fn create_message(State(app): State<App>, request: Request) -> Response {
     let form = match read_compat_form(request).await {
         Ok(form) => form,

@@ -12,6 +12,7 @@ mod events;
 mod health;
 mod instance;
 mod messages;
+mod openapi;
 mod sandbox;
 mod stream;
 mod webhooks;
@@ -36,6 +37,7 @@ pub fn router(app: App) -> Router {
         .merge(events::router())
         .merge(sandbox::router())
         .merge(stream::router())
+        .merge(openapi::router())
         .merge(crate::portal::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

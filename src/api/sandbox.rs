@@ -7,6 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::openapi::{ErrorBody, Inbound, StatusChanged};
 use serde_json::json;
 
 use super::error::ApiError;
@@ -30,6 +33,8 @@ fn require_sandbox(instance: &Instance) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sandbox/inbound", tag = "sandbox", request_body = InboundRequest,
+    responses((status = 201, description = "The customer's message was received; its event is on its way", body = Inbound), (status = 422, description = "Invalid message", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn inbound(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -44,14 +49,17 @@ async fn inbound(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StatusBody {
+pub(super) struct StatusBody {
+    /// delivered, read or failed.
     status: String,
     #[serde(default)]
     error: Option<AckError>,
 }
 
+#[utoipa::path(post, path = "/v1/sandbox/messages/{id}/status", tag = "sandbox", params(("id" = String, Path, description = "wamid.… of an outgoing message")), request_body = StatusBody,
+    responses((status = 200, description = "Moved; its ack event is on its way", body = StatusChanged), (status = 404, description = "No such outgoing message", body = ErrorBody), (status = 409, description = "Statuses only move forward", body = ErrorBody), (status = 422, description = "Invalid status", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn set_status(
     State(app): State<App>,
     Authed(instance): Authed,

@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::ApiError;
 use super::events::EventView;
 use super::extract::{Authed, Query};
+use super::openapi::{ErrorBody, SseItem};
 use crate::app::App;
 use crate::live::LiveItem;
 
@@ -54,6 +55,9 @@ struct Watcher {
     greeted: bool,
 }
 
+#[utoipa::path(get, path = "/v1/stream", tag = "events",
+    params(("after" = Option<String>, Query, description = "Start after this cursor (else: from now)"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor")),
+    responses((status = 200, description = "Server-Sent Events: `ready` {cursor}, `event` (id = cursor, data = an event as in /v1/events), `attempt` (a delivery attempt)", content_type = "text/event-stream", body = SseItem), (status = 400, description = "Bad cursor", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn stream_events(
     State(app): State<App>,
     Authed(instance): Authed,

@@ -7,6 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::openapi::ErrorBody;
 
 use super::error::ApiError;
 use super::extract::{Authed, Json, Path};
@@ -24,9 +27,12 @@ pub fn router() -> Router<App> {
         .route("/v1/webhooks/{id}/test", post(send_test))
 }
 
-#[derive(Deserialize)]
+/// A new webhook endpoint.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(super) struct CreateBody {
+    /// Where events are posted (http or https; internal addresses are refused).
+    #[schema(example = "https://api.your-domain.com/whatsapp/callback")]
     url: String,
     #[serde(default)]
     events: Option<Vec<String>>,
@@ -36,9 +42,10 @@ struct CreateBody {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// Changes to an endpoint; fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChangeBody {
+pub(super) struct ChangeBody {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
@@ -50,13 +57,19 @@ struct ChangeBody {
 }
 
 /// An endpoint as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EndpointView {
+    #[schema(example = "ep_01M89MQETEG4XJ18R5BS9RT2N4")]
     id: String,
     url: String,
     description: String,
+    /// The events it receives: message, ack.sent, ack.delivered, ack.read, ack.failed.
+    #[schema(value_type = Vec<String>, example = json!(["message", "ack.read"]))]
     events: EventFilter,
+    /// A disabled endpoint is paused: its events queue up until it is enabled again.
     enabled: bool,
+    /// The Standard Webhooks signing secret.
+    #[schema(value_type = String, example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     secret: SigningSecret,
     created_at: String,
     updated_at: String,
@@ -106,6 +119,8 @@ fn check_description(description: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateBody,
+    responses((status = 201, description = "Created", body = EndpointView), (status = 422, description = "Invalid or internal URL, unknown event", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn create(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -132,11 +147,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(EndpointView::from(endpoint))))
 }
 
-#[derive(Serialize)]
-struct EndpointList {
+#[derive(Serialize, ToSchema)]
+pub(super) struct EndpointList {
     webhooks: Vec<EndpointView>,
 }
 
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The instance's endpoints", body = EndpointList), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn list(State(app): State<App>, Authed(instance): Authed) -> Result<Json<EndpointList>, ApiError> {
     let endpoints = app.store.list_endpoints(instance.id).await?;
     Ok(Json(EndpointList {
@@ -144,6 +161,8 @@ async fn list(State(app): State<App>, Authed(instance): Authed) -> Result<Json<E
     }))
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "The endpoint", body = EndpointView), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn read(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -157,6 +176,8 @@ async fn read(
     Ok(Json(endpoint.into()))
 }
 
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")), request_body = ChangeBody,
+    responses((status = 200, description = "Changed", body = EndpointView), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 422, description = "Invalid change", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn change(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -185,6 +206,8 @@ async fn change(
     Ok(Json(endpoint.into()))
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn remove(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -197,6 +220,8 @@ async fn remove(
     }
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "The endpoint with its new secret", body = EndpointView), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn rotate_secret(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -210,8 +235,9 @@ async fn rotate_secret(
     Ok(Json(endpoint.into()))
 }
 
-#[derive(Serialize)]
-struct TestResult {
+/// The result of sending a test event.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TestResult {
     event_id: String,
     outcome: &'static str,
     status_code: Option<u16>,
@@ -222,6 +248,8 @@ struct TestResult {
 
 /// Sends a test event to this endpoint now and answers with the attempt's result. A failed
 /// test event is retried on the schedule like any other delivery.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "The attempt's result", body = TestResult), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn send_test(
     State(app): State<App>,
     Authed(instance): Authed,

@@ -8,7 +8,7 @@ use super::{Invalid, check_text, parse_media_url};
 use crate::phone::PhoneNumber;
 
 /// The request body, as the client sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboundRequest {
     /// The customer's number.
@@ -46,7 +46,7 @@ pub struct InboundRequest {
 }
 
 /// A shared location.
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     /// Degrees, −90 to 90.
@@ -62,7 +62,7 @@ pub struct Location {
 }
 
 /// A shared contact card.
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     /// The contact's name.

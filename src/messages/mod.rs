@@ -14,7 +14,7 @@ pub use outbound::{Button, OutboundMessage, SendRequest, TemplateRef};
 use crate::clock::Millis;
 
 /// Which way a message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// From the customer to the business.
@@ -43,7 +43,7 @@ impl Direction {
 }
 
 /// Where a message stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     /// An inbound message, received from the customer.
@@ -111,7 +111,7 @@ impl MessageStatus {
 }
 
 /// A stored message, as history shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StoredMessage {
     /// `wamid.…`
     pub message_id: String,
@@ -130,14 +130,17 @@ pub struct StoredMessage {
     pub status: MessageStatus,
     /// When it was received or sent, Unix seconds.
     pub timestamp: i64,
-    /// Type-specific detail (media, buttons, template, profile name).
+    /// Type-specific detail (media, buttons, template, profile name), as extra fields.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub detail: serde_json::Map<String, serde_json::Value>,
     /// History paging position.
     #[serde(skip)]
+    #[schema(ignore)]
     pub seq: i64,
     /// When it was stored, milliseconds.
     #[serde(skip)]
+    #[schema(ignore)]
     pub created_at: Millis,
 }
 

@@ -7,7 +7,7 @@ use super::{Invalid, check_text, parse_media_url};
 use crate::phone::PhoneNumber;
 
 /// One reply button.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Button {
     /// What the webhook reports when the customer presses it (defaults to the title).
@@ -18,7 +18,7 @@ pub struct Button {
 }
 
 /// A template to send, by name.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRef {
     /// The approved template's name.
@@ -36,7 +36,7 @@ fn default_language() -> String {
 }
 
 /// The request body, as the client sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// The customer's number.

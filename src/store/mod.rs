@@ -180,7 +180,7 @@ pub enum StatusOutcome {
 }
 
 /// A conversation in the list.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationSummary {
     /// The customer's number.
     pub number: String,
@@ -255,7 +255,7 @@ pub struct AttemptResult {
 }
 
 /// One recorded attempt, as the API lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     /// The endpoint.
     pub endpoint_id: String,
@@ -276,7 +276,7 @@ pub struct AttemptRecord {
 }
 
 /// The state of one event towards one endpoint.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatus {
     /// The endpoint.
     pub endpoint_id: String,

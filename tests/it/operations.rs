@@ -53,3 +53,47 @@ async fn metrics_count_events_attempts_and_queues() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn the_checked_in_openapi_document_is_the_one_served() {
+    let app = TestApp::spawn().await;
+    let served: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
+    for path in [
+        "/v1/webhooks",
+        "/v1/messages",
+        "/v1/events",
+        "/v1/stream",
+        "/v1/sandbox/inbound",
+        "/api/create-message",
+    ] {
+        assert!(served["paths"].get(path).is_some(), "{path} is documented");
+    }
+    for schema in ["MessageEvent", "AckEvent", "ErrorBody"] {
+        assert!(
+            served["components"]["schemas"].get(schema).is_some(),
+            "{schema} is documented"
+        );
+    }
+    let pretty = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &pretty).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == pretty,
+        "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test it openapi` and commit it"
+    );
+    let docs = app.client.get(format!("{}/docs", app.base)).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+}
