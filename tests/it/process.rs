@@ -398,3 +398,30 @@ async fn a_config_file_sets_what_flags_would_and_config_default_prints_one() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown setting `lisen`"));
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_with_a_stream_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve(dir.path(), &[]).await;
+    let app_key = banner_value(&served.banner, "App Key:");
+    let auth_key = banner_value(&served.banner, "Auth Key:");
+    // A watcher that would hold a careless shutdown open for ever.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/stream", served.base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send()
+        .await
+        .unwrap();
+    stream.chunk().await.unwrap();
+    let pid = served.child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(PATIENCE, served.child.wait())
+        .await
+        .expect("it stopped in time")
+        .unwrap();
+    assert!(status.success(), "a clean exit: {status:?}");
+}
