@@ -513,7 +513,10 @@ async fn tail(args: StreamArgs) -> anyhow::Result<()> {
 }
 
 async fn healthcheck(url: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .build()?;
     let response = client
         .get(url)
         .send()
@@ -544,6 +547,20 @@ fn settable_flags() -> (Vec<String>, Vec<String>) {
     (global, serve)
 }
 
+/// Where the subcommand is: the first argument that is neither a global flag nor its value.
+fn subcommand_position(args: &[std::ffi::OsString]) -> Option<usize> {
+    const TAKES_VALUE: [&str; 4] = ["--config", "--database-url", "--sqlite-synchronous", "--log-format"];
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        if !arg.starts_with('-') {
+            return Some(i);
+        }
+        i += if TAKES_VALUE.contains(&arg.as_ref()) { 2 } else { 1 };
+    }
+    None
+}
+
 /// Inserts the settings of the configuration file (if one is named) as flags, where neither
 /// a flag nor a `BOTLINKD_…` variable sets them already.
 fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
@@ -553,7 +570,7 @@ fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std
     let (global, serve) = settable_flags();
     let known: Vec<String> = global.iter().chain(serve.iter()).cloned().collect();
     let settings = crate::config_file::flags_from_file(std::path::Path::new(&path), &known)?;
-    let serving_at = args.iter().position(|a| a == "serve");
+    let serving_at = subcommand_position(&args).filter(|at| args[*at] == "serve");
     let given = |flag: &str| {
         args.iter().any(|a| {
             let a = a.to_string_lossy();
@@ -595,6 +612,23 @@ mod tests {
         in_file.push("public-url".into());
         in_file.sort();
         assert_eq!(in_file, known);
+    }
+
+    #[test]
+    fn the_subcommand_is_found_past_global_flags_and_not_in_values() {
+        let args = |list: &[&str]| list.iter().map(Into::into).collect::<Vec<std::ffi::OsString>>();
+        assert_eq!(
+            subcommand_position(&args(&["botlinkd", "--config", "serve", "instance"])),
+            Some(3)
+        );
+        assert_eq!(
+            subcommand_position(&args(&["botlinkd", "instance", "create", "--name", "serve"])),
+            Some(1)
+        );
+        assert_eq!(
+            subcommand_position(&args(&["botlinkd", "--log-format=json", "serve"])),
+            Some(2)
+        );
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub fn flags_from_text(
             _ => None,
         };
         let value = match &value {
+            // An empty list means "none": leave the flag's own default (which is none).
+            toml::Value::Array(items) if items.is_empty() => continue,
             toml::Value::Array(items) => items
                 .iter()
                 .map(scalar)
@@ -117,10 +119,6 @@ pub fn flags_from_text(
                 .join(","),
             other => scalar(other).ok_or_else(bad)?,
         };
-        // An empty list means "none": leave the flag's own default.
-        if value.is_empty() {
-            continue;
-        }
         flags.push((key, vec![format!("--{flag}").into(), value.into()]));
     }
     Ok(flags)

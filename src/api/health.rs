@@ -33,14 +33,14 @@ async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text format", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(app): State<App>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match app.store.queue_stats().await {
         Ok(queue) => (
             [(
                 axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             app.metrics.render(&queue, app.live.watchers(), app.now()),
         )

@@ -160,7 +160,7 @@ fn compat_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"message_status": "Error", "error": message}))).into_response()
 }
 
-#[utoipa::path(post, path = "/api/create-message", tag = "compatibility",
+#[utoipa::path(post, path = "/api/create-message", tag = "compatibility", security(()),
     request_body(content(
         (CompatForm = "application/x-www-form-urlencoded"),
         (CompatForm = "multipart/form-data"),

@@ -155,7 +155,7 @@ impl Engine {
                 delivery_id = due.delivery_id,
                 endpoint_id = %due.endpoint_id,
                 attempt = result.attempt,
-                status = ?result.status_code,
+                status = result.status_code.unwrap_or(0),
                 duration_ms = result.duration_ms,
                 "delivered"
             );
@@ -165,7 +165,7 @@ impl Engine {
                 delivery_id = due.delivery_id,
                 endpoint_id = %due.endpoint_id,
                 attempt = result.attempt,
-                status = ?result.status_code,
+                status = result.status_code.unwrap_or(0),
                 error = result.error.as_deref().unwrap_or_default(),
                 next = if result.retry_at.is_some() { "retry" } else { "dead" },
                 "delivery attempt failed"

@@ -29,7 +29,7 @@ async fn metrics_count_events_attempts_and_queues() {
             response.headers()["content-type"]
                 .to_str()
                 .unwrap()
-                .starts_with("text/plain")
+                .starts_with("application/openmetrics-text")
         );
         response.text().await.unwrap()
     };

@@ -58,7 +58,12 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?;
-        let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
+        // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
         migrate(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let origin = crate::ids::api_key();

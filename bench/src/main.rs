@@ -1,0 +1,361 @@
+//! `botlinkd-bench`: starts a real `botlinkd serve` (release build), a real HTTP receiver and
+//! a load generator on loopback, drives customer messages through the public API, and prints
+//! what it measured. Every figure is also shown as a ratio to the *null pipeline* — the same
+//! generator posting the same payloads straight to the same receiver — measured in the same
+//! run, because these machines are shared and noisy and only ratios compare across runs.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release -p botlinkd-bench -- --workloads w1,w2,w3,w4,w5
+//! ```
+
+mod receiver;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use receiver::Receiver;
+use server::{Server, ServerOptions};
+
+#[derive(Parser)]
+#[command(about = "Throughput, latency and backlog figures for botlinkd")]
+struct Args {
+    /// Which workloads to run: w1 (throughput), w2 (latency), w3 (fan-out), w4 (backlog), w5 (ordering cost).
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5")]
+    workloads: Vec<String>,
+    /// Multiplies every message count (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The botlinkd binary to run.
+    #[arg(long, default_value = "target/release/botlinkd")]
+    binary: PathBuf,
+    /// Run on PostgreSQL instead of SQLite: a database URL whose database is dropped and
+    /// recreated for each workload (e.g. postgres://postgres@127.0.0.1:5432/botlinkd_bench).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// SQLite durability: full or normal.
+    #[arg(long, default_value = "full")]
+    sqlite_synchronous: String,
+}
+
+struct Bench {
+    args: Args,
+    http: reqwest::Client,
+    receiver: Receiver,
+}
+
+/// One message to send: (customer, text).
+type Message = (String, String);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.binary.exists(),
+        "{} is missing: run `cargo build --release` first",
+        args.binary.display()
+    );
+    let bench = Bench {
+        http: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
+        receiver: Receiver::start().await?,
+        args,
+    };
+    let storage = match &bench.args.postgres {
+        Some(_) => "PostgreSQL".to_string(),
+        None => format!("SQLite synchronous={}", bench.args.sqlite_synchronous.to_uppercase()),
+    };
+    println!("botlinkd-bench: storage {storage}, scale {}", bench.args.scale);
+    let null_rps = bench.null_pipeline(bench.count(20_000)).await?;
+    println!(
+        "{:<44} {:>12.0} requests/s (1.00)",
+        "null pipeline: generator -> receiver", null_rps
+    );
+    for workload in bench.args.workloads.clone() {
+        match workload.as_str() {
+            "w1" => bench.w1(null_rps).await?,
+            "w2" => bench.w2().await?,
+            "w3" => bench.w3(null_rps).await?,
+            "w4" => bench.w4(null_rps).await?,
+            "w5" => bench.w5().await?,
+            other => anyhow::bail!("unknown workload {other}"),
+        }
+    }
+    Ok(())
+}
+
+impl Bench {
+    fn count(&self, n: usize) -> usize {
+        ((n as f64) * self.args.scale).max(1.0) as usize
+    }
+
+    async fn server(&self) -> anyhow::Result<Server> {
+        if let Some(url) = &self.args.postgres {
+            recreate_database(url).await?;
+        }
+        self.receiver.reset();
+        Server::start(&ServerOptions {
+            binary: self.args.binary.clone(),
+            database_url: self.args.postgres.clone(),
+            sqlite_synchronous: self.args.sqlite_synchronous.clone(),
+        })
+        .await
+    }
+
+    async fn webhook(&self, server: &Server, enabled: bool) -> anyhow::Result<String> {
+        let created: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/webhooks", server.base))
+            .basic_auth(&server.app_key, Some(&server.auth_key))
+            .json(&json!({"url": self.receiver.url, "events": ["message"], "enabled": enabled}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(created["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Posts every message through the API with at most `in_flight` at once (or paced one
+    /// every `pace`); returns (message id, when its request started) and the wall time.
+    async fn drive(
+        &self,
+        server: &Server,
+        messages: Vec<Message>,
+        in_flight: usize,
+        pace: Option<Duration>,
+    ) -> anyhow::Result<(Vec<(String, Instant)>, Duration)> {
+        let permits = Arc::new(Semaphore::new(in_flight));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(messages.len());
+        for (i, (from, body)) in messages.into_iter().enumerate() {
+            if let Some(pace) = pace {
+                tokio::time::sleep_until((started + pace * i as u32).into()).await;
+            }
+            let permit = permits.clone().acquire_owned().await?;
+            let request = self
+                .http
+                .post(format!("{}/v1/sandbox/inbound", server.base))
+                .basic_auth(&server.app_key, Some(&server.auth_key))
+                .json(&json!({"from": from, "body": body}));
+            tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let answer: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+                drop(permit);
+                anyhow::Ok((answer["message_id"].as_str().unwrap_or_default().to_string(), sent))
+            }));
+        }
+        let mut sent = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            sent.push(task.await??);
+        }
+        Ok((sent, started.elapsed()))
+    }
+
+    /// The same generator posting a typical webhook body straight to the receiver.
+    async fn null_pipeline(&self, n: usize) -> anyhow::Result<f64> {
+        let permits = Arc::new(Semaphore::new(64));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let permit = permits.clone().acquire_owned().await?;
+            let body = json!({"event": "message", "instance_id": "10001", "data": {"from": "447000000001",
+                "to": "15550100001", "type": "text", "body": "Hello, where is my order?",
+                "message_id": format!("wamid.null{i}"), "timestamp": 1_700_000_000}});
+            let request = self.http.post(&self.receiver.url).json(&body);
+            tasks.push(tokio::spawn(async move {
+                let result = request.send().await;
+                drop(permit);
+                result.map(|_| ())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let rps = n as f64 / started.elapsed().as_secs_f64();
+        self.receiver.reset();
+        Ok(rps)
+    }
+
+    async fn w1(&self, null_rps: f64) -> anyhow::Result<()> {
+        let n = self.count(20_000);
+        let server = self.server().await?;
+        self.webhook(&server, true).await?;
+        let cpu = server.cpu_seconds();
+        let (sent, took) = self.drive(&server, conversations(n, 1000), 64, None).await?;
+        let last = self.receiver.wait_for(n, Duration::from_secs(600)).await?;
+        let first = sent.iter().map(|(_, at)| *at).min().unwrap_or_else(Instant::now);
+        let delivered_rps = n as f64 / (last - first).as_secs_f64();
+        let (p50, p99, _) = self.latencies(&sent);
+        let cpu_ms = (server.cpu_seconds() - cpu) * 1000.0 / n as f64;
+        println!(
+            "{:<44} {:>12.0} accepted/s",
+            format!("W1 throughput ({n} messages, 64 in flight)"),
+            n as f64 / took.as_secs_f64()
+        );
+        println!(
+            "{:<44} {:>12.0} delivered/s ({:.2} of null)",
+            "",
+            delivered_rps,
+            delivered_rps / null_rps
+        );
+        println!("{:<44} {:>12} p50 {:.1} ms, p99 {:.1} ms end to end", "", "", p50, p99);
+        println!(
+            "{:<44} {:>12.3} CPU-ms per event, peak RSS {:.0} MB",
+            "",
+            cpu_ms,
+            server.peak_rss_mb()
+        );
+        Ok(())
+    }
+
+    async fn w2(&self) -> anyhow::Result<()> {
+        let n = self.count(1_000);
+        let server = self.server().await?;
+        self.webhook(&server, true).await?;
+        let (sent, _) = self
+            .drive(&server, conversations(n, 100), 64, Some(Duration::from_millis(5)))
+            .await?;
+        self.receiver.wait_for(n, Duration::from_secs(120)).await?;
+        let (p50, p99, max) = self.latencies(&sent);
+        println!(
+            "{:<44} {:>12} p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; peak RSS {:.0} MB",
+            format!("W2 latency ({n} messages at 200/s)"),
+            "",
+            p50,
+            p99,
+            max,
+            server.peak_rss_mb()
+        );
+        Ok(())
+    }
+
+    async fn w3(&self, null_rps: f64) -> anyhow::Result<()> {
+        let n = self.count(1_000);
+        let server = self.server().await?;
+        for _ in 0..50 {
+            self.webhook(&server, true).await?;
+        }
+        let cpu = server.cpu_seconds();
+        let started = Instant::now();
+        self.drive(&server, conversations(n, 100), 64, None).await?;
+        // Each message reaches the receiver 50 times (once per endpoint).
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.receiver.seen.requests.load(std::sync::atomic::Ordering::SeqCst) < n * 50 {
+            anyhow::ensure!(Instant::now() < deadline, "W3 did not finish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = (n * 50) as f64 / started.elapsed().as_secs_f64();
+        let cpu_ms = (server.cpu_seconds() - cpu) * 1000.0 / (n * 50) as f64;
+        println!(
+            "{:<44} {:>12.0} delivered/s ({:.2} of null), {:.3} CPU-ms per delivery, peak RSS {:.0} MB",
+            format!("W3 fan-out (50 endpoints, {n} messages)"),
+            rate,
+            rate / null_rps,
+            cpu_ms,
+            server.peak_rss_mb()
+        );
+        Ok(())
+    }
+
+    async fn w4(&self, null_rps: f64) -> anyhow::Result<()> {
+        let n = self.count(200_000);
+        let server = self.server().await?;
+        // The receiver is "down": the endpoint is paused, so every delivery waits in the store.
+        let endpoint = self.webhook(&server, false).await?;
+        self.drive(&server, conversations(n, 10_000), 64, None).await?;
+        let rss_backlog = server.peak_rss_mb();
+        let bytes_per_event = server.disk_bytes() as f64 / n as f64;
+        let started = Instant::now();
+        self.http
+            .patch(format!("{}/v1/webhooks/{endpoint}", server.base))
+            .basic_auth(&server.app_key, Some(&server.auth_key))
+            .json(&json!({"enabled": true}))
+            .send()
+            .await?
+            .error_for_status()?;
+        self.receiver.wait_for(n, Duration::from_secs(1800)).await?;
+        let drain = n as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "{:<44} {:>12.0} drained/s ({:.2} of null), peak RSS {:.0} MB with the backlog, {:.0} bytes on disk per event{}",
+            format!("W4 backlog ({n} messages queued, then up)"),
+            drain,
+            drain / null_rps,
+            rss_backlog,
+            bytes_per_event,
+            if self.args.postgres.is_some() {
+                " (n/a: PostgreSQL)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
+    async fn w5(&self) -> anyhow::Result<()> {
+        let n = self.count(10_000);
+        let mut rates = Vec::new();
+        for spread in [10_000, 1] {
+            let server = self.server().await?;
+            self.webhook(&server, true).await?;
+            let started = Instant::now();
+            self.drive(&server, conversations(n, spread), 64, None).await?;
+            self.receiver.wait_for(n, Duration::from_secs(1800)).await?;
+            rates.push(n as f64 / started.elapsed().as_secs_f64());
+        }
+        println!(
+            "{:<44} {:>12.0} delivered/s over 10,000 conversations, {:.0} over 1 ({:.0} % cost of ordering)",
+            format!("W5 ordering ({n} messages)"),
+            rates[0],
+            rates[1],
+            (1.0 - rates[1] / rates[0]) * 100.0
+        );
+        Ok(())
+    }
+
+    /// End-to-end latencies in ms: (p50, p99, max).
+    fn latencies(&self, sent: &[(String, Instant)]) -> (f64, f64, f64) {
+        let arrivals = self.receiver.seen.arrivals.lock().expect("lock");
+        let mut ms: Vec<f64> = sent
+            .iter()
+            .filter_map(|(id, at)| arrivals.get(id).map(|arrived| (*arrived - *at).as_secs_f64() * 1000.0))
+            .collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        let pick = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (pick(0.5), pick(0.99), ms.last().copied().unwrap_or(0.0))
+    }
+}
+
+/// `n` messages spread round-robin over `spread` customers.
+fn conversations(n: usize, spread: usize) -> Vec<Message> {
+    (0..n)
+        .map(|i| (format!("44770{:07}", i % spread), format!("message {i}")))
+        .collect()
+}
+
+/// Drops and recreates the PostgreSQL database a URL names, through the `postgres` database.
+async fn recreate_database(url: &str) -> anyhow::Result<()> {
+    let (base, name) = url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("a database URL with a name"))?;
+    let admin = format!("{base}/postgres");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        let status = tokio::process::Command::new("psql")
+            .args([&admin, "-qc", &sql])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "psql failed: {sql}");
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The benchmark's webhook receiver: answers 200 at once and records when each message id
+//! arrived (first arrival only), so latencies are measured on one clock with the generator.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use tokio::sync::Notify;
+
+/// What the receiver saw.
+#[derive(Default)]
+pub struct Seen {
+    /// First arrival time per message id.
+    pub arrivals: Mutex<HashMap<String, Instant>>,
+    /// Every request, duplicates included.
+    pub requests: AtomicUsize,
+    /// Woken on every request.
+    pub notify: Notify,
+}
+
+/// A running receiver.
+pub struct Receiver {
+    pub url: String,
+    pub seen: Arc<Seen>,
+}
+
+impl Receiver {
+    /// Starts on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let seen = Arc::new(Seen::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let router = Router::new().route("/hook", post(record)).with_state(seen.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(Self { url, seen })
+    }
+
+    /// How many distinct messages arrived.
+    pub fn distinct(&self) -> usize {
+        self.seen.arrivals.lock().expect("lock").len()
+    }
+
+    /// Waits until `n` distinct messages arrived; returns when the last one did.
+    pub async fn wait_for(&self, n: usize, patience: std::time::Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let notified = self.seen.notify.notified();
+            {
+                let arrivals = self.seen.arrivals.lock().expect("lock");
+                if arrivals.len() >= n {
+                    return Ok(arrivals.values().max().copied().unwrap_or_else(Instant::now));
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("only {} of {n} messages arrived in {:?}", self.distinct(), patience);
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Forgets what it saw.
+    pub fn reset(&self) {
+        self.seen.arrivals.lock().expect("lock").clear();
+        self.seen.requests.store(0, Ordering::SeqCst);
+    }
+}
+
+async fn record(State(seen): State<Arc<Seen>>, body: Bytes) -> &'static str {
+    let now = Instant::now();
+    seen.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(id) = message_id(&body) {
+        seen.arrivals.lock().expect("lock").entry(id).or_insert(now);
+    }
+    seen.notify.notify_waiters();
+    "ok"
+}
+
+/// The `data.message_id` of a webhook body, found without parsing all of it.
+fn message_id(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("\"message_id\":\"")? + "\"message_id\":\"".len();
+    let end = text[start..].find('"')? + start;
+    Some(text[start..end].to_string())
+}
