@@ -54,12 +54,14 @@ type Message = (String, String);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     anyhow::ensure!(
         args.binary.exists(),
         "{} is missing: run `cargo build --release` first",
         args.binary.display()
     );
+    // The server runs in a folder of its own, so the path must not be relative.
+    args.binary = args.binary.canonicalize()?;
     let bench = Bench {
         http: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
         receiver: Receiver::start().await?,
