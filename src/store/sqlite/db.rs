@@ -7,6 +7,13 @@
 //! caller. A caller is therefore never told "done" before its data is durable, yet a burst of
 //! writes costs one disk sync, not one each. This is the group commit databases use for their
 //! own logs.
+//!
+//! Writes that only move deliveries along (claims, attempt outcomes) are *relaxed*: losing the
+//! last of them in a power cut only means a delivery goes out again, which at-least-once
+//! allows. A group made only of relaxed writes is committed with `synchronous=NORMAL` (in WAL
+//! mode that survives a killed process, just not a power cut) and costs no fsync; any group
+//! holding a durable write (a message, an event) is committed at the configured level, and
+//! its sync also makes every earlier relaxed commit durable, since the WAL is written in order.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,10 +31,16 @@ const MAX_GROUP: usize = 512;
 type Finish = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 
+/// A job and whether its caller needs it to survive a power cut.
+struct Queued {
+    job: Job,
+    durable: bool,
+}
+
 /// Handle to the writer thread and the reader pool.
 #[derive(Clone)]
 pub(super) struct Db {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
     readers: Arc<ReaderPool>,
 }
 
@@ -54,10 +67,11 @@ impl Db {
              PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
         ))?;
         prepare(&mut writer)?;
-        let (jobs, queue) = mpsc::channel::<Job>(4096);
+        let (jobs, queue) = mpsc::channel::<Queued>(4096);
+        let full = sync == SqliteSync::Full;
         thread::Builder::new()
             .name("botlinkd-sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue))
+            .spawn(move || write_loop(writer, queue, full))
             .map_err(|_| StoreError::Closed)?;
         Ok(Self {
             jobs,
@@ -70,6 +84,23 @@ impl Db {
 
     /// Runs `f` in the next group commit and returns its result once it is durable.
     pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    /// Like [`Db::write`], for writes whose loss in a power cut only repeats a delivery.
+    pub(super) async fn write_relaxed<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, F>(&self, f: F, durable: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -87,7 +118,10 @@ impl Db {
             });
             (ok, finish)
         });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send(Queued { job, durable })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -130,8 +164,9 @@ impl ReaderPool {
     }
 }
 
-fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Queued>, full: bool) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
+    let mut synced_fully = full;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_GROUP {
@@ -140,7 +175,15 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let (finishes, intact) = run_group(&conn, batch.drain(..));
+        // With synchronous=FULL configured, a group of relaxed writes skips the fsync.
+        let wants_full = full && batch.iter().any(|q| q.durable);
+        if wants_full != synced_fully {
+            let level = if wants_full { "FULL" } else { "NORMAL" };
+            if conn.execute_batch(&format!("PRAGMA synchronous={level}")).is_ok() {
+                synced_fully = wants_full;
+            }
+        }
+        let (finishes, intact) = run_group(&conn, batch.drain(..).map(|q| q.job));
         if finishes.is_empty() {
             continue;
         }

@@ -343,12 +343,12 @@ impl Store for SqliteStore {
         lease_until: Millis,
     ) -> StoreResult<Vec<DueDelivery>> {
         self.db
-            .write(move |c| outbox::claim(c, now, limit, &skip_endpoints, lease_until))
+            .write_relaxed(move |c| outbox::claim(c, now, limit, &skip_endpoints, lease_until))
             .await
     }
 
     async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()> {
-        self.db.write(move |c| outbox::complete(c, &results)).await
+        self.db.write_relaxed(move |c| outbox::complete(c, &results)).await
     }
 
     async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32> {
@@ -400,6 +400,6 @@ impl Store for SqliteStore {
     }
 
     async fn release_all_leases(&self, now: Millis) -> StoreResult<u64> {
-        self.db.write(move |c| outbox::release_all_leases(c, now)).await
+        self.db.write_relaxed(move |c| outbox::release_all_leases(c, now)).await
     }
 }
