@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,7 @@ struct Inner {
     wake: Notify,
     in_flight: AtomicUsize,
     per_endpoint_in_flight: Mutex<HashMap<String, usize>>,
+    endpoint_gates: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Engine {
@@ -91,6 +92,7 @@ impl Engine {
                 wake: Notify::new(),
                 in_flight: AtomicUsize::new(0),
                 per_endpoint_in_flight: Mutex::new(HashMap::new()),
+                endpoint_gates: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -234,8 +236,14 @@ impl Engine {
                 .or_default() += 1;
             let engine = self.clone();
             let done = done.clone();
+            let gate = self.endpoint_gate(&d.endpoint_id);
             tokio::spawn(async move {
+                // At most `max_in_flight_per_endpoint` connections to one receiver at once: a
+                // claim batch can hold more of its deliveries than that, and opening them all
+                // together would swamp the receiver's accept queue.
+                let permit = gate.acquire_owned().await;
                 let result = engine.attempt(&d).await;
+                drop(permit);
                 engine.release_slot(&d.endpoint_id);
                 // The completer outlives every sender, so this only fails at process exit,
                 // where the lease returns the delivery to the queue.
@@ -243,6 +251,16 @@ impl Engine {
             });
         }
         claimed
+    }
+
+    fn endpoint_gate(&self, endpoint_id: &str) -> Arc<Semaphore> {
+        self.inner
+            .endpoint_gates
+            .lock()
+            .expect("gates lock")
+            .entry(endpoint_id.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_endpoint)))
+            .clone()
     }
 
     fn release_slot(&self, endpoint_id: &str) {

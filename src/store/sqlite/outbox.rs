@@ -364,12 +364,14 @@ pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreRes
 }
 
 /// Makes the oldest waiting delivery of a conversation the new head.
+/// (The redundant `state IN (0, 1)` lets SQLite use the partial queue index; it cannot infer
+/// that `state = 0` implies the index's condition.)
 fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: Millis) -> StoreResult<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET state = 1, \
            next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?1) THEN ?3 ELSE ?4 END \
          WHERE id = \
-           (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state = 0 ORDER BY id LIMIT 1)",
+           (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1) AND state = 0 ORDER BY id LIMIT 1)",
     )?
     .execute(params![endpoint_id, conversation, now, PAUSED])?;
     Ok(())
