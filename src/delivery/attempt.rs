@@ -88,12 +88,13 @@ impl Attempter {
         let started = Instant::now();
         let outcome = self.exchange(d, started_at / 1000).await;
         let duration_ms = started.elapsed().as_millis() as i64;
-        let (status_code, response, error) = match outcome {
-            Ok((status, excerpt)) => {
+        let (status_code, response, error, retry_after) = match outcome {
+            Ok(answer) => {
+                let status = answer.status;
                 let error = (!(200..300).contains(&status)).then(|| format!("receiver answered HTTP {status}"));
-                (Some(status), excerpt, error)
+                (Some(status), answer.excerpt, error, answer.retry_after)
             }
-            Err(error) => (None, String::new(), Some(error)),
+            Err(error) => (None, String::new(), Some(error), None),
         };
         AttemptResult {
             delivery_id: d.delivery_id,
@@ -109,11 +110,12 @@ impl Attempter {
             response,
             error,
             retry_at: None,
+            retry_after,
             lease_until: d.lease_until,
         }
     }
 
-    async fn exchange(&self, d: &DueDelivery, timestamp: i64) -> Result<(u16, String), String> {
+    async fn exchange(&self, d: &DueDelivery, timestamp: i64) -> Result<Answer, String> {
         let url = reqwest::Url::parse(&d.url).map_err(|_| "invalid endpoint URL".to_string())?;
         let literal: Option<IpAddr> = match url.host() {
             Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -135,6 +137,20 @@ impl Attempter {
         let exchange = async {
             let mut response = request.send().await.map_err(describe)?;
             let status = response.status().as_u16();
+            // A receiver that is overloaded or down for maintenance may say when to come back.
+            let retry_after = matches!(status, 429 | 503)
+                .then(|| {
+                    response
+                        .headers()
+                        .get("retry-after")?
+                        .to_str()
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .flatten()
+                .map(Duration::from_secs);
             let mut body = Vec::new();
             while body.len() < RESPONSE_READ_LIMIT {
                 match response.chunk().await.map_err(describe)? {
@@ -143,13 +159,24 @@ impl Attempter {
                 }
             }
             body.truncate(RESPONSE_EXCERPT_BYTES);
-            Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+            Ok::<_, String>(Answer {
+                status,
+                excerpt: String::from_utf8_lossy(&body).into_owned(),
+                retry_after,
+            })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(timeout_message(self.timeout)),
         }
     }
+}
+
+/// What a receiver answered.
+struct Answer {
+    status: u16,
+    excerpt: String,
+    retry_after: Option<Duration>,
 }
 
 fn timeout_message(limit: Duration) -> String {

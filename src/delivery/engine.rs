@@ -31,6 +31,8 @@ use crate::webhooks::AddressPolicy;
 const CLAIM_BATCH: usize = 256;
 /// The most outcomes recorded in one go.
 const COMPLETE_BATCH: usize = 512;
+/// The longest `Retry-After` a receiver can ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// How often the engine looks for due work when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -149,6 +151,8 @@ impl Engine {
                 .inner
                 .schedule
                 .delay_after(due.failures + 1)
+                // A receiver's Retry-After is honoured, up to an hour; never sooner than the schedule.
+                .map(|delay| delay.max(result.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER)))
                 .map(|delay| self.inner.clock.now_ms() + delay.as_millis() as Millis);
         }
         if result.success {

@@ -250,6 +250,8 @@ pub struct AttemptResult {
     pub success: bool,
     /// On failure: when to try again, or `None` when the delivery is now dead.
     pub retry_at: Option<Millis>,
+    /// The receiver's `Retry-After` (seconds) on a 429 or 503.
+    pub retry_after: Option<std::time::Duration>,
     /// The lease the attempt was made under.
     pub lease_until: Millis,
 }

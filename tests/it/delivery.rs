@@ -376,6 +376,7 @@ async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
         error: (!success).then(|| "late".into()),
         success,
         retry_at: None,
+        retry_after: None,
         lease_until: due.lease_until,
     };
     // The stale claimer reports a final failure: recorded, but the delivery is not killed.
@@ -393,4 +394,38 @@ async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn a_receivers_retry_after_is_honoured() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_secs(5), Duration::from_secs(5)], 0.0);
+    })
+    .await;
+    // 429 with `Retry-After: 120` first, then 200.
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        let status = if n == 0 {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
+        (status, Duration::ZERO)
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    app.inbound_text("447123456789", "slow down").await;
+    let engine = &app.app.engine;
+    let clock = app.clock().clone();
+    assert_eq!(engine.step().await.unwrap().retrying, 1);
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        engine.step().await.unwrap().attempted,
+        0,
+        "the schedule's 5 s gave way to the receiver's 120 s"
+    );
+    clock.advance(Duration::from_secs(115));
+    assert_eq!(engine.step().await.unwrap().delivered, 1);
+    assert_eq!(receiver.count(), 2);
 }

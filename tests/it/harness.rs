@@ -392,7 +392,9 @@ impl Drop for Receiver {
     }
 }
 
-async fn record(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Answers as the behaviour says; a 429 also carries `Retry-After: 120`.
+async fn record(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let n = state.count.fetch_add(1, Ordering::SeqCst);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (status, delay) = (state.behaviour)(n, &json);
@@ -405,7 +407,10 @@ async fn record(State(state): State<ReceiverState>, headers: HeaderMap, body: By
         body,
         json,
     });
-    status
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return (status, [("retry-after", "120")]).into_response();
+    }
+    status.into_response()
 }
 
 /// Verifies a delivery with the off-the-shelf Standard Webhooks library.
