@@ -5,20 +5,24 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::meta::graph::Graph;
+use crate::channels::meta::outbound::message_request;
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::events::{self, AckError, EventRecord, MessageFacts};
 use crate::ids;
-use crate::instances::Instance;
+use crate::instances::{Channel, Instance};
 use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
 use crate::metrics::Metrics;
 use crate::sandbox::SandboxTimings;
-use crate::store::{IdempotencyRecord, NewMessage, StatusChange, StatusOutcome, Store, StoreResult};
+use crate::store::{
+    IdempotencyRecord, NewChannelSend, NewMessage, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+};
 
 /// Everything the request handlers and background workers share. Cheap to clone.
 #[derive(Clone)]
@@ -38,6 +42,12 @@ pub struct App {
     /// Cancelled when the server starts shutting down: long-lived requests (streams,
     /// long-polls) end so that the graceful shutdown is not held up by them.
     pub stopping: CancellationToken,
+    /// The Graph API client of the `meta` channel.
+    pub graph: Graph,
+    /// Woken when a request is queued for a channel.
+    pub channel_sends: Arc<Notify>,
+    /// The address clients reach this server at (media download links).
+    base_url: Arc<str>,
 }
 
 /// A sent message, as the API reports it (and as an Idempotency-Key replays it).
@@ -56,7 +66,19 @@ impl App {
         let live = Live::default();
         let metrics = Metrics::default();
         let engine = Engine::new(store.clone(), live.clone(), metrics.clone(), &config);
+        let graph = Graph::new(
+            &config.meta_graph_url,
+            &config.meta_graph_version,
+            config.meta_request_timeout,
+        );
+        let base_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
         Self {
+            graph,
+            channel_sends: Arc::new(Notify::new()),
+            base_url: base_url.trim_end_matches('/').into(),
             store,
             engine,
             live,
@@ -65,6 +87,17 @@ impl App {
             feed: Arc::new(watch::channel(latest_seq).0),
             stopping: CancellationToken::new(),
         }
+    }
+
+    /// Sets the address clients reach this server at, once it is bound.
+    pub fn with_base_url(mut self, base_url: &str) -> Self {
+        self.base_url = base_url.trim_end_matches('/').into();
+        self
+    }
+
+    /// The address clients reach this server at.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The clock.
@@ -115,8 +148,34 @@ impl App {
 
     /// A customer's message arrives: store it and publish its `message` event.
     pub async fn receive(&self, instance: &Instance, message: InboundMessage) -> StoreResult<(String, EventRecord)> {
-        let now = self.now();
         let message_id = ids::message_id();
+        let now = self.now();
+        match self.record_received(instance, message_id.clone(), now, message).await? {
+            Some(record) => Ok((message_id, record)),
+            None => Err(StoreError::Conflict(format!("message id `{message_id}` is taken"))),
+        }
+    }
+
+    /// A customer's message arrives through a channel that gave it its id (`wamid`) and
+    /// time. `None` when that message was stored before (the channel retried it).
+    pub async fn receive_from_channel(
+        &self,
+        instance: &Instance,
+        message_id: String,
+        sent_at: Option<Millis>,
+        message: InboundMessage,
+    ) -> StoreResult<Option<EventRecord>> {
+        let at = sent_at.unwrap_or_else(|| self.now());
+        self.record_received(instance, message_id, at, message).await
+    }
+
+    async fn record_received(
+        &self,
+        instance: &Instance,
+        message_id: String,
+        now: Millis,
+        message: InboundMessage,
+    ) -> StoreResult<Option<EventRecord>> {
         let business = instance.phone_number.as_str();
         let event = events::message_event(
             MessageFacts {
@@ -144,12 +203,16 @@ impl App {
             created_at: now,
         };
         let stored = self.store.record_inbound(instance.id, record, event).await?;
-        self.published(std::slice::from_ref(&stored));
-        Ok((message_id, stored))
+        if let Some(stored) = &stored {
+            self.published(std::slice::from_ref(stored));
+        }
+        Ok(stored)
     }
 
     /// The business sends a message. On the sandbox it leaves at once (`ack.sent` in the
-    /// same transaction) and its later statuses are scheduled.
+    /// same transaction) and its later statuses are scheduled. On Meta it is `accepted` and
+    /// queued for the send worker in the same transaction; `ack.sent` follows when Meta
+    /// takes it.
     pub async fn send(
         &self,
         instance: &Instance,
@@ -159,10 +222,25 @@ impl App {
         let now = self.now();
         let message_id = ids::message_id();
         let customer = message.to.to_string();
-        let status = MessageStatus::Sent;
+        let (status, schedule, channel_send) = match instance.channel {
+            Channel::Sandbox => {
+                let timings = SandboxTimings::from_config(&self.config);
+                let schedule = timings.schedule(instance.id, &message_id, &customer, now);
+                (MessageStatus::Sent, schedule, None)
+            }
+            Channel::Meta => {
+                let send = NewChannelSend {
+                    instance_id: instance.id,
+                    message_id: Some(message_id.clone()),
+                    customer: customer.clone(),
+                    request: message_request(&message).to_string(),
+                    created_at: now,
+                };
+                (MessageStatus::Accepted, Vec::new(), Some(send))
+            }
+        };
         let ack = events::ack_event(instance.id, &message_id, &customer, status, None, now);
-        let timings = SandboxTimings::from_config(&self.config);
-        let schedule = timings.schedule(instance.id, &message_id, &customer, now);
+        let queued = channel_send.is_some();
         let record = NewMessage {
             message_id: message_id.clone(),
             direction: Direction::Outbound,
@@ -184,9 +262,19 @@ impl App {
         });
         let stored = self
             .store
-            .record_outbound(instance.id, record, ack.into_iter().collect(), schedule, idempotency)
+            .record_outbound(
+                instance.id,
+                record,
+                ack.into_iter().collect(),
+                schedule,
+                channel_send,
+                idempotency,
+            )
             .await?;
         self.published(&stored);
+        if queued {
+            self.channel_sends.notify_one();
+        }
         Ok(sent)
     }
 
@@ -214,7 +302,20 @@ impl App {
         status: MessageStatus,
         error: Option<AckError>,
     ) -> StoreResult<StatusOutcome> {
-        let now = self.now();
+        self.change_status_at(instance_id, message_id, customer, status, error, self.now())
+            .await
+    }
+
+    /// Like [`App::change_status`], for a change that happened at `now` (as a channel says).
+    pub async fn change_status_at(
+        &self,
+        instance_id: i64,
+        message_id: &str,
+        customer: &str,
+        status: MessageStatus,
+        error: Option<AckError>,
+        now: Millis,
+    ) -> StoreResult<StatusOutcome> {
         let Some(event) = events::ack_event(instance_id, message_id, customer, status, error.as_ref(), now) else {
             return Ok(StatusOutcome::NotFound);
         };

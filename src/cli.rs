@@ -14,10 +14,11 @@ use ipnet::IpNet;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::meta::MetaSettings;
 use crate::clock::Clock;
 use crate::config::{Config, SqliteSync};
 use crate::delivery::RetrySchedule;
-use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
+use crate::instances::{Channel, ChannelChange, Credentials, Instance, NewInstance, sandbox_number};
 use crate::listen::{Forwarder, StreamClient};
 use crate::phone::PhoneNumber;
 use crate::server::Server;
@@ -174,6 +175,15 @@ struct ServeArgs {
     /// Conversation history is kept regardless.
     #[arg(long, env = "BOTLINKD_RETENTION", default_value = "30d", value_parser = optional_duration)]
     retention: OptionalDuration,
+    /// meta channel: the Graph API's base URL.
+    #[arg(long, env = "BOTLINKD_META_GRAPH_URL", default_value = "https://graph.facebook.com")]
+    meta_graph_url: String,
+    /// meta channel: the Graph API version.
+    #[arg(long, env = "BOTLINKD_META_GRAPH_VERSION", default_value = "v24.0")]
+    meta_graph_version: String,
+    /// meta channel: how long a throttled send keeps being retried before it fails.
+    #[arg(long, env = "BOTLINKD_META_RETRY_FOR", default_value = "1h", value_parser = humantime::parse_duration)]
+    meta_retry_for: Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -188,19 +198,81 @@ fn optional_duration(s: &str) -> Result<OptionalDuration, String> {
     }
 }
 
+/// The settings of the `meta` channel. The three secrets are best given through the
+/// environment, so that they stay out of shell history and process lists.
+#[derive(clap::Args, Debug)]
+struct MetaArgs {
+    /// The channel: `sandbox` (simulated customers) or `meta` (the WhatsApp Business Cloud API).
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "meta"])]
+    channel: String,
+    /// meta: the Phone number ID (Meta app > WhatsApp > API Setup).
+    #[arg(long, env = "BOTLINKD_META_PHONE_NUMBER_ID")]
+    meta_phone_number_id: Option<String>,
+    /// meta: a system-user access token with whatsapp_business_messaging.
+    #[arg(long, env = "BOTLINKD_META_ACCESS_TOKEN", hide_env_values = true)]
+    meta_access_token: Option<String>,
+    /// meta: the app secret (App settings > Basic), which signs Meta's webhooks.
+    #[arg(long, env = "BOTLINKD_META_APP_SECRET", hide_env_values = true)]
+    meta_app_secret: Option<String>,
+    /// meta: a verify token of your choosing, typed again into Meta's webhook settings.
+    #[arg(long, env = "BOTLINKD_META_VERIFY_TOKEN", hide_env_values = true)]
+    meta_verify_token: Option<String>,
+}
+
+impl MetaArgs {
+    /// The channel and its settings.
+    fn settings(&self) -> anyhow::Result<(Channel, Option<MetaSettings>)> {
+        if self.channel == "sandbox" {
+            return Ok((Channel::Sandbox, None));
+        }
+        let missing = |flag: &str| anyhow::anyhow!("the meta channel needs --{flag} (or its BOTLINKD_ variable)");
+        let settings = MetaSettings::new(
+            self.meta_phone_number_id
+                .as_deref()
+                .ok_or_else(|| missing("meta-phone-number-id"))?,
+            self.meta_access_token
+                .as_deref()
+                .ok_or_else(|| missing("meta-access-token"))?,
+            self.meta_app_secret
+                .as_deref()
+                .ok_or_else(|| missing("meta-app-secret"))?,
+            self.meta_verify_token
+                .as_deref()
+                .ok_or_else(|| missing("meta-verify-token"))?,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok((Channel::Meta, Some(settings)))
+    }
+}
+
 #[derive(Subcommand)]
 enum InstanceCommand {
-    /// Create a sandbox instance and print its keys (the Auth Key is shown only now).
+    /// Create an instance and print its keys (the Auth Key is shown only now).
     Create {
         /// A name for people.
         #[arg(long)]
         name: String,
-        /// The business number (a sandbox number is made up if left out).
+        /// The business number (a sandbox number is made up if left out; required for meta).
         #[arg(long)]
         number: Option<String>,
+        /// The channel and, for meta, its settings.
+        #[command(flatten)]
+        channel: MetaArgs,
         /// Print JSON: {"instance_id","app_key","auth_key"}.
         #[arg(long)]
         json: bool,
+    },
+    /// Switch an instance to another channel, or give it new Meta settings (for example a
+    /// new access token); clears a "needs attention" flag.
+    SetChannel {
+        /// The instance id.
+        instance_id: i64,
+        /// The business number (kept when left out).
+        #[arg(long)]
+        number: Option<String>,
+        /// The channel and, for meta, its settings.
+        #[command(flatten)]
+        channel: MetaArgs,
     },
     /// List instances.
     List {
@@ -298,6 +370,9 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.sandbox_read_after = args.sandbox_read_after.0;
     config.max_body_bytes = args.max_body_bytes;
     config.retention = args.retention.0;
+    config.meta_graph_url = args.meta_graph_url;
+    config.meta_graph_version = args.meta_graph_version;
+    config.meta_retry_for = args.meta_retry_for;
     config.clock = Clock::system();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -367,9 +442,18 @@ async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()
     let store = store::open(&config).await?;
     let now = Clock::system().now_ms();
     match command {
-        InstanceCommand::Create { name, number, json } => {
+        InstanceCommand::Create {
+            name,
+            number,
+            channel,
+            json,
+        } => {
+            let (channel, meta) = channel.settings()?;
             let phone_number = match number {
                 Some(n) => PhoneNumber::parse(&n)?,
+                None if channel == Channel::Meta => {
+                    anyhow::bail!("a meta instance needs --number, its WhatsApp number")
+                }
                 None => sandbox_number(),
             };
             let credentials = Credentials::generate();
@@ -377,14 +461,18 @@ async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()
                 .create_instance(
                     NewInstance {
                         name,
-                        channel: Channel::Sandbox,
+                        channel,
                         phone_number,
                         credentials: credentials.clone(),
+                        meta,
                     },
                     now,
                 )
                 .await?;
             print_keys(&instance, &credentials, json);
+            if instance.meta.is_some() && !json {
+                print_meta_callback(&config);
+            }
         }
         InstanceCommand::List { json } => {
             let instances = store.list_instances().await?;
@@ -404,6 +492,39 @@ async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()
                 }
             }
         }
+        InstanceCommand::SetChannel {
+            instance_id,
+            number,
+            channel,
+        } => {
+            let (channel, meta) = channel.settings()?;
+            let current = store
+                .instance_by_id(instance_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no instance {instance_id}"))?;
+            let phone_number = match number {
+                Some(n) => PhoneNumber::parse(&n)?,
+                None => current.phone_number,
+            };
+            let change = ChannelChange {
+                channel,
+                phone_number,
+                meta,
+            };
+            let instance = store
+                .set_channel(instance_id, change)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no instance {instance_id}"))?;
+            println!(
+                "Instance {} is on the {} channel (number {}).",
+                instance.id,
+                instance.channel.as_str(),
+                instance.phone_number
+            );
+            if instance.meta.is_some() {
+                print_meta_callback(&config);
+            }
+        }
         InstanceCommand::RotateKeys { instance_id, json } => {
             let credentials = Credentials::generate();
             let instance = store
@@ -414,6 +535,18 @@ async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+fn print_meta_callback(config: &Config) {
+    let base = config
+        .public_url
+        .clone()
+        .or_else(|| std::env::var("BOTLINKD_PUBLIC_URL").ok())
+        .unwrap_or_else(|| "https://<this server's public address>".into());
+    println!(
+        "Meta webhook: callback URL {}/meta/webhook, verify token as given; subscribe to the `messages` field.",
+        base.trim_end_matches('/')
+    );
 }
 
 fn print_keys(instance: &Instance, credentials: &Credentials, json: bool) {

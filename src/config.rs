@@ -57,6 +57,17 @@ pub struct Config {
     /// Run the delivery engine and the sandbox driver in the background (tests of timing
     /// switch this off and drive them step by step).
     pub background_workers: bool,
+    /// The Graph API's base URL (tests point it at a local stand-in).
+    pub meta_graph_url: String,
+    /// The Graph API version sends and media downloads use.
+    pub meta_graph_version: String,
+    /// The limit on one Graph API call.
+    pub meta_request_timeout: Duration,
+    /// The first wait before a send Meta throttled or could not take is tried again; each
+    /// further wait doubles, up to five minutes.
+    pub meta_retry_base: Duration,
+    /// How long a send keeps being retried before its message is failed.
+    pub meta_retry_for: Duration,
 }
 
 impl Config {
@@ -79,6 +90,11 @@ impl Config {
             create_demo_instance: true,
             clock: Clock::system(),
             background_workers: true,
+            meta_graph_url: "https://graph.facebook.com".to_string(),
+            meta_graph_version: "v24.0".to_string(),
+            meta_request_timeout: Duration::from_secs(15),
+            meta_retry_base: Duration::from_secs(2),
+            meta_retry_for: Duration::from_secs(3600),
         }
     }
 

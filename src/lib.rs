@@ -19,7 +19,10 @@
 //! - [`listen`]: the stream client behind `botlinkd listen` and `botlinkd events tail`.
 //! - [`live`]: in-process notifications of new events and attempts, for live watchers.
 //! - [`sandbox`]: the built-in channel that walks outgoing messages through sent → delivered → read.
-//! - [`store`]: the storage trait and its SQLite backend; the only module that speaks SQL.
+//! - [`channels`]: the `meta` channel (WhatsApp Business Cloud API): webhook intake,
+//!   normalisation, the Graph API client and the send worker.
+//! - [`secret`]: the `Secret` newtype that never prints.
+//! - [`store`]: the storage trait and its SQLite and PostgreSQL backends; the only module that speaks SQL.
 //! - [`portal`]: the Cloud Chat Portal's static files, compiled into the binary.
 //! - [`api`]: the HTTP surface (axum); the only module that knows HTTP request types.
 //! - [`app`]: the shared state that ties the pieces together for the API.
@@ -29,6 +32,7 @@
 
 pub mod api;
 pub mod app;
+pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -45,6 +49,7 @@ pub mod metrics;
 pub mod phone;
 pub mod portal;
 pub mod sandbox;
+pub mod secret;
 pub mod store;
 pub mod webhooks;
 

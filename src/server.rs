@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::channels::meta::sender;
 use crate::config::Config;
 use crate::instances::{Channel, Credentials, Instance, NewInstance, sandbox_number};
 use crate::store::{self, Store, StoreError};
@@ -63,8 +64,9 @@ impl Server {
             None
         };
         let latest_seq = store.latest_event_seq().await?;
+        let base_url = config.base_url(listener.local_addr()?);
         Ok(Self {
-            app: App::new(store, config, latest_seq),
+            app: App::new(store, config, latest_seq).with_base_url(&base_url),
             listener,
             demo,
             _lock: lock,
@@ -92,6 +94,7 @@ impl Server {
         if app.config.background_workers {
             tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
+            tasks.push(tokio::spawn(sender::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(housekeeping::run(app.clone(), workers.clone())));
         }
         if let Some(mut notices) = app.store.take_notifications() {
@@ -146,6 +149,7 @@ async fn create_demo_if_empty(store: &dyn Store, config: &Config) -> Result<Opti
                 channel: Channel::Sandbox,
                 phone_number: sandbox_number(),
                 credentials: credentials.clone(),
+                meta: None,
             },
             config.clock.now_ms(),
         )

@@ -12,6 +12,7 @@ mod events;
 mod health;
 mod instance;
 mod messages;
+mod meta;
 mod openapi;
 mod sandbox;
 mod stream;
@@ -31,6 +32,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(health::router())
         .merge(instance::router())
+        .merge(meta::router())
         .merge(webhooks::router())
         .merge(messages::router())
         .merge(conversations::router())

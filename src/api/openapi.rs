@@ -55,6 +55,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::sandbox::inbound,
         super::sandbox::set_status,
         super::instance::read,
+        super::meta::set_channel,
+        super::meta::media,
+        super::meta::verify,
+        super::meta::receive,
         super::health::health,
         super::health::metrics,
     ),
@@ -68,6 +72,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         (name = "events", description = "The event feed: pull, stream, delivery attempts, resend"),
         (name = "sandbox", description = "Simulated customers and receipts (sandbox instances)"),
         (name = "instance", description = "The instance the keys belong to"),
+        (name = "meta", description = "Meta's webhook for instances on the meta channel (signed by Meta, no Basic auth)"),
         (name = "compatibility", description = "For scripts written against the App Key/Auth Key gateway API"),
         (name = "operations", description = "Health and metrics"),
     )

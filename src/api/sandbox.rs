@@ -30,6 +30,11 @@ pub fn router() -> Router<App> {
 fn require_sandbox(instance: &Instance) -> Result<(), ApiError> {
     match instance.channel {
         Channel::Sandbox => Ok(()),
+        Channel::Meta => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_sandbox",
+            "this instance is on the meta channel: its customers write through WhatsApp, and Meta reports receipts",
+        )),
     }
 }
 

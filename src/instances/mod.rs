@@ -11,6 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
 use crate::ids;
 use crate::phone::PhoneNumber;
@@ -21,6 +22,8 @@ use crate::phone::PhoneNumber;
 pub enum Channel {
     /// The built-in simulator.
     Sandbox,
+    /// The WhatsApp Business Cloud API.
+    Meta,
 }
 
 impl Channel {
@@ -28,6 +31,7 @@ impl Channel {
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sandbox => "sandbox",
+            Channel::Meta => "meta",
         }
     }
 
@@ -35,6 +39,7 @@ impl Channel {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "sandbox" => Some(Channel::Sandbox),
+            "meta" => Some(Channel::Meta),
             _ => None,
         }
     }
@@ -56,6 +61,11 @@ pub struct Instance {
     pub app_key: String,
     /// Creation time.
     pub created_at: Millis,
+    /// The Cloud API settings, for the `meta` channel (never serialised: secrets).
+    #[serde(skip)]
+    pub meta: Option<MetaSettings>,
+    /// Why the instance needs an operator (an access token Meta refused), if it does.
+    pub attention: Option<String>,
 }
 
 fn serialize_id<S: serde::Serializer>(id: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -137,6 +147,19 @@ pub struct NewInstance {
     pub phone_number: PhoneNumber,
     /// Its credentials (only the hash of the Auth Key is stored).
     pub credentials: Credentials,
+    /// The Cloud API settings, for the `meta` channel.
+    pub meta: Option<MetaSettings>,
+}
+
+/// A switch of an instance's channel (settings included); clears any attention flag.
+#[derive(Clone, Debug)]
+pub struct ChannelChange {
+    /// The channel.
+    pub channel: Channel,
+    /// The business number.
+    pub phone_number: PhoneNumber,
+    /// The Cloud API settings, for `meta` (and only for it).
+    pub meta: Option<MetaSettings>,
 }
 
 /// A random sandbox business number in the fictional 1-555-01xx range.

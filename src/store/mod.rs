@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::Millis;
 use crate::events::{AckError, EventDraft, EventRecord};
-use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::{Direction, MessageStatus, StoredMessage};
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -138,6 +138,58 @@ pub struct ScheduledStatus {
     pub status: MessageStatus,
     /// When.
     pub due_at: Millis,
+}
+
+/// A request to queue for a channel (the Meta Graph API): a message to send, or a read
+/// receipt for a customer's message.
+#[derive(Clone, Debug)]
+pub struct NewChannelSend {
+    /// The instance.
+    pub instance_id: i64,
+    /// The outgoing message it sends (`None` for a read receipt).
+    pub message_id: Option<String>,
+    /// The customer: requests of one conversation go out in order.
+    pub customer: String,
+    /// The request body, JSON.
+    pub request: String,
+    /// When it was queued.
+    pub created_at: Millis,
+}
+
+/// A queued channel request, claimed by this process until its lease ends.
+#[derive(Clone, Debug)]
+pub struct ChannelSend {
+    /// The queue row.
+    pub id: i64,
+    /// The instance.
+    pub instance_id: i64,
+    /// The outgoing message it sends (`None` for a read receipt).
+    pub message_id: Option<String>,
+    /// The customer.
+    pub customer: String,
+    /// The request body, JSON.
+    pub request: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created_at: Millis,
+}
+
+/// How a channel request ended.
+#[derive(Clone, Debug)]
+pub enum SendOutcome {
+    /// The channel took it; a sent message gets the channel's own id.
+    Accepted {
+        /// The channel's id of the message (Meta's `wamid`).
+        external_id: Option<String>,
+    },
+    /// Try again at this time.
+    Retry {
+        /// When.
+        at: Millis,
+    },
+    /// Give up (the message's failure is published separately).
+    Abandoned,
 }
 
 /// A recorded answer to an `Idempotency-Key`.
@@ -304,6 +356,15 @@ pub trait Store: Send + Sync + 'static {
     async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>>;
     /// Replaces an instance's keys; `None` if there is no such instance.
     async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>>;
+    /// One instance by id.
+    async fn instance_by_id(&self, instance_id: i64) -> StoreResult<Option<Instance>>;
+    /// Switches an instance's channel and settings (clearing any attention flag); `None` if
+    /// there is no such instance, `Conflict` if another instance has that Meta number.
+    async fn set_channel(&self, instance_id: i64, change: ChannelChange) -> StoreResult<Option<Instance>>;
+    /// Every instance on the `meta` channel.
+    async fn meta_instances(&self) -> StoreResult<Vec<Instance>>;
+    /// Flags an instance as needing an operator, or clears the flag.
+    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()>;
 
     /// Creates an endpoint.
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint>;
@@ -331,15 +392,17 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool>;
 
     /// Stores an inbound message and its `message` event, with a delivery per subscribed
-    /// endpoint, in one transaction.
+    /// endpoint, in one transaction. `None` (and nothing written) when a message with that
+    /// id is already stored: a channel's retry of a message it delivered before.
     async fn record_inbound(
         &self,
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<EventRecord>;
+    ) -> StoreResult<Option<EventRecord>>;
     /// Stores an outgoing message, the events it publishes at once, the statuses it will take
-    /// later (sandbox), and the answer to its Idempotency-Key, in one transaction. If the key
+    /// later (sandbox) or the request that sends it (Meta), and the answer to its
+    /// Idempotency-Key, in one transaction. If the key
     /// is already recorded (a concurrent request won the race), nothing is written and the
     /// result is `Err(StoreError::Conflict)`; the caller then replays the recorded answer.
     async fn record_outbound(
@@ -348,6 +411,7 @@ pub trait Store: Send + Sync + 'static {
         message: NewMessage,
         events: Vec<EventDraft>,
         schedule: Vec<ScheduledStatus>,
+        channel_send: Option<NewChannelSend>,
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<Vec<EventRecord>>;
     /// The answer recorded for an Idempotency-Key no earlier than `since`:
@@ -360,6 +424,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<(String, String)>>;
     /// Moves an outgoing message's status forward and publishes its ack.
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome>;
+    /// The id and customer of the outgoing message a channel knows by `external_id`.
+    async fn message_by_external_id(
+        &self,
+        instance_id: i64,
+        external_id: &str,
+    ) -> StoreResult<Option<(String, String)>>;
+    /// Queues a channel request that belongs to no new message (a read receipt).
+    async fn enqueue_channel_send(&self, send: NewChannelSend) -> StoreResult<()>;
+    /// Claims up to `limit` due channel requests, the oldest of each conversation only,
+    /// until `lease_until`.
+    async fn claim_channel_sends(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<ChannelSend>>;
+    /// Records how a claimed channel request ended (an accepted message gets its external id).
+    async fn finish_channel_send(&self, send: &ChannelSend, outcome: SendOutcome) -> StoreResult<()>;
+    /// When the next channel request falls due.
+    async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>>;
     /// One message of an instance.
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>>;
     /// Conversations, most recently active first, before a paging position.

@@ -185,6 +185,7 @@ impl TestApp {
                     channel: Channel::Sandbox,
                     phone_number: PhoneNumber::parse("15550123456").unwrap(),
                     credentials: credentials.clone(),
+                    meta: None,
                 },
                 self.app.now(),
             )

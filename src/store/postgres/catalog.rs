@@ -5,13 +5,14 @@ use sqlx::{PgPool, Row};
 
 use super::Tx;
 use super::outbox::PAUSED;
+use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
-use crate::instances::{AuthKeyHash, Channel, Credentials, Instance, NewInstance};
+use crate::instances::{AuthKeyHash, Channel, ChannelChange, Credentials, Instance, NewInstance};
 use crate::phone::PhoneNumber;
 use crate::store::{StoreError, StoreResult};
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
-const INSTANCE_COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at";
+const INSTANCE_COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at, meta, attention";
 
 fn instance(row: &PgRow) -> StoreResult<Instance> {
     let channel: String = row.try_get("channel")?;
@@ -23,13 +24,71 @@ fn instance(row: &PgRow) -> StoreResult<Instance> {
         phone_number: PhoneNumber::parse(&phone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         app_key: row.try_get("app_key")?,
         created_at: row.try_get("created_at")?,
+        meta: row
+            .try_get::<Option<String>, _>("meta")?
+            .map(|m| MetaSettings::from_stored(&m))
+            .transpose()
+            .map_err(StoreError::Corrupt)?,
+        attention: row.try_get("attention")?,
     })
+}
+
+/// A uniqueness failure on the Meta number, as the conflict it is.
+fn meta_number_taken(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() && e.constraint().is_some_and(|c| c.contains("meta")) => {
+            StoreError::Conflict("another instance already has this Meta phone-number id".into())
+        }
+        _ => StoreError::from(error),
+    }
+}
+
+pub(super) async fn instance_by_id(pool: &PgPool, id: i64) -> StoreResult<Option<Instance>> {
+    let row = sqlx::query(&format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(instance).transpose()
+}
+
+pub(super) async fn meta_instances(pool: &PgPool) -> StoreResult<Vec<Instance>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE channel = 'meta' AND meta IS NOT NULL ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(instance).collect()
+}
+
+pub(super) async fn set_channel(pool: &PgPool, id: i64, change: &ChannelChange) -> StoreResult<Option<Instance>> {
+    let row = sqlx::query(&format!(
+        "UPDATE instances SET channel = $2, phone_number = $3, meta = $4, meta_phone_number_id = $5, \
+         attention = NULL WHERE id = $1 RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(change.channel.as_str())
+    .bind(change.phone_number.as_str())
+    .bind(change.meta.as_ref().map(MetaSettings::to_stored))
+    .bind(change.meta.as_ref().map(|m| m.phone_number_id.clone()))
+    .fetch_optional(pool)
+    .await
+    .map_err(meta_number_taken)?;
+    row.as_ref().map(instance).transpose()
+}
+
+pub(super) async fn set_attention(pool: &PgPool, id: i64, attention: Option<&str>) -> StoreResult<()> {
+    sqlx::query("UPDATE instances SET attention = $2 WHERE id = $1")
+        .bind(id)
+        .bind(attention)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn create_instance(pool: &PgPool, new: &NewInstance, now: Millis) -> StoreResult<Instance> {
     let row = sqlx::query(&format!(
-        "INSERT INTO instances (name, channel, phone_number, app_key, auth_key_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {INSTANCE_COLUMNS}"
+        "INSERT INTO instances (name, channel, phone_number, app_key, auth_key_hash, created_at, meta, \
+         meta_phone_number_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {INSTANCE_COLUMNS}"
     ))
     .bind(&new.name)
     .bind(new.channel.as_str())
@@ -37,8 +96,11 @@ pub(super) async fn create_instance(pool: &PgPool, new: &NewInstance, now: Milli
     .bind(&new.credentials.app_key)
     .bind(&new.credentials.auth_key.hash().0[..])
     .bind(now)
+    .bind(new.meta.as_ref().map(MetaSettings::to_stored))
+    .bind(new.meta.as_ref().map(|m| m.phone_number_id.clone()))
     .fetch_one(pool)
-    .await?;
+    .await
+    .map_err(meta_number_taken)?;
     instance(&row)
 }
 

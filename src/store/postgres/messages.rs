@@ -43,12 +43,13 @@ fn message(row: &PgRow) -> StoreResult<StoredMessage> {
     })
 }
 
-/// Stores a message and moves its conversation to the top.
-pub(super) async fn insert(tx: &mut Tx, instance_id: i64, m: &NewMessage) -> StoreResult<i64> {
+/// Stores a message and moves its conversation to the top; `None` (and nothing written)
+/// when a message with that id is already stored.
+pub(super) async fn insert(tx: &mut Tx, instance_id: i64, m: &NewMessage) -> StoreResult<Option<i64>> {
     let detail = serde_json::Value::Object(m.detail.clone()).to_string();
-    let seq: i64 = sqlx::query_scalar(
+    let seq: Option<i64> = sqlx::query_scalar(
         "INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&m.message_id)
     .bind(instance_id)
@@ -60,8 +61,9 @@ pub(super) async fn insert(tx: &mut Tx, instance_id: i64, m: &NewMessage) -> Sto
     .bind(detail)
     .bind(m.status.as_str())
     .bind(m.created_at)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
+    let Some(seq) = seq else { return Ok(None) };
     // An inbound message adds to the unread count; a reply means the business read them.
     let inbound = i64::from(m.direction == Direction::Inbound);
     sqlx::query(
@@ -79,7 +81,7 @@ pub(super) async fn insert(tx: &mut Tx, instance_id: i64, m: &NewMessage) -> Sto
     .bind(inbound)
     .execute(&mut **tx)
     .await?;
-    Ok(seq)
+    Ok(Some(seq))
 }
 
 pub(super) async fn get(pool: &PgPool, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
@@ -271,4 +273,19 @@ pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreRes
     Ok(StatusOutcome::Applied(
         outbox::append(tx, change.instance_id, &change.event).await?,
     ))
+}
+
+/// The id and customer of the outgoing message a channel knows by `external_id`.
+pub(super) async fn by_external_id(
+    pool: &PgPool,
+    instance_id: i64,
+    external_id: &str,
+) -> StoreResult<Option<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT id, customer FROM messages WHERE instance_id = $1 AND external_id = $2")
+            .bind(instance_id)
+            .bind(external_id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }

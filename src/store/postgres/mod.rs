@@ -11,6 +11,7 @@
 //!   and engines in every process wake at once ([`PgStore::take_notifications`]).
 
 mod catalog;
+mod channel_sends;
 mod messages;
 mod outbox;
 
@@ -23,16 +24,20 @@ use tokio::sync::mpsc;
 
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventRecord};
-use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
-    AttemptRecord, AttemptResult, ClusterNotice, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord,
-    NewMessage, QueueStats, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeliveryStatus, DueDelivery,
+    IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange,
+    StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0002_meta.sql"),
+];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
 const LOCK_SPACE: i32 = 0x000b_071d;
@@ -197,6 +202,22 @@ impl Store for PgStore {
         catalog::rotate_keys(&self.pool, instance_id, keys).await
     }
 
+    async fn instance_by_id(&self, instance_id: i64) -> StoreResult<Option<Instance>> {
+        catalog::instance_by_id(&self.pool, instance_id).await
+    }
+
+    async fn set_channel(&self, instance_id: i64, change: ChannelChange) -> StoreResult<Option<Instance>> {
+        catalog::set_channel(&self.pool, instance_id, &change).await
+    }
+
+    async fn meta_instances(&self) -> StoreResult<Vec<Instance>> {
+        catalog::meta_instances(&self.pool).await
+    }
+
+    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()> {
+        catalog::set_attention(&self.pool, instance_id, attention.as_deref()).await
+    }
+
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {
         catalog::create_endpoint(&self.pool, &crate::ids::endpoint_id(now), &new, &secret, now).await
     }
@@ -246,14 +267,16 @@ impl Store for PgStore {
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<EventRecord> {
+    ) -> StoreResult<Option<EventRecord>> {
         let mut tx = self.begin().await?;
         lock_instance(&mut tx, instance_id).await?;
-        messages::insert(&mut tx, instance_id, &message).await?;
+        if messages::insert(&mut tx, instance_id, &message).await?.is_none() {
+            return Ok(None);
+        }
         let record = outbox::append(&mut tx, instance_id, &event).await?;
         notify(&mut tx, &record).await?;
         tx.commit().await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     async fn record_outbound(
@@ -262,6 +285,7 @@ impl Store for PgStore {
         message: NewMessage,
         events: Vec<EventDraft>,
         schedule: Vec<ScheduledStatus>,
+        channel_send: Option<NewChannelSend>,
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<Vec<EventRecord>> {
         let mut tx = self.begin().await?;
@@ -277,6 +301,9 @@ impl Store for PgStore {
         messages::insert(&mut tx, instance_id, &message).await?;
         for s in &schedule {
             messages::schedule(&mut tx, s).await?;
+        }
+        if let Some(send) = &channel_send {
+            channel_sends::enqueue(&mut *tx, send).await?;
         }
         let mut records = Vec::with_capacity(events.len());
         for event in &events {
@@ -306,6 +333,30 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    async fn message_by_external_id(
+        &self,
+        instance_id: i64,
+        external_id: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        messages::by_external_id(&self.pool, instance_id, external_id).await
+    }
+
+    async fn enqueue_channel_send(&self, send: NewChannelSend) -> StoreResult<()> {
+        channel_sends::enqueue(&self.pool, &send).await
+    }
+
+    async fn claim_channel_sends(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<ChannelSend>> {
+        channel_sends::claim(&self.pool, now, limit, lease_until).await
+    }
+
+    async fn finish_channel_send(&self, send: &ChannelSend, outcome: SendOutcome) -> StoreResult<()> {
+        channel_sends::finish(&self.pool, send, &outcome).await
+    }
+
+    async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>> {
+        channel_sends::next_due(&self.pool).await
     }
 
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {

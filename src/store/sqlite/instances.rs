@@ -3,15 +3,16 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::corrupt;
+use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
-use crate::instances::{AuthKeyHash, Channel, Credentials, Instance, NewInstance};
+use crate::instances::{AuthKeyHash, Channel, ChannelChange, Credentials, Instance, NewInstance};
 use crate::phone::PhoneNumber;
 use crate::store::{StoreError, StoreResult};
 
 /// Instance ids start here, so they look like the numeric ids users know.
 const FIRST_ID: i64 = 10001;
 
-const COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at";
+const COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at, meta, attention";
 
 fn instance(row: &Row<'_>) -> rusqlite::Result<Instance> {
     let channel: String = row.get(2)?;
@@ -23,6 +24,12 @@ fn instance(row: &Row<'_>) -> rusqlite::Result<Instance> {
         phone_number: PhoneNumber::parse(&phone).map_err(|e| corrupt(3, e.to_string()))?,
         app_key: row.get(4)?,
         created_at: row.get(5)?,
+        meta: row
+            .get::<_, Option<String>>(6)?
+            .map(|m| MetaSettings::from_stored(&m))
+            .transpose()
+            .map_err(|e| corrupt(6, e))?,
+        attention: row.get(7)?,
     })
 }
 
@@ -31,8 +38,8 @@ pub(super) fn create(conn: &Connection, new: &NewInstance, now: Millis) -> Store
         r.get(0)
     })?;
     conn.execute(
-        "INSERT INTO instances (id, name, channel, phone_number, app_key, auth_key_hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO instances (id, name, channel, phone_number, app_key, auth_key_hash, created_at, meta, \
+         meta_phone_number_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             id,
             new.name,
@@ -40,9 +47,12 @@ pub(super) fn create(conn: &Connection, new: &NewInstance, now: Millis) -> Store
             new.phone_number.as_str(),
             new.credentials.app_key,
             &new.credentials.auth_key.hash().0[..],
-            now
+            now,
+            new.meta.as_ref().map(MetaSettings::to_stored),
+            new.meta.as_ref().map(|m| m.phone_number_id.as_str()),
         ],
-    )?;
+    )
+    .map_err(meta_number_taken)?;
     Ok(Instance {
         id,
         name: new.name.clone(),
@@ -50,7 +60,62 @@ pub(super) fn create(conn: &Connection, new: &NewInstance, now: Millis) -> Store
         phone_number: new.phone_number.clone(),
         app_key: new.credentials.app_key.clone(),
         created_at: now,
+        meta: new.meta.clone(),
+        attention: None,
     })
+}
+
+/// A uniqueness failure on the Meta number, as the conflict it is.
+fn meta_number_taken(error: rusqlite::Error) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, Some(message))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation && message.contains("meta_phone_number_id") =>
+        {
+            StoreError::Conflict("another instance already has this Meta phone-number id".into())
+        }
+        _ => StoreError::from(error),
+    }
+}
+
+pub(super) fn by_id(conn: &Connection, id: i64) -> StoreResult<Option<Instance>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"))?;
+    Ok(stmt.query_row([id], instance).optional()?)
+}
+
+pub(super) fn meta_list(conn: &Connection) -> StoreResult<Vec<Instance>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE channel = 'meta' AND meta IS NOT NULL ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], instance)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn set_channel(conn: &Connection, id: i64, change: &ChannelChange) -> StoreResult<Option<Instance>> {
+    let changed = conn
+        .execute(
+            "UPDATE instances SET channel = ?2, phone_number = ?3, meta = ?4, meta_phone_number_id = ?5, \
+             attention = NULL WHERE id = ?1",
+            params![
+                id,
+                change.channel.as_str(),
+                change.phone_number.as_str(),
+                change.meta.as_ref().map(MetaSettings::to_stored),
+                change.meta.as_ref().map(|m| m.phone_number_id.as_str()),
+            ],
+        )
+        .map_err(meta_number_taken)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    by_id(conn, id)
+}
+
+pub(super) fn set_attention(conn: &Connection, id: i64, attention: Option<&str>) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE instances SET attention = ?2 WHERE id = ?1",
+        params![id, attention],
+    )?;
+    Ok(())
 }
 
 pub(super) fn list(conn: &Connection) -> StoreResult<Vec<Instance>> {
@@ -65,7 +130,7 @@ pub(super) fn by_app_key(conn: &Connection, app_key: &str) -> StoreResult<Option
     ))?;
     let found = stmt
         .query_row([app_key], |row| {
-            let hash: Vec<u8> = row.get(6)?;
+            let hash: Vec<u8> = row.get(8)?;
             Ok((instance(row)?, hash))
         })
         .optional()?;

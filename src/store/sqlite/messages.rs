@@ -41,25 +41,30 @@ fn message_at(row: &Row<'_>, o: usize) -> rusqlite::Result<StoredMessage> {
     })
 }
 
-/// Stores a message and moves its conversation to the top.
-pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> StoreResult<i64> {
+/// Stores a message and moves its conversation to the top; `None` (and nothing written)
+/// when a message with that id is already stored.
+pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> StoreResult<Option<i64>> {
     let detail = serde_json::Value::Object(m.detail.clone()).to_string();
-    conn.prepare_cached(
-        "INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        m.message_id,
-        instance_id,
-        m.direction.as_str(),
-        m.customer,
-        m.business,
-        m.kind,
-        m.body,
-        detail,
-        m.status.as_str(),
-        m.created_at
-    ])?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            m.message_id,
+            instance_id,
+            m.direction.as_str(),
+            m.customer,
+            m.business,
+            m.kind,
+            m.body,
+            detail,
+            m.status.as_str(),
+            m.created_at
+        ])?;
+    if inserted == 0 {
+        return Ok(None);
+    }
     let seq = conn.last_insert_rowid();
     conn.prepare_cached(
         "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
@@ -76,7 +81,7 @@ pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> Sto
         seq,
         m.direction == Direction::Inbound
     ])?;
-    Ok(seq)
+    Ok(Some(seq))
 }
 
 pub(super) fn get(conn: &Connection, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
@@ -236,5 +241,25 @@ pub(super) fn remember_idempotent(
         "INSERT INTO idempotency_keys (instance_id, key, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![instance_id, key, request_hash, response, now])?;
+    Ok(())
+}
+
+/// The id and customer of the outgoing message a channel knows by `external_id`.
+pub(super) fn by_external_id(
+    conn: &Connection,
+    instance_id: i64,
+    external_id: &str,
+) -> StoreResult<Option<(String, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, customer FROM messages WHERE instance_id = ?1 AND external_id = ?2")?;
+    Ok(stmt
+        .query_row(params![instance_id, external_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Records the channel's own id of an outgoing message.
+pub(super) fn set_external_id(conn: &Connection, message_id: &str, external_id: &str) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE messages SET external_id = ?2 WHERE id = ?1")?
+        .execute(params![message_id, external_id])?;
     Ok(())
 }

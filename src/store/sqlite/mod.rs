@@ -3,6 +3,7 @@
 //! Writes go through one writer thread that commits in groups ([`db`]); reads use a pool of
 //! read-only connections. The SQL lives in one file per subject.
 
+mod channel_sends;
 mod db;
 mod endpoints;
 mod instances;
@@ -20,11 +21,12 @@ use crate::clock::Millis;
 use crate::config::SqliteSync;
 use crate::events::{EventDraft, EventRecord};
 use crate::ids;
-use crate::instances::{AuthKeyHash, Credentials, Instance, NewInstance};
+use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::StoredMessage;
 use crate::store::{
-    AttemptRecord, AttemptResult, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord, NewMessage,
-    QueueStats, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ChannelSend, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord,
+    NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store,
+    StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -111,6 +113,26 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn instance_by_id(&self, instance_id: i64) -> StoreResult<Option<Instance>> {
+        self.db.read(move |c| instances::by_id(c, instance_id)).await
+    }
+
+    async fn set_channel(&self, instance_id: i64, change: ChannelChange) -> StoreResult<Option<Instance>> {
+        self.db
+            .write(move |c| instances::set_channel(c, instance_id, &change))
+            .await
+    }
+
+    async fn meta_instances(&self) -> StoreResult<Vec<Instance>> {
+        self.db.read(instances::meta_list).await
+    }
+
+    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()> {
+        self.db
+            .write(move |c| instances::set_attention(c, instance_id, attention.as_deref()))
+            .await
+    }
+
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {
         let id = ids::endpoint_id(now);
         self.db
@@ -163,11 +185,13 @@ impl Store for SqliteStore {
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<EventRecord> {
+    ) -> StoreResult<Option<EventRecord>> {
         self.db
             .write(move |c| {
-                messages::insert(c, instance_id, &message)?;
-                outbox::append(c, instance_id, &event)
+                if messages::insert(c, instance_id, &message)?.is_none() {
+                    return Ok(None);
+                }
+                outbox::append(c, instance_id, &event).map(Some)
             })
             .await
     }
@@ -178,6 +202,7 @@ impl Store for SqliteStore {
         message: NewMessage,
         events: Vec<EventDraft>,
         schedule: Vec<ScheduledStatus>,
+        channel_send: Option<NewChannelSend>,
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<Vec<EventRecord>> {
         self.db
@@ -202,6 +227,9 @@ impl Store for SqliteStore {
                 messages::insert(c, instance_id, &message)?;
                 for s in &schedule {
                     messages::schedule(c, s)?;
+                }
+                if let Some(send) = &channel_send {
+                    channel_sends::enqueue(c, send)?;
                 }
                 events.iter().map(|e| outbox::append(c, instance_id, e)).collect()
             })
@@ -241,6 +269,36 @@ impl Store for SqliteStore {
                 )?))
             })
             .await
+    }
+
+    async fn message_by_external_id(
+        &self,
+        instance_id: i64,
+        external_id: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let external_id = external_id.to_string();
+        self.db
+            .read(move |c| messages::by_external_id(c, instance_id, &external_id))
+            .await
+    }
+
+    async fn enqueue_channel_send(&self, send: NewChannelSend) -> StoreResult<()> {
+        self.db.write(move |c| channel_sends::enqueue(c, &send)).await
+    }
+
+    async fn claim_channel_sends(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<ChannelSend>> {
+        self.db
+            .write_relaxed(move |c| channel_sends::claim(c, now, limit, lease_until))
+            .await
+    }
+
+    async fn finish_channel_send(&self, send: &ChannelSend, outcome: SendOutcome) -> StoreResult<()> {
+        let send = send.clone();
+        self.db.write(move |c| channel_sends::finish(c, &send, &outcome)).await
+    }
+
+    async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>> {
+        self.db.read(channel_sends::next_due).await
     }
 
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {

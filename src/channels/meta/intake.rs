@@ -1,0 +1,180 @@
+//! The use case behind `POST /meta/webhook`: check Meta's signature, route each change to
+//! its instance by `metadata.phone_number_id`, store messages (de-duplicated by wamid) and
+//! statuses (a repeated status moves nothing), and only then answer, so that Meta retries
+//! anything botlinkd could not commit.
+//!
+//! One Meta app's webhook URL may serve several numbers: the signature is checked against
+//! the app secrets of the configured instances, and changes are applied only to instances
+//! of the app whose secret signed the body.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::normalise;
+use super::payload::{ChangeValue, Notification};
+use super::signature::{HubSignature, SignatureError};
+use crate::app::App;
+use crate::instances::Instance;
+use crate::secret::Secret;
+use crate::store::{StatusOutcome, StoreError, StoreResult};
+
+/// Why a webhook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The signature is missing, malformed or wrong.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The body is not Meta's webhook JSON.
+    #[error("the body is not a WhatsApp Business Account webhook: {0}")]
+    Malformed(String),
+    /// Storage failed; Meta should retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a webhook brought.
+#[derive(Debug, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct IntakeReport {
+    /// New customer messages stored.
+    pub messages: usize,
+    /// Status changes applied.
+    pub statuses: usize,
+    /// Messages and statuses already seen (Meta's retries).
+    pub duplicates: usize,
+    /// Entries for no configured number, of unknown messages, or unreadable.
+    pub ignored: usize,
+}
+
+/// Verifies, routes and stores one webhook body.
+pub async fn accept(app: &App, signature: Option<&str>, body: &[u8]) -> Result<IntakeReport, IntakeError> {
+    let signature = HubSignature::parse(signature)?;
+    let instances = app.store.meta_instances().await?;
+    let app_secret = signing_secret(&instances, &signature, body).ok_or(SignatureError::Mismatch)?;
+    let notification: Notification = serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let mut report = IntakeReport::default();
+    for change in notification.entry.iter().flat_map(|e| &e.changes) {
+        let Some(value) = change.value.as_ref().filter(|_| change.field == "messages") else {
+            continue;
+        };
+        let phone_number_id = value
+            .metadata
+            .as_ref()
+            .map(|m| m.phone_number_id.as_str())
+            .unwrap_or("");
+        let instance = instances.iter().find(|i| {
+            i.meta
+                .as_ref()
+                .is_some_and(|m| m.phone_number_id == phone_number_id && m.app_secret == app_secret)
+        });
+        let Some(instance) = instance else {
+            tracing::warn!(phone_number_id, "Meta webhook for a number no instance has; ignored");
+            report.ignored += value.messages.len() + value.statuses.len();
+            continue;
+        };
+        for error in &value.errors {
+            tracing::warn!(instance_id = instance.id, code = error.code, title = ?error.title, "Meta reported an error");
+        }
+        accept_value(app, instance, value, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// The app secret (of a configured instance) that signed the body.
+fn signing_secret(instances: &[Instance], signature: &HubSignature, body: &[u8]) -> Option<Secret> {
+    let mut tried: Vec<&Secret> = Vec::new();
+    for meta in instances.iter().filter_map(|i| i.meta.as_ref()) {
+        if tried.contains(&&meta.app_secret) {
+            continue;
+        }
+        if signature.signed_by(&meta.app_secret, body) {
+            return Some(meta.app_secret.clone());
+        }
+        tried.push(&meta.app_secret);
+    }
+    None
+}
+
+async fn accept_value(
+    app: &App,
+    instance: &Instance,
+    value: &ChangeValue,
+    report: &mut IntakeReport,
+) -> StoreResult<()> {
+    let names: HashMap<&str, &str> = value
+        .contacts
+        .iter()
+        .filter_map(|c| c.profile.as_ref().map(|p| (c.wa_id.as_str(), p.name.as_str())))
+        .collect();
+    for raw in &value.messages {
+        let from = raw["from"].as_str().unwrap_or_default();
+        let normalised = match normalise::message(raw, names.get(from).copied(), app.base_url()) {
+            Ok(n) => n,
+            Err(why) => {
+                tracing::warn!(instance_id = instance.id, why, "unreadable Meta message; ignored");
+                report.ignored += 1;
+                continue;
+            }
+        };
+        let mut message = normalised.message;
+        for field in ["context", "reaction"] {
+            translate_reference(app, instance.id, message.detail.get_mut(field)).await?;
+        }
+        match app
+            .receive_from_channel(instance, normalised.wamid, normalised.sent_at, message)
+            .await?
+        {
+            Some(_) => report.messages += 1,
+            None => report.duplicates += 1,
+        }
+    }
+    for status in &value.statuses {
+        let Some(update) = normalise::status(status) else {
+            report.ignored += 1;
+            continue;
+        };
+        let Some((message_id, customer)) = outgoing_message(app, instance.id, &update.wamid).await? else {
+            tracing::debug!(
+                instance_id = instance.id,
+                "status of a message botlinkd did not send; ignored"
+            );
+            report.ignored += 1;
+            continue;
+        };
+        let at = update.at.unwrap_or_else(|| app.now());
+        match app
+            .change_status_at(instance.id, &message_id, &customer, update.status, update.error, at)
+            .await?
+        {
+            StatusOutcome::Applied(_) => report.statuses += 1,
+            StatusOutcome::Stale(_) => report.duplicates += 1,
+            StatusOutcome::NotFound => report.ignored += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The outgoing message Meta knows as `wamid`. A status may overtake the recording of
+/// Meta's answer to the send (the webhook can be that fast), so a miss is looked up once
+/// more after a moment.
+async fn outgoing_message(app: &App, instance_id: i64, wamid: &str) -> StoreResult<Option<(String, String)>> {
+    if let Some(found) = app.store.message_by_external_id(instance_id, wamid).await? {
+        return Ok(Some(found));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    app.store.message_by_external_id(instance_id, wamid).await
+}
+
+/// A quoted or reacted-to message is named by Meta's id; where it is one the business sent
+/// through botlinkd, name it by botlinkd's id instead (the one the send API answered).
+async fn translate_reference(app: &App, instance_id: i64, field: Option<&mut Value>) -> StoreResult<()> {
+    let Some(id) = field.and_then(|f| f.get_mut("message_id")) else {
+        return Ok(());
+    };
+    let Some(wamid) = id.as_str() else { return Ok(()) };
+    if let Some((ours, _)) = app.store.message_by_external_id(instance_id, wamid).await? {
+        *id = Value::String(ours);
+    }
+    Ok(())
+}
