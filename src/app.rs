@@ -19,6 +19,7 @@ use crate::instances::{Channel, Instance};
 use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
 use crate::metrics::Metrics;
+use crate::phone::PhoneNumber;
 use crate::sandbox::SandboxTimings;
 use crate::store::{
     IdempotencyRecord, NewChannelSend, NewMessage, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
@@ -276,6 +277,34 @@ impl App {
             self.channel_sends.notify_one();
         }
         Ok(sent)
+    }
+
+    /// Marks a conversation read; on Meta, the customer's newest message is marked read
+    /// there too (blue ticks on their phone). `false` if there is no such conversation.
+    pub async fn mark_read(&self, instance: &Instance, customer: &PhoneNumber) -> StoreResult<bool> {
+        if !self.store.mark_read(instance.id, customer.as_str()).await? {
+            return Ok(false);
+        }
+        if instance.channel == Channel::Meta {
+            let recent = self
+                .store
+                .list_messages(instance.id, customer.as_str(), None, 50)
+                .await?;
+            if let Some(newest) = recent.iter().find(|m| m.direction == Direction::Inbound) {
+                let request = crate::channels::meta::outbound::read_request(&newest.message_id);
+                self.store
+                    .enqueue_channel_send(NewChannelSend {
+                        instance_id: instance.id,
+                        message_id: None,
+                        customer: customer.to_string(),
+                        request: request.to_string(),
+                        created_at: self.now(),
+                    })
+                    .await?;
+                self.channel_sends.notify_one();
+            }
+        }
+        Ok(true)
     }
 
     /// What an earlier send with this Idempotency-Key answered, if any.

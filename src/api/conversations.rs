@@ -103,7 +103,8 @@ async fn messages(
     Ok(Json(Messages { messages, next }))
 }
 
-/// Marks a conversation read (its unread count drops to zero).
+/// Marks a conversation read (its unread count drops to zero); on the meta channel the
+/// customer's newest message also gets its blue ticks.
 #[utoipa::path(post, path = "/v1/conversations/{number}/read", tag = "history",
     params(("number" = String, Path, description = "The customer's number, digits")),
     responses((status = 200, description = "Marked read", body = ReadMark), (status = 404, description = "No such conversation", body = ErrorBody), (status = 422, description = "Not a phone number", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
@@ -113,7 +114,7 @@ async fn mark_read(
     Path(number): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let number = PhoneNumber::parse(&number).map_err(|e| ApiError::invalid("invalid_phone_number", e.to_string()))?;
-    if !app.store.mark_read(instance.id, number.as_str()).await? {
+    if !app.mark_read(&instance, &number).await? {
         return Err(ApiError::not_found("conversation"));
     }
     Ok(Json(serde_json::json!({"number": number.as_str(), "unread": 0})))

@@ -15,7 +15,7 @@ use super::error::{ApiError, too_large};
 use super::extract::{Authed, Json, Path, RawBody, authenticate};
 use super::openapi::{CompatError, CompatSuccess, ErrorBody};
 use crate::app::{App, IdempotencyKey, Replay, Sent};
-use crate::instances::AuthKey;
+use crate::instances::{AuthKey, Instance};
 use crate::messages::{SendRequest, StoredMessage};
 use crate::store::StoreError;
 
@@ -30,7 +30,7 @@ pub fn router() -> Router<App> {
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried send safe: the same key with the same body answers as the first time (24 hours)")),
     responses((status = 202, description = "Accepted; receipts follow as ack events", body = Sent),
-        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body, or the instance's channel needs attention (a token Meta refused)", body = ErrorBody),
         (status = 422, description = "Invalid message", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn send(
     State(app): State<App>,
@@ -64,6 +64,7 @@ async fn send(
     }
     let request: SendRequest = parse_json(&headers, &body)?;
     let message = request.validate()?;
+    ensure_can_send(&instance)?;
     match app.send(&instance, message, idempotency.clone()).await {
         Ok(sent) => Ok((StatusCode::ACCEPTED, Json(sent)).into_response()),
         // Two sends with the same key raced; the other one won, so answer as it did.
@@ -78,6 +79,18 @@ async fn send(
             })
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// An instance whose channel refused its credentials cannot send until an operator acts.
+fn ensure_can_send(instance: &Instance) -> Result<(), ApiError> {
+    match &instance.attention {
+        None => Ok(()),
+        Some(reason) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "channel_needs_attention",
+            format!("this instance cannot send until an operator fixes its channel: {reason}"),
+        )),
     }
 }
 
@@ -196,6 +209,9 @@ async fn create_message(State(app): State<App>, request: Request) -> Response {
         Ok(message) => message,
         Err(invalid) => return compat_error(StatusCode::UNPROCESSABLE_ENTITY, &invalid.message),
     };
+    if let Err(error) = ensure_can_send(&instance) {
+        return compat_error(error.status(), error.message());
+    }
     let to = message.to.to_string();
     match app.send(&instance, message, None).await {
         Ok(sent) => axum::Json(json!({

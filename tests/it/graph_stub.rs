@@ -1,0 +1,194 @@
+//! A local stand-in for Meta's Graph API: records every request, answers sends with new
+//! wamids (or with the errors a test scripts), and serves media behind the access token.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The token the stand-in accepts.
+pub const TOKEN: &str = "EAAGstandinaccesstoken0000000001";
+
+/// One request the stand-in got.
+#[derive(Clone, Debug)]
+pub struct GraphRequest {
+    pub path: String,
+    pub authorization: String,
+    pub body: Value,
+}
+
+/// A scripted error answer for the next send.
+#[derive(Clone, Debug)]
+pub struct Scripted {
+    pub status: u16,
+    pub code: i64,
+    pub message: &'static str,
+}
+
+#[derive(Clone, Default)]
+struct StubState {
+    base: Arc<Mutex<String>>,
+    requests: Arc<Mutex<Vec<GraphRequest>>>,
+    script: Arc<Mutex<VecDeque<Scripted>>>,
+}
+
+/// The running stand-in.
+pub struct GraphStub {
+    pub url: String,
+    state: StubState,
+    shutdown: CancellationToken,
+}
+
+impl GraphStub {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind stand-in");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = StubState::default();
+        *state.base.lock().unwrap() = url.clone();
+        let router = Router::new()
+            .route("/{version}/{phone_number_id}/messages", post(send))
+            .route("/{version}/{media_id}", get(media_info))
+            .route("/files/{media_id}", get(media_file))
+            .with_state(state.clone());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        Self { url, state, shutdown }
+    }
+
+    /// The next sends are answered with these errors, in order.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.state.script.lock().unwrap().extend(answers);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<GraphRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` send requests have arrived and returns them.
+    pub async fn sends(&self, n: usize) -> Vec<GraphRequest> {
+        let deadline = tokio::time::Instant::now() + super::harness::PATIENCE;
+        loop {
+            let sends: Vec<GraphRequest> = self
+                .requests()
+                .into_iter()
+                .filter(|r| r.path.ends_with("/messages"))
+                .collect();
+            if sends.len() >= n {
+                return sends;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stand-in got {} sends, waited for {n}",
+                sends.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GraphStub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn authorised(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
+}
+
+fn error(status: u16, code: i64, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Az1"}});
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+fn record(state: &StubState, path: String, headers: &HeaderMap, body: Value) -> usize {
+    let mut requests = state.requests.lock().unwrap();
+    requests.push(GraphRequest {
+        path,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body,
+    });
+    requests.len()
+}
+
+async fn send(
+    State(state): State<StubState>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = record(
+        &state,
+        format!("/{version}/{phone_number_id}/messages"),
+        &headers,
+        body.clone(),
+    );
+    if !authorised(&headers) {
+        return error(401, 190, "Error validating access token: Session has expired.");
+    }
+    if let Some(scripted) = state.script.lock().unwrap().pop_front() {
+        return error(scripted.status, scripted.code, scripted.message);
+    }
+    if body["status"] == "read" {
+        return axum::Json(json!({"success": true})).into_response();
+    }
+    axum::Json(json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+        "messages": [{"id": format!("wamid.STANDIN{n:04}")}],
+    }))
+    .into_response()
+}
+
+async fn media_info(
+    State(state): State<StubState>,
+    Path((version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(&state, format!("/{version}/{media_id}"), &headers, Value::Null);
+    if !authorised(&headers) {
+        return error(401, 190, "Error validating access token");
+    }
+    let base = state.base.lock().unwrap().clone();
+    axum::Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("{base}/files/{media_id}"),
+        "mime_type": "image/jpeg",
+        "sha256": "IqF9Gdr2dQ5cNoX7hIu0b4fp0pcbQ6zMBwCRNUfBP3c=",
+        "file_size": media_bytes(&media_id).len(),
+        "id": media_id,
+    }))
+    .into_response()
+}
+
+/// The bytes the stand-in serves for a media id.
+pub fn media_bytes(media_id: &str) -> Vec<u8> {
+    format!("\u{FFFD}JPEG bytes of media {media_id}").into_bytes()
+}
+
+async fn media_file(State(state): State<StubState>, Path(media_id): Path<String>, headers: HeaderMap) -> Response {
+    record(&state, format!("/files/{media_id}"), &headers, Value::Null);
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    ([("content-type", "image/jpeg")], media_bytes(&media_id)).into_response()
+}

@@ -1,0 +1,433 @@
+//! The `meta` channel end to end: Meta's signed webhooks in, botlinkd's signed webhooks out,
+//! replies through a local stand-in for the Graph API, its statuses back as acks, Meta's
+//! errors, media downloads, and the verification handshake.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::graph_stub::{GraphStub, Scripted, TOKEN, media_bytes};
+use crate::harness::{Keys, Receiver, TestApp, verify_signature};
+use botlinkd::channels::meta::signature::sign;
+
+const APP_SECRET: &str = "meta-app-secret-for-tests-0001";
+const VERIFY_TOKEN: &str = "verify-token-chosen-by-the-operator";
+const PHONE_NUMBER_ID: &str = "106540352242922";
+const CUSTOMER: &str = "447123456789";
+
+/// A server whose Graph API is the stand-in, with its first instance switched to meta.
+async fn meta_app(graph: &GraphStub) -> TestApp {
+    let url = graph.url.clone();
+    let test = TestApp::spawn_with(move |c| {
+        c.meta_graph_url = url;
+        c.meta_retry_base = Duration::from_millis(20);
+    })
+    .await;
+    let view = switch_to_meta(&test, &test.keys, PHONE_NUMBER_ID, TOKEN).await;
+    assert_eq!(view["channel"], "meta");
+    test
+}
+
+async fn switch_to_meta(test: &TestApp, keys: &Keys, phone_number_id: &str, token: &str) -> Value {
+    let response = test
+        .request_as(keys, Method::PUT, "/v1/instance/channel")
+        .json(&json!({"channel": "meta", "meta": {
+            "phone_number_id": phone_number_id, "access_token": token,
+            "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "switch to meta: {text}");
+    assert!(
+        !text.contains(token) && !text.contains(APP_SECRET) && !text.contains(VERIFY_TOKEN),
+        "secrets must never be answered back: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/meta/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A status webhook for the message Meta knows as `wamid`.
+fn status_webhook(wamid: &str, status: &str, errors: Option<Value>) -> Vec<u8> {
+    let mut entry = json!({"id": wamid, "status": status, "timestamp": "1678900055", "recipient_id": CUSTOMER});
+    if let Some(errors) = errors {
+        entry["errors"] = errors;
+    }
+    serde_json::to_vec(
+        &json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550123456", "phone_number_id": PHONE_NUMBER_ID},
+            "statuses": [entry]}}]}]}),
+    )
+    .unwrap()
+}
+
+/// POSTs a body to Meta's webhook URL, signed with `signature` (`None`: no header).
+async fn post_webhook(test: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
+    let mut request = test
+        .client
+        .post(format!("{}/meta/webhook", test.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// POSTs a body signed with the app secret, expecting 200; returns Meta's answer.
+async fn deliver(test: &TestApp, body: &[u8]) -> Value {
+    let (status, answer) = post_webhook(test, body, Some(sign(APP_SECRET, body))).await;
+    assert_eq!(status, 200, "webhook: {answer}");
+    answer
+}
+
+async fn events(test: &TestApp) -> Vec<Value> {
+    test.get_json("/v1/events?limit=500").await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_meta_message_goes_out_as_a_signed_webhook_and_a_reply_comes_back_as_acks() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let receiver = Receiver::start().await;
+    let endpoint = test.create_webhook(&receiver.url, None).await;
+    let secret = endpoint["secret"].as_str().unwrap();
+
+    // A customer writes on WhatsApp; Meta posts the signed webhook.
+    let answer = deliver(&test, &fixture("message_text")).await;
+    assert_eq!(answer["messages"], 1);
+    let received = receiver.next_event("message").await;
+    verify_signature(secret, &received);
+    let data = &received.json["data"];
+    assert_eq!(received.json["instance_id"], test.keys.instance_id.as_str());
+    assert_eq!(data["from"], CUSTOMER);
+    assert_eq!(data["to"], "15550123456");
+    assert_eq!(data["type"], "text");
+    assert_eq!(data["body"], "Hello, where is my order?");
+    assert_eq!(data["message_id"], "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggTEXT0001");
+    assert_eq!(data["timestamp"], 1_678_900_000);
+    assert_eq!(data["name"], "Ana Souza");
+
+    // The business replies through the API; the stand-in records the Graph call.
+    let (status, sent) = test
+        .post("/v1/messages", json!({"to": CUSTOMER, "body": "It ships today"}))
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(sent["status"], "accepted");
+    let ours = sent["message_id"].as_str().unwrap().to_string();
+    let call = graph.sends(1).await.remove(0);
+    assert_eq!(call.path, format!("/v24.0/{PHONE_NUMBER_ID}/messages"));
+    assert_eq!(call.authorization, format!("Bearer {TOKEN}"));
+    assert_eq!(call.body["to"], CUSTOMER);
+    assert_eq!(call.body["text"]["body"], "It ships today");
+    let ack = receiver.next_event("ack").await;
+    assert_eq!(ack.json["data"]["status"], "sent");
+    assert_eq!(ack.json["data"]["message_id"], ours.as_str());
+
+    // Meta reports the statuses of its wamid; they come out as acks of botlinkd's id.
+    let wamid = "wamid.STANDIN0001";
+    for status in ["delivered", "read"] {
+        let answer = deliver(&test, &status_webhook(wamid, status, None)).await;
+        assert_eq!(answer["statuses"], 1, "{answer}");
+        let ack = receiver.next_event("ack").await;
+        verify_signature(secret, &ack);
+        assert_eq!(ack.json["data"]["status"], status);
+        assert_eq!(ack.json["data"]["message_id"], ours.as_str());
+        assert_eq!(ack.json["data"]["timestamp"], 1_678_900_055);
+    }
+    // Meta's retry of a status (and its late `sent`) publish nothing.
+    let answer = deliver(&test, &status_webhook(wamid, "read", None)).await;
+    assert_eq!(answer["duplicates"], 1);
+    let answer = deliver(&test, &status_webhook(wamid, "sent", None)).await;
+    assert_eq!(answer["duplicates"], 1);
+    receiver.expect_nothing(Duration::from_millis(300)).await;
+    assert_eq!(test.get_json(&format!("/v1/messages/{ours}")).await["status"], "read");
+
+    // The customer quotes the reply: the context names botlinkd's id, the one the API gave.
+    let mut quoted: Value = serde_json::from_slice(&fixture("message_reply_context")).unwrap();
+    quoted["entry"][0]["changes"][0]["value"]["messages"][0]["context"]["id"] = json!(wamid);
+    deliver(&test, &serde_json::to_vec(&quoted).unwrap()).await;
+    let reply = receiver.next_event("message").await;
+    assert_eq!(reply.json["data"]["context"]["message_id"], ours.as_str());
+
+    // Marking the conversation read sends Meta a read receipt for the newest message.
+    let (status, _) = test
+        .post(&format!("/v1/conversations/{CUSTOMER}/read"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let receipt = graph.sends(2).await.remove(1);
+    assert_eq!(
+        receipt.body,
+        json!({"messaging_product": "whatsapp", "status": "read",
+            "message_id": "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggREPLYCTX"})
+    );
+}
+
+#[tokio::test]
+async fn every_documented_message_type_is_accepted_and_published() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let expected = [
+        ("message_text", "text"),
+        ("message_image", "image"),
+        ("message_video", "video"),
+        ("message_audio", "audio"),
+        ("message_document", "document"),
+        ("message_sticker", "sticker"),
+        ("message_location", "location"),
+        ("message_contacts", "contacts"),
+        ("message_reaction", "reaction"),
+        ("message_button_reply", "button"),
+        ("message_list_reply", "list"),
+        ("message_template_button", "button"),
+        ("message_reply_context", "text"),
+        ("message_unsupported", "unsupported"),
+        ("message_order", "order"),
+    ];
+    for (name, _) in expected {
+        let answer = deliver(&test, &fixture(name)).await;
+        assert_eq!(answer["messages"], 1, "{name}: {answer}");
+    }
+    let published = events(&test).await;
+    let kinds: Vec<&str> = published.iter().map(|e| e["data"]["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, expected.map(|(_, kind)| kind));
+    for event in &published {
+        let data = &event["data"];
+        for field in ["from", "to", "type", "body", "message_id"] {
+            assert!(data[field].is_string(), "{field} in {data}");
+        }
+        assert!(data["timestamp"].is_i64(), "{data}");
+    }
+}
+
+#[tokio::test]
+async fn the_verification_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let handshake = |token: &str| {
+        test.client.get(format!(
+            "{}/meta/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+            test.base
+        ))
+    };
+    let ok = handshake(VERIFY_TOKEN).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let wrong = handshake("not-the-token").send().await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "verification_failed");
+    let unsubscribe = test
+        .client
+        .get(format!(
+            "{}/meta/webhook?hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1",
+            test.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsubscribe.status(), 403);
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_and_altered_webhooks_are_refused_and_store_nothing() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let body = fixture("message_text");
+    let (status, answer) = post_webhook(&test, &body, None).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, _) = post_webhook(&test, &body, Some(sign("another-apps-secret", &body))).await;
+    assert_eq!(status, 401);
+    let (status, _) = post_webhook(&test, &body, Some("sha256=not-hex".into())).await;
+    assert_eq!(status, 401);
+    let mut altered = body.clone();
+    let at = altered.iter().position(|&b| b == b'H').unwrap();
+    altered[at] = b'J';
+    let (status, _) = post_webhook(&test, &altered, Some(sign(APP_SECRET, &body))).await;
+    assert_eq!(status, 401);
+    assert!(
+        events(&test).await.is_empty(),
+        "nothing may be stored from a refused webhook"
+    );
+    // The same body, rightly signed, is taken.
+    assert_eq!(deliver(&test, &body).await["messages"], 1);
+}
+
+#[tokio::test]
+async fn batches_are_routed_by_phone_number_id_and_metas_retries_are_deduplicated() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let second = test.create_instance("second number").await;
+    switch_to_meta(&test, &second, "209876543210987", TOKEN).await;
+    let batch = fixture("batch");
+    let answer = deliver(&test, &batch).await;
+    assert_eq!(
+        answer,
+        json!({"messages": 3, "statuses": 0, "duplicates": 0, "ignored": 0})
+    );
+    // Meta retries the whole delivery: nothing new is stored or published.
+    let answer = deliver(&test, &batch).await;
+    assert_eq!(
+        answer,
+        json!({"messages": 0, "statuses": 0, "duplicates": 3, "ignored": 0})
+    );
+    let first: Vec<String> = events(&test)
+        .await
+        .iter()
+        .map(|e| e["data"]["body"].to_string())
+        .collect();
+    assert_eq!(first, ["\"first\"", "\"second\""]);
+    let other = test
+        .request_as(&second, Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let events = other["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["payload"]["data"]["body"], "third");
+    assert_eq!(events[0]["payload"]["data"]["name"], "Chen Wei");
+    // Two instances cannot claim the same Meta number.
+    let third = test.create_instance("third").await;
+    let clash = test
+        .request_as(&third, Method::PUT, "/v1/instance/channel")
+        .json(
+            &json!({"channel": "meta", "meta": {"phone_number_id": PHONE_NUMBER_ID, "access_token": "t",
+            "app_secret": "s", "verify_token": "v"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clash.status(), 409);
+}
+
+#[tokio::test]
+async fn metas_errors_become_failed_acks_retries_or_an_instance_that_needs_attention() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let receiver = Receiver::start().await;
+    test.create_webhook(&receiver.url, Some(&["ack.sent", "ack.failed"]))
+        .await;
+
+    // Outside the 24-hour window: failed, with a title that says a template is needed.
+    graph.script([Scripted {
+        status: 400,
+        code: 131047,
+        message: "Re-engagement message",
+    }]);
+    let late = test.send_text(CUSTOMER, "Are you still there?").await;
+    let failed = receiver.next_event("ack").await;
+    assert_eq!(failed.json["data"]["status"], "failed");
+    assert_eq!(failed.json["data"]["message_id"], late.as_str());
+    assert_eq!(failed.json["data"]["error"]["code"], 131047);
+    assert!(
+        failed.json["data"]["error"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("template")
+    );
+
+    // Throttled twice (HTTP 429 and code 130429): retried with backoff, then sent.
+    graph.script([
+        Scripted {
+            status: 429,
+            code: 130429,
+            message: "Rate limit hit",
+        },
+        Scripted {
+            status: 400,
+            code: 130429,
+            message: "Rate limit hit",
+        },
+    ]);
+    let throttled = test.send_text(CUSTOMER, "Your order shipped").await;
+    let sent = receiver.next_event("ack").await;
+    assert_eq!(sent.json["data"]["status"], "sent");
+    assert_eq!(sent.json["data"]["message_id"], throttled.as_str());
+    assert_eq!(
+        graph.sends(4).await.len(),
+        4,
+        "one refused, two throttled tries and the one that got through"
+    );
+
+    // A template goes out with its parameters.
+    let (status, _) = test
+        .post(
+            "/v1/messages",
+            json!({"to": CUSTOMER, "type": "template",
+            "template": {"name": "order_update", "language": "en_GB", "params": ["#1042"]}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let template = graph.sends(5).await.remove(4);
+    assert_eq!(template.body["template"]["name"], "order_update");
+    assert_eq!(receiver.next_event("ack").await.json["data"]["status"], "sent");
+
+    // An expired token: the message fails and the instance needs attention.
+    switch_to_meta(&test, &test.keys, PHONE_NUMBER_ID, "EAAGanexpiredtokenxxxxxxxxxxxx").await;
+    let doomed = test.send_text(CUSTOMER, "hello?").await;
+    let failed = receiver.next_event("ack").await;
+    assert_eq!(failed.json["data"]["message_id"], doomed.as_str());
+    assert_eq!(failed.json["data"]["error"]["code"], 190);
+    let instance = test.get_json("/v1/instance").await;
+    assert!(
+        instance["attention"].as_str().unwrap().contains("access token"),
+        "{instance}"
+    );
+    let (status, refused) = test
+        .post("/v1/messages", json!({"to": CUSTOMER, "body": "again"}))
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("channel_needs_attention"))
+    );
+    // A new token clears it.
+    let view = switch_to_meta(&test, &test.keys, PHONE_NUMBER_ID, TOKEN).await;
+    assert_eq!(view["attention"], Value::Null);
+    test.send_text(CUSTOMER, "back").await;
+    assert_eq!(receiver.next_event("ack").await.json["data"]["status"], "sent");
+}
+
+#[tokio::test]
+async fn inbound_media_is_downloaded_through_botlinkd_with_the_instances_keys() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    deliver(&test, &fixture("message_image")).await;
+    let event = events(&test).await.remove(0);
+    let url = event["data"]["media"]["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&test.base), "{url}");
+    let path = url.strip_prefix(&test.base).unwrap();
+    let response = test.request(Method::GET, path).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    assert_eq!(
+        response.bytes().await.unwrap().to_vec(),
+        media_bytes("1479537139650973")
+    );
+    // Without keys, or with another instance's keys, there is nothing to see.
+    let anonymous = test.client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let other = test.create_instance("other").await;
+    let foreign = test.request_as(&other, Method::GET, path).send().await.unwrap();
+    assert_eq!(foreign.status(), 404);
+}
