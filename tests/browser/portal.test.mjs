@@ -21,10 +21,11 @@ const shots = process.env.UPDATE_SCREENSHOTS
 const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
 // Starts `botlinkd serve` in a fresh directory and reads the banner it prints.
-async function startServer() {
+// `graphUrl` stands in for Meta's Graph API.
+async function startServer(graphUrl) {
   const dir = mkdtempSync(join(tmpdir(), "botlinkd-portal-"));
   const child = spawn(binary, [
-    "serve", "--listen", "127.0.0.1:0", "--webhook-allow-cidrs", "127.0.0.0/8",
+    "serve", "--listen", "127.0.0.1:0", "--webhook-allow-cidrs", "127.0.0.0/8", "--meta-graph-url", graphUrl,
     "--sandbox-delivered-after", "400ms", "--sandbox-read-after", "900ms",
     "--retry-schedule", "1s,1s",
   ], { cwd: dir, env: { ...process.env, BOTLINKD_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
@@ -58,11 +59,17 @@ const PARCEL_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="240" height="
 <rect width="240" height="160" fill="#f4e3c1"/><rect x="70" y="40" width="100" height="80" fill="#c8955a" stroke="#8a5a2b" stroke-width="3"/>
 <rect x="112" y="40" width="16" height="80" fill="#e8c48a"/><text x="120" y="145" font-family="sans-serif" font-size="14" text-anchor="middle" fill="#5a3a1a">Invoice #1001</text></svg>`;
 
-// A webhook receiver that records every request (and serves a picture on GET).
+// A webhook receiver that records every request (and serves a picture on GET). Under
+// /v24.0/ it plays a Graph API that refuses every access token (Meta's code 190).
 async function startReceiver() {
   const received = [];
   const waiters = [];
   const server = createServer((req, res) => {
+    if (req.url.startsWith("/v24.0/")) {
+      res.writeHead(401, { "Content-Type": "application/json" })
+        .end(JSON.stringify({ error: { message: "Error validating access token: Session has expired", code: 190 } }));
+      return;
+    }
     if (req.method === "GET") {
       // A picture for messages with media.
       res.writeHead(200, { "Content-Type": "image/svg+xml" }).end(PARCEL_SVG);
@@ -80,6 +87,7 @@ async function startReceiver() {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `http://127.0.0.1:${server.address().port}/hook`,
+    base: `http://127.0.0.1:${server.address().port}`,
     picture: `http://127.0.0.1:${server.address().port}/parcel.svg`,
     received,
     // Waits until `predicate` holds for some received request.
@@ -118,8 +126,8 @@ describe("Cloud Chat Portal", () => {
 
   before(async () => {
     mkdirSync(shots, { recursive: true });
-    server = await startServer();
     receiver = await startReceiver();
+    server = await startServer(receiver.base);
     browser = await chromium.launch({
       executablePath: chromiumPath,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -263,6 +271,27 @@ describe("Cloud Chat Portal", () => {
     const sent = await api("POST", "/v1/messages", { to: "447000000009", body: "hello" });
     await receiver.waitFor((r) => r.json.event === "ack" && r.json.data.message_id === sent.message_id && r.json.data.status === "read");
     assert.equal(receiver.received.filter((r) => r.json.event === "message").length, count);
+  });
+
+  test("a meta instance has no simulator and says when Meta refuses its token", async () => {
+    const meta = { phone_number_id: "106540352242922", access_token: "EAAGexpiredtoken0000000000",
+      app_secret: "app-secret", verify_token: "verify-token" };
+    const switched = await api("PUT", "/v1/instance/channel", { channel: "meta", meta });
+    assert.equal(switched.channel, "meta");
+    assert.equal(JSON.stringify(switched).includes(meta.access_token), false, "the token is never shown");
+    await page.reload();
+    await page.locator("#instance-info", { hasText: "meta" }).waitFor();
+    assert.equal(await page.locator("#simulator-tab").isHidden(), true);
+    assert.equal(await page.locator("#attention").isHidden(), true);
+    const sent = await api("POST", "/v1/messages", { to: "447123456789", body: "Your parcel is on its way" });
+    assert.equal(sent.status, "accepted");
+    const attention = page.locator("#attention");
+    await attention.waitFor({ state: "visible" });
+    assert.match(await attention.textContent(), /access token/);
+    await api("PUT", "/v1/instance/channel", { channel: "sandbox" });
+    await page.reload();
+    await page.locator("#instance-info", { hasText: "sandbox" }).waitFor();
+    assert.equal(await page.locator("#attention").isHidden(), true);
   });
 
   test("it works on a phone-sized screen, and logging out forgets the keys", async () => {

@@ -53,18 +53,36 @@ async function login(keys, { fromStorage = false } = {}) {
   saveKeys(keys);
   $("login").hidden = true;
   $("main").hidden = false;
-  const i = state.instance;
-  $("instance-info").textContent = `Instance ${i.instance_id} · ${i.phone_number} · ${i.channel}`;
-  $("simulator-tab").hidden = i.channel !== "sandbox";
+  showInstance(state.instance);
   showTab("chats");
   state.stopStream = api.follow(onLiveItem, onLiveState);
   await Promise.all([loadConversations(), loadEndpoints()]);
+}
+
+// The instance line, the simulator (sandbox only), and what needs an operator's attention.
+function showInstance(i) {
+  $("instance-info").textContent = `Instance ${i.instance_id} · ${i.phone_number} · ${i.channel}`;
+  $("simulator-tab").hidden = i.channel !== "sandbox";
+  const attention = $("attention");
+  attention.textContent = i.attention ? `This instance needs attention: ${i.attention}` : "";
+  attention.hidden = !i.attention;
+}
+
+// A failure that may have flagged the instance (a token Meta refused): read it again.
+async function refreshInstance() {
+  try {
+    state.instance = await state.api.get("/v1/instance");
+    showInstance(state.instance);
+  } catch (error) {
+    report(error);
+  }
 }
 
 function logout() {
   if (state.stopStream) state.stopStream();
   forgetKeys();
   Object.assign(state, { api: null, instance: null, stopStream: null, conversations: [], open: null });
+  $("attention").hidden = true;
   state.events.clear();
   $("event-list").replaceChildren();
   $("message-list").replaceChildren();
@@ -134,6 +152,7 @@ function onLiveItem(kind, data) {
     } else if (payload.event === "ack") {
       updateTicks(payload.data.message_id, payload.data.status);
       scheduleConversationRefresh();
+      if (payload.data.status === "failed" && state.instance.channel === "meta") refreshInstance();
     }
   } else if (kind === "attempt") {
     addMonitorAttempt(data);
