@@ -8,7 +8,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::graph_stub::{GraphStub, Scripted, TOKEN, media_bytes};
-use crate::harness::{Keys, Receiver, TestApp, verify_signature};
+use crate::harness::{Keys, PATIENCE, Receiver, TestApp, verify_signature};
+use crate::process::{botlinkd, cli, serve_command};
 use botlinkd::channels::meta::signature::sign;
 
 const APP_SECRET: &str = "meta-app-secret-for-tests-0001";
@@ -430,4 +431,123 @@ async fn inbound_media_is_downloaded_through_botlinkd_with_the_instances_keys() 
     let other = test.create_instance("other").await;
     let foreign = test.request_as(&other, Method::GET, path).send().await.unwrap();
     assert_eq!(foreign.status(), 404);
+}
+
+#[tokio::test]
+async fn a_meta_instance_set_up_from_the_command_line_works_and_its_secrets_reach_no_output_or_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = GraphStub::start().await;
+    let stale_token = "EAAGstaletokenfromthecommandline99";
+    let secrets = [
+        ("BOTLINKD_META_ACCESS_TOKEN", stale_token),
+        ("BOTLINKD_META_APP_SECRET", APP_SECRET),
+        ("BOTLINKD_META_VERIFY_TOKEN", VERIFY_TOKEN),
+    ];
+    let create = [
+        "instance",
+        "create",
+        "--name",
+        "shop",
+        "--channel",
+        "meta",
+        "--number",
+        "15550123456",
+        "--meta-phone-number-id",
+        PHONE_NUMBER_ID,
+        "--json",
+    ];
+    let refused = botlinkd(dir.path()).args(create).output().await.unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--meta-access-token"));
+    let created = botlinkd(dir.path()).args(create).envs(secrets).output().await.unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let keys: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let listed = cli(dir.path(), &["instance", "list", "--json"]).await;
+    assert_eq!(serde_json::from_str::<Value>(&listed).unwrap()[0]["channel"], "meta");
+
+    // Served with debug logs: the handshake, a signed message and a send Meta refuses.
+    let log_path = dir.path().join("server.log");
+    let mut command = botlinkd(dir.path());
+    command
+        .env("BOTLINKD_LOG", "debug")
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut served = serve_command(command, &["--meta-graph-url", &graph.url]).await;
+    let client = reqwest::Client::new();
+    let challenge = client
+        .get(format!(
+            "{}/meta/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=42",
+            served.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge.text().await.unwrap(), "42");
+    let body = fixture("message_text");
+    let taken = client
+        .post(format!("{}/meta/webhook", served.base))
+        .header("x-hub-signature-256", sign(APP_SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 200);
+    let (app_key, auth_key) = (keys["app_key"].as_str().unwrap(), keys["auth_key"].as_str().unwrap());
+    let sent = client
+        .post(format!("{}/v1/messages", served.base))
+        .basic_auth(app_key, Some(auth_key))
+        .json(&json!({"to": CUSTOMER, "body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let instance: Value = client
+            .get(format!("{}/v1/instance", served.base))
+            .basic_auth(app_key, Some(auth_key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if instance["attention"].is_string() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused token was never flagged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The operator fixes the token from the command line.
+    let fixed = botlinkd(dir.path())
+        .args([
+            "instance",
+            "set-channel",
+            keys["instance_id"].as_str().unwrap(),
+            "--channel",
+            "meta",
+            "--meta-phone-number-id",
+            PHONE_NUMBER_ID,
+        ])
+        .envs(secrets)
+        .env("BOTLINKD_META_ACCESS_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(fixed.status.success(), "{}", String::from_utf8_lossy(&fixed.stderr));
+    served.child.kill().await.unwrap();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("access token"), "the log was captured: {log}");
+    let output = format!(
+        "{listed}{}{}{log}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&fixed.stdout)
+    );
+    for secret in [stale_token, TOKEN, APP_SECRET, VERIFY_TOKEN] {
+        assert!(!output.contains(secret), "a Meta secret reached the output or the log");
+    }
+    assert!(!log.contains(auth_key), "the Auth Key reached the log");
 }

@@ -33,12 +33,18 @@ pub(crate) struct Served {
 }
 
 pub(crate) async fn serve(dir: &Path, extra: &[&str]) -> Served {
-    let mut child = botlinkd(dir)
+    let mut command = botlinkd(dir);
+    command.stderr(Stdio::inherit());
+    serve_command(command, extra).await
+}
+
+/// Runs `serve` from a prepared command (its own environment, its own stderr).
+pub(crate) async fn serve_command(mut command: Command, extra: &[&str]) -> Served {
+    let mut child = command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("botlinkd starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -183,3 +183,96 @@ fn the_batch_fixture_holds_two_numbers() {
     assert_eq!(messages, 3);
     let _: &Value = &batch.entry[0].changes[0].value.as_ref().unwrap().messages[0];
 }
+
+mod hostile_input {
+    //! Whatever Meta (or someone pretending to be Meta, before the signature check) sends,
+    //! the parsers answer with a value or an error, never a panic.
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::{message, status};
+    use crate::channels::meta::payload::{Notification, Status};
+    use crate::channels::meta::signature::HubSignature;
+
+    /// JSON values of any shape, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_string()),
+                        Just("from".to_string()),
+                        Just("id".to_string()),
+                        Just("text".to_string()),
+                        Just("image".to_string()),
+                        Just("interactive".to_string()),
+                        Just("context".to_string()),
+                        Just("contacts".to_string()),
+                        ".{0,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A message with the fields botlinkd needs, and anything at all in the type's object.
+    fn message_like() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                Just("text"),
+                Just("image"),
+                Just("location"),
+                Just("contacts"),
+                Just("reaction"),
+                Just("interactive"),
+                Just("button"),
+                Just("order"),
+            ],
+            any_json(),
+            any_json(),
+        )
+            .prop_map(|(kind, object, context)| {
+                json!({"from": "447123456789", "id": "wamid.P", "timestamp": "1", "type": kind,
+                    kind: object, "context": context})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn messages_of_any_shape_never_panic(raw in prop_oneof![any_json(), message_like()]) {
+            if let Ok(n) = message(&raw, Some("name"), "http://h") {
+                prop_assert!(!n.wamid.is_empty() || raw["id"] == "");
+            }
+        }
+
+        #[test]
+        fn statuses_and_whole_bodies_never_panic(raw in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(s) = serde_json::from_value::<Status>(raw.clone()) {
+                let _ = status(&s);
+            }
+            let _ = serde_json::from_value::<Notification>(raw);
+            let _ = serde_json::from_slice::<Notification>(&bytes);
+        }
+
+        #[test]
+        fn signature_headers_never_panic(header in ".{0,80}") {
+            let _ = HubSignature::parse(Some(&header));
+            let prefixed = format!("sha256={header}");
+            let _ = HubSignature::parse(Some(&prefixed));
+        }
+    }
+}
