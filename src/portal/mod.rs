@@ -51,7 +51,7 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
             // Only this server's scripts and API; images (customers' media) from anywhere.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src * data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                "default-src 'self'; img-src * data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
             ),
         ],
         body,

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { createHmac } from "node:crypto";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = process.env.BOTLINKD_BIN || join(root, "target/debug/botlinkd");
@@ -60,11 +61,18 @@ const PARCEL_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="240" height="
 <rect x="112" y="40" width="16" height="80" fill="#e8c48a"/><text x="120" y="145" font-family="sans-serif" font-size="14" text-anchor="middle" fill="#5a3a1a">Invoice #1001</text></svg>`;
 
 // A webhook receiver that records every request (and serves a picture on GET). Under
-// /v24.0/ it plays a Graph API that refuses every access token (Meta's code 190).
+// /v24.0/ it plays a Graph API that serves media but refuses every send (Meta's code 190).
 async function startReceiver() {
   const received = [];
   const waiters = [];
   const server = createServer((req, res) => {
+    const port = server.address().port;
+    if (req.method === "GET" && req.url.startsWith("/v24.0/")) {
+      const id = req.url.split("/").pop();
+      res.writeHead(200, { "Content-Type": "application/json" })
+        .end(JSON.stringify({ url: `http://127.0.0.1:${port}/media/${id}`, mime_type: "image/svg+xml", id }));
+      return;
+    }
     if (req.url.startsWith("/v24.0/")) {
       res.writeHead(401, { "Content-Type": "application/json" })
         .end(JSON.stringify({ error: { message: "Error validating access token: Session has expired", code: 190 } }));
@@ -273,7 +281,7 @@ describe("Cloud Chat Portal", () => {
     assert.equal(receiver.received.filter((r) => r.json.event === "message").length, count);
   });
 
-  test("a meta instance has no simulator and says when Meta refuses its token", async () => {
+  test("a meta instance: no simulator, a notice when Meta refuses its token, pictures fetched with the keys", async () => {
     const meta = { phone_number_id: "106540352242922", access_token: "EAAGexpiredtoken0000000000",
       app_secret: "app-secret", verify_token: "verify-token" };
     const switched = await api("PUT", "/v1/instance/channel", { channel: "meta", meta });
@@ -283,11 +291,31 @@ describe("Cloud Chat Portal", () => {
     await page.locator("#instance-info", { hasText: "meta" }).waitFor();
     assert.equal(await page.locator("#simulator-tab").isHidden(), true);
     assert.equal(await page.locator("#attention").isHidden(), true);
+
     const sent = await api("POST", "/v1/messages", { to: "447123456789", body: "Your parcel is on its way" });
     assert.equal(sent.status, "accepted");
     const attention = page.locator("#attention");
     await attention.waitFor({ state: "visible" });
     assert.match(await attention.textContent(), /access token/);
+
+    // A customer sends a picture through Meta; the thread shows it, fetched with the keys.
+    const webhook = JSON.stringify({ object: "whatsapp_business_account", entry: [{ id: "1", changes: [{ field: "messages",
+      value: { messaging_product: "whatsapp", metadata: { display_phone_number: "15550100000", phone_number_id: meta.phone_number_id },
+        contacts: [{ profile: { name: "Maya" }, wa_id: "447700900123" }],
+        messages: [{ from: "447700900123", id: "wamid.PORTALPICTURE1", timestamp: "1767000000", type: "image",
+          image: { id: "9988776655", mime_type: "image/svg+xml", caption: "the dent" } }] } }] }] });
+    const signature = "sha256=" + createHmac("sha256", meta.app_secret).update(webhook).digest("hex");
+    const taken = await fetch(server.base + "/meta/webhook", {
+      method: "POST", headers: { "Content-Type": "application/json", "X-Hub-Signature-256": signature }, body: webhook });
+    assert.equal(taken.status, 200);
+    await page.click('.tab[data-tab="chats"]');
+    await page.locator('.conversation[data-number="447700900123"]').click();
+    const picture = page.locator('.bubble[data-message-id="wamid.PORTALPICTURE1"] img.media');
+    await picture.waitFor();
+    await page.waitForFunction(() => {
+      const img = document.querySelector('.bubble[data-message-id="wamid.PORTALPICTURE1"] img.media');
+      return img && img.src.startsWith("blob:") && img.complete && img.naturalWidth > 0;
+    });
     await api("PUT", "/v1/instance/channel", { channel: "sandbox" });
     await page.reload();
     await page.locator("#instance-info", { hasText: "sandbox" }).waitFor();

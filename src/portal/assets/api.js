@@ -59,6 +59,13 @@ export class Api {
   }
 
   get(path) { return this.call("GET", path); }
+
+  // A file behind the keys (a customer's media on the meta channel), as an object URL.
+  async blobUrl(path) {
+    const response = await fetch(path, { headers: { Authorization: this.authorization } });
+    if (!response.ok) throw new ApiError(response.status, "http_" + response.status, `The file could not be fetched (HTTP ${response.status}).`);
+    return URL.createObjectURL(await response.blob());
+  }
   post(path, body) { return this.call("POST", path, body ?? {}); }
   patch(path, body) { return this.call("PATCH", path, body); }
   delete(path) { return this.call("DELETE", path); }

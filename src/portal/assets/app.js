@@ -107,6 +107,7 @@ function wireStaticControls() {
   $("new-endpoint-events").replaceChildren(...eventChecks(["message", "ack.read"], "new"));
   $("new-endpoint").addEventListener("submit", addEndpoint);
   $("simulator").addEventListener("submit", simulate);
+  $("message-list").addEventListener("click", downloadHeld);
   $("sim-type").addEventListener("change", updateSimulator);
 }
 
@@ -208,6 +209,7 @@ async function openConversation(number) {
   try {
     const page = await state.api.get(`/v1/conversations/${number}/messages?limit=30`);
     $("message-list").replaceChildren(...page.messages.reverse().map(messageBubble));
+    fillHeldMedia();
     state.olderBefore = page.next;
     $("load-older").hidden = !page.next;
     scrollThread();
@@ -226,6 +228,7 @@ async function loadOlder() {
   try {
     const page = await state.api.get(`/v1/conversations/${state.open}/messages?limit=30&before=${state.olderBefore}`);
     $("message-list").prepend(...page.messages.reverse().map(messageBubble));
+    fillHeldMedia();
     state.olderBefore = page.next;
     $("load-older").hidden = !page.next;
   } catch (error) {
@@ -236,7 +239,27 @@ async function loadOlder() {
 function appendMessage(message) {
   if (document.querySelector(`[data-message-id="${CSS.escape(message.message_id)}"]`)) return;
   $("message-list").append(messageBubble(message));
+  fillHeldMedia();
   scrollThread();
+}
+
+// Pictures Meta holds are fetched with the keys (an <img> cannot send them) and shown from
+// memory; files are fetched the same way when clicked.
+function fillHeldMedia() {
+  for (const img of document.querySelectorAll("#message-list img[data-held]:not([src])")) {
+    state.api.blobUrl(img.dataset.held).then((url) => (img.src = url)).catch(() => (img.alt = "(the picture could not be fetched)"));
+  }
+}
+
+async function downloadHeld(event) {
+  const button = event.target.closest("button[data-held]");
+  if (!button) return;
+  try {
+    const link = h("a", { href: await state.api.blobUrl(button.dataset.held), download: button.dataset.filename });
+    link.click();
+  } catch (error) {
+    report(error);
+  }
 }
 
 function updateTicks(messageId, status) {

@@ -67,12 +67,26 @@ export function conversationRow(c, active, onOpen) {
   );
 }
 
+// Media held by Meta (it has an `id`) is fetched through botlinkd with the keys, so it
+// starts without a source and is filled in by the page (`data-held` names where from).
+function mediaView(m) {
+  const held = m.media.id ? new URL(m.media.url, location.href).pathname : null;
+  if (m.type === "image" || m.type === "sticker") {
+    return h("img", {
+      className: "media", alt: m.body || m.type, loading: "lazy",
+      ...(held ? { "data-held": held } : { src: m.media.url }),
+    });
+  }
+  const label = `${m.type}${m.media.filename ? ": " + m.media.filename : ""}`;
+  return held
+    ? h("button", { className: "link media-file", "data-held": held, "data-filename": m.media.filename || m.type }, `⬇ ${label}`)
+    : h("a", { className: "media-file", href: m.media.url, target: "_blank", rel: "noopener" }, `⬇ ${label}`);
+}
+
 export function messageBubble(m) {
   const outbound = m.direction === "outbound";
   const parts = [];
-  if (m.media && m.media.url) {
-    parts.push(h("img", { className: "media", src: m.media.url, alt: m.body || "image", loading: "lazy" }));
-  }
+  if (m.media && m.media.url) parts.push(mediaView(m));
   if (m.type === "button") {
     parts.push(h("div", { className: "button-reply" }, "▸ ", m.body));
   } else if (m.body) {
