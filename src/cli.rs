@@ -175,6 +175,10 @@ struct ServeArgs {
     /// Conversation history is kept regardless.
     #[arg(long, env = "BOTLINKD_RETENTION", default_value = "30d", value_parser = optional_duration)]
     retention: OptionalDuration,
+    /// Disable an endpoint that has failed every attempt for this long (`off`: never); a
+    /// receiver answering 410 Gone is disabled at once.
+    #[arg(long, env = "BOTLINKD_DISABLE_ENDPOINT_AFTER", default_value = "5d", value_parser = optional_duration)]
+    disable_endpoint_after: OptionalDuration,
     /// meta channel: the Graph API's base URL.
     #[arg(long, env = "BOTLINKD_META_GRAPH_URL", default_value = "https://graph.facebook.com")]
     meta_graph_url: String,
@@ -370,6 +374,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.sandbox_read_after = args.sandbox_read_after.0;
     config.max_body_bytes = args.max_body_bytes;
     config.retention = args.retention.0;
+    config.endpoint_disable_after = args.disable_endpoint_after.0;
     config.meta_graph_url = args.meta_graph_url;
     config.meta_graph_version = args.meta_graph_version;
     config.meta_retry_for = args.meta_retry_for;

@@ -48,6 +48,9 @@ pub struct Config {
     pub sandbox_read_after: Option<Duration>,
     /// The largest request body the API accepts.
     pub max_body_bytes: usize,
+    /// How long an endpoint may fail every attempt before it is disabled (`None`: never).
+    /// A receiver that answers 410 Gone is disabled at once regardless.
+    pub endpoint_disable_after: Option<Duration>,
     /// How long events and their attempts are kept once delivered or dead (`None`: forever).
     pub retention: Option<Duration>,
     /// Create a sandbox demo instance when the database has no instance yet.
@@ -87,6 +90,7 @@ impl Config {
             sandbox_read_after: Some(Duration::from_secs(3)),
             max_body_bytes: 256 * 1024,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            endpoint_disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
             create_demo_instance: true,
             clock: Clock::system(),
             background_workers: true,

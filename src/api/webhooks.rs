@@ -68,6 +68,11 @@ pub struct EndpointView {
     events: EventFilter,
     /// A disabled endpoint is paused: its events queue up until it is enabled again.
     enabled: bool,
+    /// Why botlinkd disabled it on its own (a 410 Gone, or every attempt failing for the
+    /// configured period); `null` otherwise. Enabling it clears this.
+    disabled_reason: Option<String>,
+    /// Since when every attempt has failed, RFC 3339; `null` when the last one succeeded.
+    failing_since: Option<String>,
     /// The Standard Webhooks signing secret.
     #[schema(value_type = String, example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     secret: SigningSecret,
@@ -83,6 +88,8 @@ impl From<Endpoint> for EndpointView {
             description: e.description,
             events: e.events,
             enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            failing_since: e.failing_since.map(rfc3339),
             secret: e.secret,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),

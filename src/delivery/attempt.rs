@@ -112,6 +112,7 @@ impl Attempter {
             retry_at: None,
             retry_after,
             lease_until: d.lease_until,
+            disable_after: None,
         }
     }
 

@@ -62,6 +62,7 @@ struct Inner {
     attempter: Attempter,
     clock: Clock,
     schedule: RetrySchedule,
+    disable_after: Option<Millis>,
     lease: Duration,
     max_in_flight: usize,
     per_endpoint: usize,
@@ -87,6 +88,7 @@ impl Engine {
                 attempter,
                 clock: config.clock.clone(),
                 schedule: config.retry_schedule.clone(),
+                disable_after: config.endpoint_disable_after.map(|d| d.as_millis() as Millis),
                 // The lease must outlast any attempt, or a slow attempt's delivery could be claimed twice.
                 lease: config.delivery_lease.max(config.attempt_timeout * 4),
                 max_in_flight: config.max_in_flight.max(1),
@@ -145,6 +147,7 @@ impl Engine {
 
     async fn attempt(&self, due: &DueDelivery) -> AttemptResult {
         let mut result = self.inner.attempter.attempt(due).await;
+        result.disable_after = self.inner.disable_after;
         self.inner.metrics.attempt(&result);
         if !result.success {
             result.retry_at = self

@@ -306,6 +306,8 @@ pub struct AttemptResult {
     pub retry_after: Option<std::time::Duration>,
     /// The lease the attempt was made under.
     pub lease_until: Millis,
+    /// How long an endpoint may fail every attempt before it is disabled (`None`: never).
+    pub disable_after: Option<Millis>,
 }
 
 /// One recorded attempt, as the API lists it.

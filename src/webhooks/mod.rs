@@ -4,9 +4,11 @@
 //! - [`address`]: the SSRF guard, which decides which IP addresses webhooks may reach.
 //! - [`target`]: webhook URL parsing and the creation-time check of where it resolves.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
+//! - [`health`]: when a failing endpoint is disabled on its own.
 
 pub mod address;
 pub mod filter;
+pub mod health;
 pub mod signing;
 pub mod target;
 
@@ -34,6 +36,10 @@ pub struct Endpoint {
     pub events: EventFilter,
     /// Whether deliveries go out.
     pub enabled: bool,
+    /// Why botlinkd disabled it on its own (410 Gone, or failing for too long).
+    pub disabled_reason: Option<String>,
+    /// When its current run of failed attempts began (`None` after a success).
+    pub failing_since: Option<Millis>,
     /// The signing secret (`whsec_…`).
     pub secret: SigningSecret,
     /// Creation time, milliseconds.

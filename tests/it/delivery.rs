@@ -378,6 +378,7 @@ async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
         retry_at: None,
         retry_after: None,
         lease_until: due.lease_until,
+        disable_after: None,
     };
     // The stale claimer reports a final failure: recorded, but the delivery is not killed.
     store.complete(vec![outcome(&first[0], false)].into()).await.unwrap();

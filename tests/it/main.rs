@@ -4,6 +4,7 @@
 mod bad_input;
 mod cluster;
 mod delivery;
+mod endpoint_health;
 mod example_bot;
 mod feed;
 mod graph_stub;

@@ -9,7 +9,8 @@ use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
 use crate::instances::{AuthKeyHash, Channel, ChannelChange, Credentials, Instance, NewInstance};
 use crate::phone::PhoneNumber;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{AttemptResult, StoreError, StoreResult};
+use crate::webhooks::health::disable_reason;
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
 const INSTANCE_COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at, meta, attention";
@@ -139,6 +140,9 @@ pub(super) async fn rotate_keys(pool: &PgPool, id: i64, keys: &Credentials) -> S
 }
 
 const ENDPOINT_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+/// What is read back: the written columns and the health ones.
+const READ_COLUMNS: &str =
+    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
 
 fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
     let secret: String = row.try_get("secret")?;
@@ -153,6 +157,8 @@ fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
         secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        failing_since: row.try_get("failing_since")?,
     })
 }
 
@@ -164,7 +170,7 @@ pub(super) async fn create_endpoint(
     now: Millis,
 ) -> StoreResult<Endpoint> {
     let row = sqlx::query(&format!(
-        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {ENDPOINT_COLUMNS}"
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {READ_COLUMNS}"
     ))
     .bind(id)
     .bind(new.instance_id)
@@ -181,7 +187,7 @@ pub(super) async fn create_endpoint(
 
 pub(super) async fn list_endpoints(pool: &PgPool, instance_id: i64) -> StoreResult<Vec<Endpoint>> {
     let rows = sqlx::query(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE instance_id = $1 ORDER BY created_at, id"
+        "SELECT {READ_COLUMNS} FROM endpoints WHERE instance_id = $1 ORDER BY created_at, id"
     ))
     .bind(instance_id)
     .fetch_all(pool)
@@ -191,7 +197,7 @@ pub(super) async fn list_endpoints(pool: &PgPool, instance_id: i64) -> StoreResu
 
 pub(super) async fn get_endpoint(pool: &PgPool, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
     let row = sqlx::query(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE instance_id = $1 AND id = $2"
+        "SELECT {READ_COLUMNS} FROM endpoints WHERE instance_id = $1 AND id = $2"
     ))
     .bind(instance_id)
     .bind(id)
@@ -209,8 +215,10 @@ pub(super) async fn update_endpoint(
 ) -> StoreResult<Option<Endpoint>> {
     let row = sqlx::query(&format!(
         "UPDATE endpoints SET url = COALESCE($3, url), description = COALESCE($4, description), \
-           events = COALESCE($5, events), enabled = COALESCE($6, enabled), updated_at = $7 \
-         WHERE instance_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
+           events = COALESCE($5, events), enabled = COALESCE($6, enabled), updated_at = $7, \
+           disabled_reason = CASE WHEN $6::BOOLEAN IS NULL THEN disabled_reason ELSE NULL END, \
+           failing_since = CASE WHEN $6::BOOLEAN THEN NULL ELSE failing_since END \
+         WHERE instance_id = $1 AND id = $2 RETURNING {READ_COLUMNS}"
     ))
     .bind(instance_id)
     .bind(id)
@@ -255,7 +263,7 @@ pub(super) async fn rotate_endpoint_secret(
     now: Millis,
 ) -> StoreResult<Option<Endpoint>> {
     let row = sqlx::query(&format!(
-        "UPDATE endpoints SET secret = $3, updated_at = $4 WHERE instance_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
+        "UPDATE endpoints SET secret = $3, updated_at = $4 WHERE instance_id = $1 AND id = $2 RETURNING {READ_COLUMNS}"
     ))
     .bind(instance_id)
     .bind(id)
@@ -280,4 +288,41 @@ pub(super) async fn delete_endpoint(tx: &mut Tx, instance_id: i64, id: &str) -> 
             .await?;
     }
     Ok(deleted > 0)
+}
+
+/// Keeps an endpoint's health after an attempt: a success ends its run of failures; a
+/// failure starts or extends one and may disable it (see [`crate::webhooks::health`]).
+pub(super) async fn record_health(tx: &mut Tx, r: &AttemptResult) -> StoreResult<()> {
+    if r.success {
+        sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+            .bind(&r.endpoint_id)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    let failing_since: Option<Millis> = sqlx::query_scalar(
+        "UPDATE endpoints SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 AND enabled \
+         RETURNING failing_since",
+    )
+    .bind(&r.endpoint_id)
+    .bind(r.started_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(since) = failing_since else { return Ok(()) };
+    let Some(reason) = disable_reason(r.status_code, since, r.started_at, r.disable_after, r.error.as_deref()) else {
+        return Ok(());
+    };
+    tracing::warn!(endpoint_id = %r.endpoint_id, reason, "endpoint disabled");
+    sqlx::query("UPDATE endpoints SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1")
+        .bind(&r.endpoint_id)
+        .bind(&reason)
+        .bind(r.started_at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE deliveries SET next_at = $2 WHERE endpoint_id = $1 AND state = 1 AND lease_until IS NULL")
+        .bind(&r.endpoint_id)
+        .bind(PAUSED)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -37,6 +37,7 @@ use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
     include_str!("migrations/0002_meta.sql"),
+    include_str!("migrations/0003_endpoint_health.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).

@@ -348,7 +348,11 @@ pub(super) async fn claim(
 
 /// Records attempts and moves each delivery on, if it still carries the claim's lease.
 pub(super) async fn complete(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> {
-    for r in results {
+    // A failure locks its endpoint's row (its health); taking those locks in one order in
+    // every process keeps two processes' batches from deadlocking.
+    let mut ordered: Vec<&AttemptResult> = results.iter().collect();
+    ordered.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+    for r in ordered {
         sqlx::query(
             "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -364,6 +368,7 @@ pub(super) async fn complete(tx: &mut Tx, results: &[AttemptResult]) -> StoreRes
         .bind(r.success)
         .execute(&mut **tx)
         .await?;
+        super::catalog::record_health(tx, r).await?;
         if let (false, Some(retry_at)) = (r.success, r.retry_at) {
             sqlx::query(
                 "UPDATE deliveries SET failures = failures + 1, lease_until = NULL, \

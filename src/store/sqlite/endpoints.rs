@@ -5,10 +5,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::corrupt;
 use super::outbox::PAUSED;
 use crate::clock::Millis;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{AttemptResult, StoreError, StoreResult};
+use crate::webhooks::health::disable_reason;
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
 const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+/// What is read back: the written columns and the health ones.
+const READ_COLUMNS: &str =
+    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
 
 fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let secret: String = row.get(6)?;
@@ -22,6 +26,8 @@ fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         secret: SigningSecret::parse(&secret).map_err(|e| corrupt(6, e.to_string()))?,
         created_at: row.get(7)?,
         updated_at: row.get(8)?,
+        disabled_reason: row.get(9)?,
+        failing_since: row.get(10)?,
     })
 }
 
@@ -50,7 +56,7 @@ pub(super) fn create(
 
 pub(super) fn list(conn: &Connection, instance_id: i64) -> StoreResult<Vec<Endpoint>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM endpoints WHERE instance_id = ?1 ORDER BY created_at, id"
+        "SELECT {READ_COLUMNS} FROM endpoints WHERE instance_id = ?1 ORDER BY created_at, id"
     ))?;
     let rows = stmt.query_map([instance_id], endpoint)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -58,7 +64,7 @@ pub(super) fn list(conn: &Connection, instance_id: i64) -> StoreResult<Vec<Endpo
 
 pub(super) fn get(conn: &Connection, instance_id: i64, id: &str) -> StoreResult<Option<Endpoint>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM endpoints WHERE instance_id = ?1 AND id = ?2"
+        "SELECT {READ_COLUMNS} FROM endpoints WHERE instance_id = ?1 AND id = ?2"
     ))?;
     Ok(stmt.query_row(params![instance_id, id], endpoint).optional()?)
 }
@@ -73,7 +79,9 @@ pub(super) fn update(
     let changed = conn.execute(
         "UPDATE endpoints SET \
            url = COALESCE(?3, url), description = COALESCE(?4, description), \
-           events = COALESCE(?5, events), enabled = COALESCE(?6, enabled), updated_at = ?7 \
+           events = COALESCE(?5, events), enabled = COALESCE(?6, enabled), updated_at = ?7, \
+           disabled_reason = CASE WHEN ?6 IS NULL THEN disabled_reason ELSE NULL END, \
+           failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END \
          WHERE instance_id = ?1 AND id = ?2",
         params![
             instance_id,
@@ -133,4 +141,33 @@ pub(super) fn delete(conn: &Connection, instance_id: i64, id: &str) -> StoreResu
         )?;
     }
     Ok(changed > 0)
+}
+
+/// Keeps an endpoint's health after an attempt: a success ends its run of failures; a
+/// failure starts or extends one and may disable it (see [`crate::webhooks::health`]).
+pub(super) fn record_health(conn: &Connection, r: &AttemptResult) -> StoreResult<()> {
+    if r.success {
+        conn.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")?
+            .execute([&r.endpoint_id])?;
+        return Ok(());
+    }
+    let failing_since: Option<Millis> = conn
+        .prepare_cached(
+            "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?2) WHERE id = ?1 AND enabled \
+             RETURNING failing_since",
+        )?
+        .query_row(params![r.endpoint_id, r.started_at], |row| row.get(0))
+        .optional()?;
+    let Some(since) = failing_since else { return Ok(()) };
+    let Some(reason) = disable_reason(r.status_code, since, r.started_at, r.disable_after, r.error.as_deref()) else {
+        return Ok(());
+    };
+    tracing::warn!(endpoint_id = %r.endpoint_id, reason, "endpoint disabled");
+    conn.prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![r.endpoint_id, reason, r.started_at])?;
+    conn.prepare_cached(
+        "UPDATE deliveries SET next_at = ?2 WHERE endpoint_id = ?1 AND state = 1 AND lease_until IS NULL",
+    )?
+    .execute(params![r.endpoint_id, PAUSED])?;
+    Ok(())
 }

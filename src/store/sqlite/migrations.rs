@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_unread.sql"),
     include_str!("migrations/0003_retention.sql"),
     include_str!("migrations/0004_meta.sql"),
+    include_str!("migrations/0005_endpoint_health.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

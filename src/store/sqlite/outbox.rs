@@ -336,6 +336,7 @@ pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreRes
             r.error,
             r.success
         ])?;
+        super::endpoints::record_health(conn, r)?;
         let finished_at = r.started_at + r.duration_ms;
         if let (false, Some(retry_at)) = (r.success, r.retry_at) {
             conn.prepare_cached(

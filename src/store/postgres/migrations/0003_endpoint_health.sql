@@ -1,0 +1,4 @@
+-- Endpoint health: why botlinkd disabled an endpoint on its own, and since when its
+-- attempts have all failed.
+ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;
+ALTER TABLE endpoints ADD COLUMN failing_since BIGINT;

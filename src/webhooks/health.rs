@@ -1,0 +1,53 @@
+//! Endpoint health: an endpoint whose receiver says it is gone (HTTP 410) is disabled at
+//! once, and one that has failed every attempt for a configurable period (5 days by default)
+//! is disabled then. The reason is kept on the endpoint for the API and the portal; its
+//! undelivered events stay queued (paused) until someone enables it again.
+
+use crate::clock::Millis;
+use crate::store::rfc3339;
+
+/// Why a failed attempt disables its endpoint, or `None` to keep it.
+///
+/// `failing_since` is when the current run of failures began (the first failure after the
+/// last success), `now` when this attempt started, and `disable_after` the allowed length of
+/// such a run (`None`: never disable for it).
+pub fn disable_reason(
+    status_code: Option<u16>,
+    failing_since: Millis,
+    now: Millis,
+    disable_after: Option<Millis>,
+    last_error: Option<&str>,
+) -> Option<String> {
+    if status_code == Some(410) {
+        return Some(format!(
+            "disabled automatically: the receiver answered 410 Gone at {}; enable it again once the URL is back",
+            rfc3339(now)
+        ));
+    }
+    let limit = disable_after?;
+    (now - failing_since >= limit).then(|| {
+        format!(
+            "disabled automatically: every attempt failed since {} ({}); last error: {}",
+            rfc3339(failing_since),
+            humantime::format_duration(std::time::Duration::from_millis(limit.max(0) as u64)),
+            last_error.unwrap_or("none recorded")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disable_reason;
+
+    const DAY: i64 = 24 * 3600 * 1000;
+
+    #[test]
+    fn gone_disables_at_once_and_a_long_failure_run_after_the_period() {
+        let reason = disable_reason(Some(410), 0, 1_000, Some(5 * DAY), None).unwrap();
+        assert!(reason.contains("410 Gone"), "{reason}");
+        assert_eq!(disable_reason(Some(500), 0, 5 * DAY - 1, Some(5 * DAY), None), None);
+        let reason = disable_reason(Some(500), 0, 5 * DAY, Some(5 * DAY), Some("receiver answered HTTP 500")).unwrap();
+        assert!(reason.contains("5days") && reason.contains("HTTP 500"), "{reason}");
+        assert_eq!(disable_reason(None, 0, 50 * DAY, None, None), None, "off");
+    }
+}
