@@ -90,8 +90,7 @@ async fn verify(State(app): State<App>, Query(handshake): Query<Handshake>) -> R
     request_body(content = serde_json::Value, description = "Meta's WhatsApp Business Account webhook"),
     responses((status = 200, description = "Stored; what the webhook brought", body = IntakeReport),
         (status = 401, description = "Missing or wrong signature", body = ErrorBody),
-        (status = 400, description = "Not a webhook body", body = ErrorBody),
-        (status = 503, description = "Storage unavailable; Meta retries", body = ErrorBody)))]
+                (status = 503, description = "Storage unavailable, or a status for a send still being recorded; Meta retries", body = ErrorBody)))]
 async fn receive(State(app): State<App>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     match intake::accept(&app, signature, &body).await {
@@ -104,7 +103,11 @@ async fn receive(State(app): State<App>, headers: HeaderMap, RawBody(body): RawB
                 error.to_string(),
             ))
         }
-        Err(IntakeError::Malformed(why)) => Err(ApiError::bad_request("malformed_webhook", why)),
+        Err(IntakeError::Deferred) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "status_deferred",
+            IntakeError::Deferred.to_string(),
+        )),
         Err(IntakeError::Store(error)) => Err(error.into()),
     }
 }

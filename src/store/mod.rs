@@ -173,6 +173,9 @@ pub struct ChannelSend {
     pub attempts: u32,
     /// When it was queued.
     pub created_at: Millis,
+    /// The lease this claim holds: a retry or an abandonment only counts while it is still
+    /// the request's (an accepted send always counts: the message went).
+    pub lease_until: Millis,
 }
 
 /// How a channel request ended.
@@ -365,8 +368,15 @@ pub trait Store: Send + Sync + 'static {
     async fn set_channel(&self, instance_id: i64, change: ChannelChange) -> StoreResult<Option<Instance>>;
     /// Every instance on the `meta` channel.
     async fn meta_instances(&self) -> StoreResult<Vec<Instance>>;
-    /// Flags an instance as needing an operator, or clears the flag.
-    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()>;
+    /// Flags an instance as needing an operator, or clears the flag. With `if_meta` (the
+    /// stored form of the Meta settings a failure was seen with), only while the instance
+    /// still has those settings: a token replaced in the meantime is not flagged.
+    async fn set_attention(
+        &self,
+        instance_id: i64,
+        attention: Option<String>,
+        if_meta: Option<String>,
+    ) -> StoreResult<()>;
 
     /// Creates an endpoint.
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint>;
@@ -439,8 +449,12 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_channel_sends(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<ChannelSend>>;
     /// Records how a claimed channel request ended (an accepted message gets its external id).
     async fn finish_channel_send(&self, send: &ChannelSend, outcome: SendOutcome) -> StoreResult<()>;
-    /// When the next channel request falls due.
+    /// When the next channel request that can be claimed (the oldest of its conversation)
+    /// falls due.
     async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>>;
+    /// Whether an instance has channel sends queued or under way (a status Meta reports for
+    /// an unknown wamid may be theirs, not yet recorded).
+    async fn channel_sends_pending(&self, instance_id: i64) -> StoreResult<bool>;
     /// One message of an instance.
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>>;
     /// Conversations, most recently active first, before a paging position.

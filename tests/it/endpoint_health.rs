@@ -103,8 +103,15 @@ async fn an_endpoint_failing_every_attempt_for_the_period_is_disabled_with_the_r
     let e = endpoint(&app, &id).await;
     assert_eq!(e["enabled"], false, "{e}");
     let reason = e["disabled_reason"].as_str().unwrap();
-    assert!(reason.contains("since 2023-11-14T22:13:20.000Z") && reason.contains("HTTP 500"), "{reason}");
+    assert!(
+        reason.contains("since 2023-11-14T22:13:20.000Z") && reason.contains("HTTP 500"),
+        "{reason}"
+    );
     clock.advance(DAY * 2);
-    assert_eq!(engine.step().await.unwrap().attempted, 0, "a disabled endpoint gets no attempts");
+    assert_eq!(
+        engine.step().await.unwrap().attempted,
+        0,
+        "a disabled endpoint gets no attempts"
+    );
     assert_eq!(receiver.count(), 6);
 }

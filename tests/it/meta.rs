@@ -270,6 +270,43 @@ async fn unsigned_wrongly_signed_and_altered_webhooks_are_refused_and_store_noth
     );
     // The same body, rightly signed, is taken.
     assert_eq!(deliver(&test, &body).await["messages"], 1);
+    // Signed but unreadable: taken with a 200 (Meta would only send it again), nothing stored.
+    assert_eq!(deliver(&test, b"not json at all").await["ignored"], 1);
+    let odd = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"messages":"?"}},{"field":"account_update","value":[1,2]}]}]}"#;
+    assert_eq!(deliver(&test, odd).await["ignored"], 1);
+    assert_eq!(events(&test).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_status_that_overtakes_its_send_is_deferred_and_one_for_a_message_sent_elsewhere_ignored() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let receiver = Receiver::start().await;
+    test.create_webhook(&receiver.url, Some(&["ack.sent", "ack.delivered"]))
+        .await;
+    // Meta throttles the send for a while: it stays queued.
+    graph.script((0..6).map(|_| Scripted {
+        status: 429,
+        code: 130429,
+        message: "Rate limit hit",
+    }));
+    let ours = test.send_text(CUSTOMER, "coming soon").await;
+    let early = status_webhook("wamid.STANDIN0007", "delivered", None);
+    let (status, answer) = post_webhook(&test, &early, Some(sign(APP_SECRET, &early))).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("status_deferred"))
+    );
+    // Meta retries after the send was recorded: the status applies.
+    assert_eq!(receiver.next_event("ack").await.json["data"]["status"], "sent");
+    assert_eq!(graph.sends(7).await.last().unwrap().body["text"]["body"], "coming soon");
+    let answer = deliver(&test, &early).await;
+    assert_eq!(answer["statuses"], 1, "{answer}");
+    let delivered = receiver.next_event("ack").await;
+    assert_eq!(delivered.json["data"]["message_id"], ours.as_str());
+    // Nothing queued: a status of a message sent from elsewhere is simply not ours.
+    let answer = deliver(&test, &status_webhook("wamid.SENTBYANOTHERTOOL", "read", None)).await;
+    assert_eq!(answer["ignored"], 1);
 }
 
 #[tokio::test]
@@ -540,7 +577,7 @@ async fn a_meta_instance_set_up_from_the_command_line_works_and_its_secrets_reac
     served.child.kill().await.unwrap();
 
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(log.contains("access token"), "the log was captured: {log}");
+    assert!(log.contains("needs an operator"), "the log was captured: {log}");
     let output = format!(
         "{listed}{}{}{log}",
         String::from_utf8_lossy(&created.stdout),

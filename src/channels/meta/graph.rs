@@ -17,11 +17,17 @@ const THROTTLED: [i64; 6] = [4, 80007, 130429, 131048, 131056, 133016];
 const TEMPORARY: [i64; 4] = [1, 2, 131000, 131016];
 /// The access token is expired, revoked or lacks permission: the instance needs attention.
 pub const TOKEN_INVALID: i64 = 190;
+/// Problems of the whole account or number (permissions, account locked, number not
+/// registered, payment): no message can go until an operator acts.
+const ACCOUNT_PROBLEMS: [i64; 5] = [10, 200, 131031, 131042, 133010];
 
 /// The Graph API, as configured.
 #[derive(Clone, Debug)]
 pub struct Graph {
     client: reqwest::Client,
+    /// For media: no limit on the whole exchange (a large video to a slow client takes
+    /// long), only on each wait for bytes.
+    downloads: reqwest::Client,
     base_url: String,
     version: String,
 }
@@ -53,8 +59,9 @@ pub enum Verdict {
     Retry(Option<Duration>),
     /// The message failed for good.
     Fail(AckError),
-    /// The message failed because the access token is no good; the instance needs attention.
-    TokenInvalid(AckError),
+    /// The message failed because of the token or the account, not the message; the
+    /// instance needs attention.
+    NeedsAttention(AckError),
 }
 
 impl GraphError {
@@ -69,7 +76,9 @@ impl GraphError {
                 retry_after,
             } => {
                 if *code == TOKEN_INVALID || (*status == 401 && *code == 0) {
-                    Verdict::TokenInvalid(ack_error(TOKEN_INVALID, None, Some(message)))
+                    Verdict::NeedsAttention(ack_error(TOKEN_INVALID, None, Some(message)))
+                } else if ACCOUNT_PROBLEMS.contains(code) {
+                    Verdict::NeedsAttention(ack_error(*code, None, Some(message)))
                 } else if *status == 429 || THROTTLED.contains(code) {
                     Verdict::Retry(*retry_after)
                 } else if *status >= 500 || TEMPORARY.contains(code) {
@@ -93,6 +102,9 @@ pub fn ack_error(code: i64, title: Option<&str>, message: Option<&str>) -> AckEr
         130429 | 131056 => Some("Meta's throughput limit was reached and retries did not get the message through"),
         131026 => Some("Message undeliverable: the number is not on WhatsApp or cannot receive this message"),
         131030 => Some("The recipient is not in the test number's allowed list"),
+        131031 => Some("Meta has locked the business account: see the WhatsApp Manager"),
+        131042 => Some("A payment problem on the business account stops sending: see the WhatsApp Manager"),
+        133010 => Some("The phone number is not registered with the Cloud API"),
         TOKEN_INVALID => Some("Meta refused the access token (expired or revoked): update the instance's token"),
         132000 | 132012 => Some("The template's parameters do not match the approved template"),
         132001 => Some("The template does not exist in that language or is not approved"),
@@ -133,6 +145,14 @@ struct ErrorBody {
     message: String,
     #[serde(default)]
     error_user_msg: Option<String>,
+    #[serde(default)]
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Deserialize)]
+struct ErrorData {
+    #[serde(default)]
+    details: Option<String>,
 }
 
 impl Graph {
@@ -145,8 +165,16 @@ impl Graph {
             .user_agent(concat!("botlinkd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
+        let downloads = reqwest::Client::builder()
+            .read_timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("botlinkd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
         Self {
             client,
+            downloads,
             base_url: base_url.trim_end_matches('/').to_string(),
             version: version.trim_matches('/').to_string(),
         }
@@ -196,7 +224,7 @@ impl Graph {
     /// Starts downloading media from the address [`Graph::media_info`] gave.
     pub async fn download(&self, url: &str, token: &Secret) -> Result<reqwest::Response, GraphError> {
         let response = self
-            .client
+            .downloads
             .get(url)
             .bearer_auth(token.expose())
             .send()
@@ -236,12 +264,21 @@ async fn api_error(response: reqwest::Response) -> GraphError {
         .map(|s| Duration::from_secs(s.min(3600)));
     let body = response.bytes().await.unwrap_or_default();
     match serde_json::from_slice::<ErrorEnvelope>(&body) {
-        Ok(envelope) => GraphError::Api {
-            status,
-            code: envelope.error.code,
-            message: envelope.error.error_user_msg.unwrap_or(envelope.error.message),
-            retry_after,
-        },
+        Ok(envelope) => {
+            let e = envelope.error;
+            // The Cloud API puts the useful sentence in `error_data.details`.
+            let message = match (e.error_user_msg, e.error_data.and_then(|d| d.details)) {
+                (Some(user), _) => user,
+                (None, Some(details)) if !details.is_empty() => format!("{}: {details}", e.message),
+                (None, _) => e.message,
+            };
+            GraphError::Api {
+                status,
+                code: e.code,
+                message,
+                retry_after,
+            }
+        }
         Err(_) => GraphError::Api {
             status,
             code: 0,
@@ -269,7 +306,8 @@ mod tests {
         assert_eq!(api(400, 130429).verdict(), Verdict::Retry(None));
         assert_eq!(api(429, 0).verdict(), Verdict::Retry(None));
         assert_eq!(api(503, 0).verdict(), Verdict::Retry(None));
-        assert!(matches!(api(401, 190).verdict(), Verdict::TokenInvalid(e) if e.code == 190));
+        assert!(matches!(api(401, 190).verdict(), Verdict::NeedsAttention(e) if e.code == 190));
+        assert!(matches!(api(403, 131031).verdict(), Verdict::NeedsAttention(e) if e.code == 131031));
         match api(400, 131047).verdict() {
             Verdict::Fail(e) => assert!(e.title.contains("template"), "{}", e.title),
             other => panic!("{other:?}"),

@@ -26,9 +26,9 @@ pub enum IntakeError {
     /// The signature is missing, malformed or wrong.
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    /// The body is not Meta's webhook JSON.
-    #[error("the body is not a WhatsApp Business Account webhook: {0}")]
-    Malformed(String),
+    /// A status may be for a send whose wamid is not recorded yet; Meta should retry.
+    #[error("a status names a message whose send is still being recorded; try again")]
+    Deferred,
     /// Storage failed; Meta should retry.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,12 +52,28 @@ pub async fn accept(app: &App, signature: Option<&str>, body: &[u8]) -> Result<I
     let signature = HubSignature::parse(signature)?;
     let instances = app.store.meta_instances().await?;
     let app_secret = signing_secret(&instances, &signature, body).ok_or(SignatureError::Mismatch)?;
-    let notification: Notification = serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     let mut report = IntakeReport::default();
+    // Signed by Meta but unreadable: answering anything but 200 would only make Meta send
+    // the same bytes again for days. Say so in the log and take it.
+    let notification: Notification = match serde_json::from_slice(body) {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::error!(error = %error, bytes = body.len(), "unreadable Meta webhook; ignored");
+            report.ignored += 1;
+            return Ok(report);
+        }
+    };
     for change in notification.entry.iter().flat_map(|e| &e.changes) {
-        let Some(value) = change.value.as_ref().filter(|_| change.field == "messages") else {
-            continue;
+        let value = match change.messages() {
+            None => continue,
+            Some(Ok(value)) => value,
+            Some(Err(error)) => {
+                tracing::error!(error = %error, "unreadable Meta `messages` change; ignored");
+                report.ignored += 1;
+                continue;
+            }
         };
+        let value = &value;
         let phone_number_id = value
             .metadata
             .as_ref()
@@ -101,7 +117,7 @@ async fn accept_value(
     instance: &Instance,
     value: &ChangeValue,
     report: &mut IntakeReport,
-) -> StoreResult<()> {
+) -> Result<(), IntakeError> {
     let names: HashMap<&str, &str> = value
         .contacts
         .iter()
@@ -156,14 +172,22 @@ async fn accept_value(
 }
 
 /// The outgoing message Meta knows as `wamid`. A status may overtake the recording of
-/// Meta's answer to the send (the webhook can be that fast), so a miss is looked up once
-/// more after a moment.
-async fn outgoing_message(app: &App, instance_id: i64, wamid: &str) -> StoreResult<Option<(String, String)>> {
+/// Meta's answer to the send (the webhook can be that fast): while the instance has sends
+/// queued or under way, a miss is looked up once more after a moment, and if it is still
+/// missing the whole webhook is deferred (Meta retries it; what it stored is not stored
+/// twice). With nothing queued, the status is of a message sent elsewhere.
+async fn outgoing_message(app: &App, instance_id: i64, wamid: &str) -> Result<Option<(String, String)>, IntakeError> {
     if let Some(found) = app.store.message_by_external_id(instance_id, wamid).await? {
         return Ok(Some(found));
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    app.store.message_by_external_id(instance_id, wamid).await
+    if !app.store.channel_sends_pending(instance_id).await? {
+        return Ok(None);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match app.store.message_by_external_id(instance_id, wamid).await? {
+        Some(found) => Ok(Some(found)),
+        None => Err(IntakeError::Deferred),
+    }
 }
 
 /// A quoted or reacted-to message is named by Meta's id; where it is one the business sent

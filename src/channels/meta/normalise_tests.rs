@@ -17,7 +17,7 @@ macro_rules! fixture {
 
 /// The first message of a fixture, normalised with the profile name Meta sent along.
 fn first_message(notification: Notification) -> NormalisedMessage {
-    let value = notification.entry[0].changes[0].value.as_ref().unwrap();
+    let value = &notification.entry[0].changes[0].messages().unwrap().unwrap();
     let name = value
         .contacts
         .first()
@@ -27,7 +27,7 @@ fn first_message(notification: Notification) -> NormalisedMessage {
 }
 
 fn first_status(notification: Notification) -> Option<StatusUpdate> {
-    status(&notification.entry[0].changes[0].value.as_ref().unwrap().statuses[0])
+    status(&notification.entry[0].changes[0].messages().unwrap().unwrap().statuses[0])
 }
 
 #[test]
@@ -166,22 +166,23 @@ fn statuses_become_acks_and_failures_say_what_to_do() {
 #[test]
 fn the_batch_fixture_holds_two_numbers() {
     let batch = fixture!("batch");
-    let ids: Vec<&str> = batch
+    let ids: Vec<String> = batch
         .entry
         .iter()
         .flat_map(|e| &e.changes)
-        .filter_map(|c| c.value.as_ref()?.metadata.as_ref())
-        .map(|m| m.phone_number_id.as_str())
+        .filter_map(|c| c.messages()?.ok()?.metadata)
+        .map(|m| m.phone_number_id)
         .collect();
     assert_eq!(ids, ["106540352242922", "209876543210987"]);
     let messages: usize = batch
         .entry
         .iter()
         .flat_map(|e| &e.changes)
-        .map(|c| c.value.as_ref().unwrap().messages.len())
+        .map(|c| c.messages().unwrap().unwrap().messages.len())
         .sum();
     assert_eq!(messages, 3);
-    let _: &Value = &batch.entry[0].changes[0].value.as_ref().unwrap().messages[0];
+    let first: Value = batch.entry[0].changes[0].messages().unwrap().unwrap().messages[0].clone();
+    assert_eq!(first["text"]["body"], "first");
 }
 
 mod hostile_input {

@@ -30,7 +30,8 @@ pub struct Entry {
     pub changes: Vec<Change>,
 }
 
-/// One change; botlinkd reads the `messages` field.
+/// One change; botlinkd reads the `messages` field. Its value is kept as JSON until then,
+/// so a field botlinkd does not read can have any shape.
 #[derive(Debug, Deserialize)]
 pub struct Change {
     /// `messages` for messages and statuses.
@@ -38,7 +39,15 @@ pub struct Change {
     pub field: String,
     /// The content.
     #[serde(default)]
-    pub value: Option<ChangeValue>,
+    pub value: Value,
+}
+
+impl Change {
+    /// The messages and statuses of a `messages` change; `None` for other fields, `Err` for
+    /// a `messages` value that cannot be read.
+    pub fn messages(&self) -> Option<Result<ChangeValue, serde_json::Error>> {
+        (self.field == "messages").then(|| ChangeValue::deserialize(&self.value))
+    }
 }
 
 /// The messages and statuses of one business number.

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::graph::{GraphError, TOKEN_INVALID, Verdict, ack_error};
@@ -23,44 +24,79 @@ use crate::events::AckError;
 use crate::messages::MessageStatus;
 use crate::store::{ChannelSend, SendOutcome, StoreResult};
 
-/// Requests claimed at once.
-const BATCH: u32 = 32;
+/// Requests under way at once.
+const IN_FLIGHT: usize = 32;
 /// The longest wait between two tries of one request.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Sends every queued request that is due; returns how many were handled.
-pub async fn step(app: &App) -> StoreResult<usize> {
+/// Claims up to `limit` due requests.
+async fn claim(app: &App, limit: usize) -> StoreResult<Vec<ChannelSend>> {
     let now = app.now();
     let lease = now + 2 * app.config.meta_request_timeout.as_millis() as Millis + 5_000;
-    let claimed = app.store.claim_channel_sends(now, BATCH, lease).await?;
+    app.store.claim_channel_sends(now, limit as u32, lease).await
+}
+
+/// Sends every queued request that is due, waiting for all of them; returns how many were
+/// handled (tests drive the worker with this).
+pub async fn step(app: &App) -> StoreResult<usize> {
+    let claimed = claim(app, IN_FLIGHT).await?;
     let count = claimed.len();
-    for result in join_all(claimed.into_iter().map(|send| process(app, send))).await {
+    for result in join_all(claimed.into_iter().map(|send| process(app.clone(), send))).await {
         result?;
     }
     Ok(count)
 }
 
-/// Runs the worker until `shutdown`.
+/// Runs the worker until `shutdown`: up to [`IN_FLIGHT`] requests at a time, a new one
+/// claimed as soon as one ends, so one slow Graph call holds up nothing else. Requests under
+/// way when it stops are finished first.
 pub async fn run(app: App, shutdown: CancellationToken) {
+    let mut under_way = JoinSet::new();
     while !shutdown.is_cancelled() {
-        match step(&app).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(error) => tracing::error!(error = %error, "sending queued Meta requests failed"),
+        let room = IN_FLIGHT - under_way.len();
+        let claimed = if room > 0 {
+            claim(&app, room).await.unwrap_or_else(|error| {
+                tracing::error!(error = %error, "claiming queued Meta requests failed");
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        let claimed_any = !claimed.is_empty();
+        for send in claimed {
+            under_way.spawn(process(app.clone(), send));
+        }
+        if claimed_any && under_way.len() < IN_FLIGHT {
+            continue;
         }
         let wait = match app.store.next_channel_send_due().await {
-            Ok(Some(at)) => Duration::from_millis((at - app.now()).clamp(1, 1000) as u64),
+            Ok(Some(at)) => Duration::from_millis((at - app.now()).clamp(10, 1000) as u64),
             _ => Duration::from_secs(1),
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = app.channel_sends.notified() => {}
+            Some(done) = under_way.join_next(), if !under_way.is_empty() => report(done),
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    while let Some(done) = under_way.join_next().await {
+        report(done);
+    }
 }
 
-async fn process(app: &App, send: ChannelSend) -> StoreResult<()> {
+fn report(done: Result<StoreResult<()>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "recording a Meta send failed; it is retried when its lease ends")
+        }
+        Err(error) => tracing::error!(error = %error, "a Meta send task failed"),
+    }
+}
+
+async fn process(app: App, send: ChannelSend) -> StoreResult<()> {
+    let app = &app;
     let instance = app.store.instance_by_id(send.instance_id).await?;
     let Some((instance, meta)) = instance.and_then(|i| i.meta.clone().map(|m| (i, m))) else {
         let error = AckError {
@@ -69,8 +105,12 @@ async fn process(app: &App, send: ChannelSend) -> StoreResult<()> {
         };
         return fail(app, &send, error).await;
     };
-    if instance.attention.is_some() {
-        return fail(app, &send, ack_error(TOKEN_INVALID, None, None)).await;
+    if let Some(attention) = &instance.attention {
+        let reason = AckError {
+            code: 0,
+            title: format!("Not sent: the instance needs attention. {attention}"),
+        };
+        return fail(app, &send, reason).await;
     }
     match app
         .graph
@@ -88,16 +128,28 @@ async fn process(app: &App, send: ChannelSend) -> StoreResult<()> {
                 );
                 fail(app, &send, reason).await
             }
-            Verdict::TokenInvalid(reason) => {
+            Verdict::NeedsAttention(reason) => {
                 tracing::error!(
                     instance_id = send.instance_id,
-                    "Meta refused the instance's access token; the instance needs a new one"
+                    code = reason.code,
+                    "Meta refused to send for this instance; it needs an operator"
                 );
-                let attention = format!(
-                    "Meta refused the access token (code {TOKEN_INVALID}): set a new one with \
-                     `PUT /v1/instance/channel` or `botlinkd instance set-channel`. Meta said: {error}"
-                );
-                app.store.set_attention(send.instance_id, Some(attention)).await?;
+                let attention = if reason.code == TOKEN_INVALID {
+                    format!(
+                        "Meta refused the access token (code {TOKEN_INVALID}): set a new one with \
+                         `PUT /v1/instance/channel` or `botlinkd instance set-channel`. Meta said: {error}"
+                    )
+                } else {
+                    format!(
+                        "Meta refused to send for this number (code {}): {}. Fix it in Meta's WhatsApp Manager, \
+                         then save the channel settings again to clear this. Meta said: {error}",
+                        reason.code, reason.title
+                    )
+                };
+                // Only for the settings the send was made with: a token replaced meanwhile is fine.
+                app.store
+                    .set_attention(send.instance_id, Some(attention), Some(meta.to_stored()))
+                    .await?;
                 fail(app, &send, reason).await
             }
         },

@@ -77,10 +77,16 @@ pub(super) async fn set_channel(pool: &PgPool, id: i64, change: &ChannelChange) 
     row.as_ref().map(instance).transpose()
 }
 
-pub(super) async fn set_attention(pool: &PgPool, id: i64, attention: Option<&str>) -> StoreResult<()> {
-    sqlx::query("UPDATE instances SET attention = $2 WHERE id = $1")
+pub(super) async fn set_attention(
+    pool: &PgPool,
+    id: i64,
+    attention: Option<&str>,
+    if_meta: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE instances SET attention = $2 WHERE id = $1 AND ($3::TEXT IS NULL OR meta = $3)")
         .bind(id)
         .bind(attention)
+        .bind(if_meta)
         .execute(pool)
         .await?;
     Ok(())
@@ -141,8 +147,7 @@ pub(super) async fn rotate_keys(pool: &PgPool, id: i64, keys: &Credentials) -> S
 
 const ENDPOINT_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str =
-    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
 
 fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
     let secret: String = row.try_get("secret")?;

@@ -52,6 +52,7 @@ pub(super) async fn claim(
                 request: r.try_get("request")?,
                 attempts: r.try_get::<i32, _>("attempts")? as u32,
                 created_at: r.try_get("created_at")?,
+                lease_until,
             })
         })
         .collect()
@@ -60,11 +61,14 @@ pub(super) async fn claim(
 pub(super) async fn finish(pool: &PgPool, send: &ChannelSend, outcome: &SendOutcome) -> StoreResult<()> {
     match outcome {
         SendOutcome::Retry { at } => {
-            sqlx::query("UPDATE channel_sends SET next_at = $2, attempts = attempts + 1 WHERE id = $1")
-                .bind(send.id)
-                .bind(at)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE channel_sends SET next_at = $2, attempts = attempts + 1 WHERE id = $1 AND next_at = $3",
+            )
+            .bind(send.id)
+            .bind(at)
+            .bind(send.lease_until)
+            .execute(pool)
+            .await?;
         }
         SendOutcome::Accepted { external_id } => {
             let mut tx = pool.begin().await?;
@@ -82,8 +86,9 @@ pub(super) async fn finish(pool: &PgPool, send: &ChannelSend, outcome: &SendOutc
             tx.commit().await?;
         }
         SendOutcome::Abandoned => {
-            sqlx::query("DELETE FROM channel_sends WHERE id = $1")
+            sqlx::query("DELETE FROM channel_sends WHERE id = $1 AND next_at = $2")
                 .bind(send.id)
+                .bind(send.lease_until)
                 .execute(pool)
                 .await?;
         }
@@ -92,7 +97,20 @@ pub(super) async fn finish(pool: &PgPool, send: &ChannelSend, outcome: &SendOutc
 }
 
 pub(super) async fn next_due(pool: &PgPool) -> StoreResult<Option<Millis>> {
-    Ok(sqlx::query_scalar("SELECT MIN(next_at) FROM channel_sends")
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(s.next_at) FROM channel_sends s WHERE NOT EXISTS ( \
+           SELECT 1 FROM channel_sends e WHERE e.instance_id = s.instance_id AND e.customer = s.customer \
+           AND e.id < s.id)",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+pub(super) async fn pending(pool: &PgPool, instance_id: i64) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM channel_sends WHERE instance_id = $1 AND message_id IS NOT NULL)",
+    )
+    .bind(instance_id)
+    .fetch_one(pool)
+    .await?)
 }

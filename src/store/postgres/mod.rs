@@ -215,8 +215,13 @@ impl Store for PgStore {
         catalog::meta_instances(&self.pool).await
     }
 
-    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()> {
-        catalog::set_attention(&self.pool, instance_id, attention.as_deref()).await
+    async fn set_attention(
+        &self,
+        instance_id: i64,
+        attention: Option<String>,
+        if_meta: Option<String>,
+    ) -> StoreResult<()> {
+        catalog::set_attention(&self.pool, instance_id, attention.as_deref(), if_meta.as_deref()).await
     }
 
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {
@@ -358,6 +363,10 @@ impl Store for PgStore {
 
     async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>> {
         channel_sends::next_due(&self.pool).await
+    }
+
+    async fn channel_sends_pending(&self, instance_id: i64) -> StoreResult<bool> {
+        channel_sends::pending(&self.pool, instance_id).await
     }
 
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {

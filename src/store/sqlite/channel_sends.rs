@@ -41,6 +41,7 @@ pub(super) fn claim(conn: &Connection, now: Millis, limit: u32, lease_until: Mil
                 request: r.get(4)?,
                 attempts: r.get(5)?,
                 created_at: r.get(6)?,
+                lease_until,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -54,8 +55,10 @@ pub(super) fn claim(conn: &Connection, now: Millis, limit: u32, lease_until: Mil
 pub(super) fn finish(conn: &Connection, send: &ChannelSend, outcome: &SendOutcome) -> StoreResult<()> {
     match outcome {
         SendOutcome::Retry { at } => {
-            conn.prepare_cached("UPDATE channel_sends SET next_at = ?2, attempts = attempts + 1 WHERE id = ?1")?
-                .execute(params![send.id, at])?;
+            conn.prepare_cached(
+                "UPDATE channel_sends SET next_at = ?2, attempts = attempts + 1 WHERE id = ?1 AND next_at = ?3",
+            )?
+            .execute(params![send.id, at, send.lease_until])?;
         }
         SendOutcome::Accepted { external_id } => {
             if let (Some(message_id), Some(external_id)) = (&send.message_id, external_id) {
@@ -65,8 +68,8 @@ pub(super) fn finish(conn: &Connection, send: &ChannelSend, outcome: &SendOutcom
                 .execute([send.id])?;
         }
         SendOutcome::Abandoned => {
-            conn.prepare_cached("DELETE FROM channel_sends WHERE id = ?1")?
-                .execute([send.id])?;
+            conn.prepare_cached("DELETE FROM channel_sends WHERE id = ?1 AND next_at = ?2")?
+                .execute(params![send.id, send.lease_until])?;
         }
     }
     Ok(())
@@ -74,7 +77,21 @@ pub(super) fn finish(conn: &Connection, send: &ChannelSend, outcome: &SendOutcom
 
 pub(super) fn next_due(conn: &Connection) -> StoreResult<Option<Millis>> {
     Ok(conn
-        .query_row("SELECT MIN(next_at) FROM channel_sends", [], |r| r.get(0))
+        .query_row(
+            "SELECT MIN(s.next_at) FROM channel_sends s WHERE NOT EXISTS ( \
+               SELECT 1 FROM channel_sends e WHERE e.instance_id = s.instance_id AND e.customer = s.customer \
+               AND e.id < s.id)",
+            [],
+            |r| r.get(0),
+        )
         .optional()?
         .flatten())
+}
+
+pub(super) fn pending(conn: &Connection, instance_id: i64) -> StoreResult<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM channel_sends WHERE instance_id = ?1 AND message_id IS NOT NULL)",
+        [instance_id],
+        |r| r.get(0),
+    )?)
 }

@@ -11,8 +11,7 @@ use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, Signin
 
 const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str =
-    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
 
 fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let secret: String = row.get(6)?;

@@ -110,10 +110,15 @@ pub(super) fn set_channel(conn: &Connection, id: i64, change: &ChannelChange) ->
     by_id(conn, id)
 }
 
-pub(super) fn set_attention(conn: &Connection, id: i64, attention: Option<&str>) -> StoreResult<()> {
+pub(super) fn set_attention(
+    conn: &Connection,
+    id: i64,
+    attention: Option<&str>,
+    if_meta: Option<&str>,
+) -> StoreResult<()> {
     conn.execute(
-        "UPDATE instances SET attention = ?2 WHERE id = ?1",
-        params![id, attention],
+        "UPDATE instances SET attention = ?2 WHERE id = ?1 AND (?3 IS NULL OR meta = ?3)",
+        params![id, attention, if_meta],
     )?;
     Ok(())
 }

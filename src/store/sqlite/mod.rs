@@ -127,9 +127,14 @@ impl Store for SqliteStore {
         self.db.read(instances::meta_list).await
     }
 
-    async fn set_attention(&self, instance_id: i64, attention: Option<String>) -> StoreResult<()> {
+    async fn set_attention(
+        &self,
+        instance_id: i64,
+        attention: Option<String>,
+        if_meta: Option<String>,
+    ) -> StoreResult<()> {
         self.db
-            .write(move |c| instances::set_attention(c, instance_id, attention.as_deref()))
+            .write(move |c| instances::set_attention(c, instance_id, attention.as_deref(), if_meta.as_deref()))
             .await
     }
 
@@ -299,6 +304,10 @@ impl Store for SqliteStore {
 
     async fn next_channel_send_due(&self) -> StoreResult<Option<Millis>> {
         self.db.read(channel_sends::next_due).await
+    }
+
+    async fn channel_sends_pending(&self, instance_id: i64) -> StoreResult<bool> {
+        self.db.read(move |c| channel_sends::pending(c, instance_id)).await
     }
 
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>> {
