@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 
 mod conversations;
+mod deliveries;
 mod events;
 mod health;
 mod instance;
@@ -37,6 +38,7 @@ pub fn router(app: App) -> Router {
         .merge(messages::router())
         .merge(conversations::router())
         .merge(events::router())
+        .merge(deliveries::router())
         .merge(sandbox::router())
         .merge(stream::router())
         .merge(openapi::router())

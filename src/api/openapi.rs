@@ -51,6 +51,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::events::read,
         super::events::attempts,
         super::events::resend,
+        super::deliveries::list,
+        super::deliveries::resend,
         super::stream::stream_events,
         super::sandbox::inbound,
         super::sandbox::set_status,

@@ -347,6 +347,44 @@ pub struct DeliveryStatus {
     pub next_attempt_at: Option<String>,
 }
 
+/// Which dead deliveries a listing or a bulk resend covers: all of an instance's, or one
+/// endpoint's, and of events that happened in a time range.
+#[derive(Clone, Debug, Default)]
+pub struct DeadFilter {
+    /// Only this endpoint's.
+    pub endpoint_id: Option<String>,
+    /// Only of events from this time on.
+    pub since: Option<Millis>,
+    /// Only of events before this time.
+    pub until: Option<Millis>,
+}
+
+/// A delivery that gave up: the event, where it was going, and how its last attempt went.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadDelivery {
+    /// Paging position.
+    #[serde(skip)]
+    pub delivery_id: i64,
+    /// The event (`evt_…`).
+    pub event_id: String,
+    /// `message`, `ack.read`, …
+    pub event_type: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The conversation (the customer's number).
+    pub conversation: String,
+    /// When the event happened, RFC 3339.
+    pub event_created_at: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the last attempt started, RFC 3339.
+    pub last_attempt_at: Option<String>,
+    /// The receiver's status code on the last attempt, `null` when no answer came.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
 /// The storage interface. Every backend passes the same contract tests.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -492,6 +530,18 @@ pub trait Store: Send + Sync + 'static {
     /// Delivers an event again to each of its endpoints (or to one); returns how many
     /// deliveries were scheduled.
     async fn resend_event(&self, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize>;
+    /// An instance's dead deliveries (the latest delivery of an event to an endpoint, when it
+    /// gave up), newest first, before a paging position.
+    async fn list_dead(
+        &self,
+        instance_id: i64,
+        filter: &DeadFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadDelivery>>;
+    /// Delivers up to `limit` of an instance's dead deliveries again, oldest first (so each
+    /// conversation keeps its order); returns how many were scheduled.
+    async fn resend_dead(&self, instance_id: i64, filter: &DeadFilter, limit: u32, now: Millis) -> StoreResult<usize>;
     /// Stores a test event with one delivery to `endpoint_id`, already claimed by the caller.
     async fn record_test_event(
         &self,

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cluster;
+mod dead;
 mod delivery;
 mod endpoint_health;
 mod example_bot;

@@ -28,9 +28,9 @@ use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewIns
 use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
-    AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeliveryStatus, DueDelivery,
-    IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange,
-    StatusOutcome, Store, StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery, DeadFilter,
+    DeliveryStatus, DueDelivery, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus,
+    SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -439,6 +439,24 @@ impl Store for PgStore {
             .await?;
         lock_instance(&mut tx, instance_id).await?;
         let scheduled = outbox::resend(&mut tx, event_seq, endpoint_id, now).await?;
+        tx.commit().await?;
+        Ok(scheduled)
+    }
+
+    async fn list_dead(
+        &self,
+        instance_id: i64,
+        filter: &DeadFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadDelivery>> {
+        outbox::list_dead(&self.pool, instance_id, filter, before, limit).await
+    }
+
+    async fn resend_dead(&self, instance_id: i64, filter: &DeadFilter, limit: u32, now: Millis) -> StoreResult<usize> {
+        let mut tx = self.begin().await?;
+        lock_instance(&mut tx, instance_id).await?;
+        let scheduled = outbox::resend_dead(&mut tx, instance_id, filter, limit, now).await?;
         tx.commit().await?;
         Ok(scheduled)
     }

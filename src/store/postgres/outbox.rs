@@ -9,7 +9,10 @@ use sqlx::{PgPool, Row};
 use super::Tx;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
-use crate::store::{AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreError, StoreResult, rfc3339};
+use crate::store::{
+    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, StoreError, StoreResult,
+    rfc3339,
+};
 use crate::webhooks::SigningSecret;
 
 const WAITING: i16 = 0;
@@ -435,4 +438,76 @@ pub(super) async fn prune_events(pool: &PgPool, before: Millis, limit: u32) -> S
     }
     tx.commit().await?;
     Ok(seqs.len() as u32)
+}
+
+/// The dead-delivery conditions shared by the listing and the bulk resend: the latest
+/// delivery of its event to its endpoint, dead, of the instance, within the filter.
+const DEAD_WHERE: &str = "e.instance_id = $1 AND d.state = 3 AND ($2::TEXT IS NULL OR d.endpoint_id = $2) \
+     AND ($3::BIGINT IS NULL OR e.created_at >= $3) AND ($4::BIGINT IS NULL OR e.created_at < $4) \
+     AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.endpoint_id = d.endpoint_id \
+                     AND n.id > d.id)";
+
+pub(super) async fn list_dead(
+    pool: &PgPool,
+    instance_id: i64,
+    filter: &DeadFilter,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<DeadDelivery>> {
+    let rows = sqlx::query(&format!(
+        "SELECT d.id AS delivery_id, e.id AS event_id, e.kind, d.endpoint_id, d.conversation, e.created_at, \
+           d.failures + d.attempt_offset AS attempts, a.started_at, a.status_code, a.error \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE event_seq = d.event_seq AND endpoint_id = d.endpoint_id) \
+         WHERE {DEAD_WHERE} AND d.id < $5 ORDER BY d.id DESC LIMIT $6"
+    ))
+    .bind(instance_id)
+    .bind(filter.endpoint_id.as_deref())
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadDelivery {
+                delivery_id: r.try_get("delivery_id")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("kind")?,
+                endpoint_id: r.try_get("endpoint_id")?,
+                conversation: r.try_get("conversation")?,
+                event_created_at: rfc3339(r.try_get("created_at")?),
+                attempts: r.try_get::<i32, _>("attempts")? as u32,
+                last_attempt_at: r.try_get::<Option<Millis>, _>("started_at")?.map(rfc3339),
+                last_status_code: r.try_get::<Option<i32>, _>("status_code")?.map(|c| c as u16),
+                last_error: r.try_get("error")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn resend_dead(
+    tx: &mut Tx,
+    instance_id: i64,
+    filter: &DeadFilter,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<usize> {
+    let pairs: Vec<(i64, String)> = sqlx::query_as(&format!(
+        "SELECT d.event_seq, d.endpoint_id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE {DEAD_WHERE} ORDER BY d.id LIMIT $5"
+    ))
+    .bind(instance_id)
+    .bind(filter.endpoint_id.as_deref())
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut scheduled = 0;
+    for (seq, endpoint_id) in pairs {
+        scheduled += resend(tx, seq, Some(&endpoint_id), now).await?;
+    }
+    Ok(scheduled)
 }

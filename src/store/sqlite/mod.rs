@@ -24,9 +24,9 @@ use crate::ids;
 use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::StoredMessage;
 use crate::store::{
-    AttemptRecord, AttemptResult, ChannelSend, ConversationSummary, DeliveryStatus, DueDelivery, IdempotencyRecord,
-    NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store,
-    StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ChannelSend, ConversationSummary, DeadDelivery, DeadFilter, DeliveryStatus,
+    DueDelivery, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange,
+    StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -386,6 +386,26 @@ impl Store for SqliteStore {
         let endpoint_id = endpoint_id.map(str::to_string);
         self.db
             .write(move |c| outbox::resend(c, event_seq, endpoint_id.as_deref(), now))
+            .await
+    }
+
+    async fn list_dead(
+        &self,
+        instance_id: i64,
+        filter: &DeadFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadDelivery>> {
+        let filter = filter.clone();
+        self.db
+            .read(move |c| outbox::list_dead(c, instance_id, &filter, before, limit))
+            .await
+    }
+
+    async fn resend_dead(&self, instance_id: i64, filter: &DeadFilter, limit: u32, now: Millis) -> StoreResult<usize> {
+        let filter = filter.clone();
+        self.db
+            .write(move |c| outbox::resend_dead(c, instance_id, &filter, limit, now))
             .await
     }
 

@@ -8,7 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::corrupt;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
-use crate::store::{AttemptRecord, AttemptResult, DeliveryStatus, DueDelivery, StoreResult, rfc3339};
+use crate::store::{
+    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, StoreResult, rfc3339,
+};
 use crate::webhooks::{EventFilter, SigningSecret};
 
 const WAITING: i64 = 0;
@@ -414,4 +416,76 @@ pub(super) fn prune_events(conn: &Connection, before: Millis, limit: u32) -> Sto
         }
     }
     Ok(seqs.len() as u32)
+}
+
+/// The dead-delivery conditions shared by the listing and the bulk resend: the latest
+/// delivery of its event to its endpoint, dead, of the instance, within the filter.
+const DEAD_WHERE: &str = "e.instance_id = ?1 AND d.state = 3 AND (?2 IS NULL OR d.endpoint_id = ?2) \
+     AND (?3 IS NULL OR e.created_at >= ?3) AND (?4 IS NULL OR e.created_at < ?4) \
+     AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.endpoint_id = d.endpoint_id \
+                     AND n.id > d.id)";
+
+pub(super) fn list_dead(
+    conn: &Connection,
+    instance_id: i64,
+    filter: &DeadFilter,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<DeadDelivery>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT d.id, e.id, e.kind, d.endpoint_id, d.conversation, e.created_at, d.failures + d.attempt_offset, \
+           a.started_at, a.status_code, a.error \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE event_seq = d.event_seq AND endpoint_id = d.endpoint_id) \
+         WHERE {DEAD_WHERE} AND d.id < ?5 ORDER BY d.id DESC LIMIT ?6"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            instance_id,
+            filter.endpoint_id,
+            filter.since,
+            filter.until,
+            before.unwrap_or(i64::MAX),
+            limit
+        ],
+        |r| {
+            Ok(DeadDelivery {
+                delivery_id: r.get(0)?,
+                event_id: r.get(1)?,
+                event_type: r.get(2)?,
+                endpoint_id: r.get(3)?,
+                conversation: r.get(4)?,
+                event_created_at: rfc3339(r.get(5)?),
+                attempts: r.get(6)?,
+                last_attempt_at: r.get::<_, Option<Millis>>(7)?.map(rfc3339),
+                last_status_code: r.get(8)?,
+                last_error: r.get(9)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn resend_dead(
+    conn: &Connection,
+    instance_id: i64,
+    filter: &DeadFilter,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<usize> {
+    let pairs: Vec<(i64, String)> = conn
+        .prepare_cached(&format!(
+            "SELECT d.event_seq, d.endpoint_id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE {DEAD_WHERE} ORDER BY d.id LIMIT ?5"
+        ))?
+        .query_map(
+            params![instance_id, filter.endpoint_id, filter.since, filter.until, limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut scheduled = 0;
+    for (seq, endpoint_id) in pairs {
+        scheduled += resend(conn, seq, Some(&endpoint_id), now)?;
+    }
+    Ok(scheduled)
 }
