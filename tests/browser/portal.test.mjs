@@ -86,14 +86,17 @@ async function startReceiver() {
     let body = "";
     req.on("data", (c) => (body += c));
     req.on("end", () => {
-      const entry = { headers: req.headers, json: JSON.parse(body) };
+      // `/gone` says the endpoint is gone; `/fail` fails while `failing` is set.
+      const status = req.url === "/gone" ? 410 : req.url === "/fail" && receiver.failing ? 500 : 200;
+      const entry = { headers: req.headers, json: JSON.parse(body), path: req.url, status };
       received.push(entry);
-      res.writeHead(200).end("ok");
+      res.writeHead(status).end(status === 200 ? "ok" : "no");
       for (const w of waiters.splice(0)) w();
     });
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  return {
+  const receiver = {
+    failing: true,
     url: `http://127.0.0.1:${server.address().port}/hook`,
     base: `http://127.0.0.1:${server.address().port}`,
     picture: `http://127.0.0.1:${server.address().port}/parcel.svg`,
@@ -110,6 +113,7 @@ async function startReceiver() {
     },
     close: () => server.close(),
   };
+  return receiver;
 }
 
 // Hides the notice banner so that screenshots show the page itself.
@@ -129,7 +133,8 @@ describe("Cloud Chat Portal", () => {
       },
       body: body ? JSON.stringify(body) : undefined,
     });
-    return response.json();
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
   };
 
   before(async () => {
@@ -279,6 +284,35 @@ describe("Cloud Chat Portal", () => {
     const sent = await api("POST", "/v1/messages", { to: "447000000009", body: "hello" });
     await receiver.waitFor((r) => r.json.event === "ack" && r.json.data.message_id === sent.message_id && r.json.data.status === "read");
     assert.equal(receiver.received.filter((r) => r.json.event === "message").length, count);
+  });
+
+  test("an endpoint that is gone says why, and dead deliveries are resent from the card", async () => {
+    const failing = await api("POST", "/v1/webhooks", { url: receiver.base + "/fail", events: ["message"] });
+    const gone = await api("POST", "/v1/webhooks", { url: receiver.base + "/gone", events: ["message"] });
+    await api("POST", "/v1/sandbox/inbound", { from: "447700900555", body: "is anyone there?" });
+    // /gone disables its endpoint at once; /fail dies after the two 1 s retries.
+    for (let i = 0; ; i++) {
+      const [dead, ep] = await Promise.all([
+        api("GET", `/v1/deliveries/dead?endpoint_id=${failing.id}`), api("GET", `/v1/webhooks/${gone.id}`)]);
+      if (dead.deliveries.length === 1 && ep.enabled === false) break;
+      assert.ok(i < 100, "the delivery never died or the endpoint was never disabled");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    receiver.failing = false;
+    await page.reload();
+    await page.click('.tab[data-tab="webhooks"]');
+    const goneCard = page.locator(`.endpoint[data-endpoint-id="${gone.id}"]`);
+    await goneCard.locator(".endpoint-problem", { hasText: "410 Gone" }).waitFor();
+    const card = page.locator(`.endpoint[data-endpoint-id="${failing.id}"]`);
+    await card.locator("button.show-dead").click();
+    await card.locator(".dead-rows li").first().waitFor();
+    await page.screenshot({ path: join(shots, "dead-deliveries.png") });
+    await card.locator("button.resend-all").click();
+    const taken = await receiver.waitFor((r) => r.path === "/fail" && r.status === 200);
+    assert.equal(taken.json.data.body, "is anyone there?");
+    await card.locator(".dead-list", { hasText: "No dead deliveries." }).waitFor();
+    await api("DELETE", `/v1/webhooks/${failing.id}`);
+    await api("DELETE", `/v1/webhooks/${gone.id}`);
   });
 
   test("a meta instance: no simulator, a notice when Meta refuses its token, pictures fetched with the keys", async () => {

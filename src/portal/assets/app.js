@@ -387,12 +387,19 @@ function endpointCard(ep) {
   const enabled = h("input", { type: "checkbox", checked: ep.enabled, className: "endpoint-enabled" });
   const secret = h("code", { className: "secret", "data-secret": "hidden" }, "whsec_••••••••");
   const result = h("p", { className: "test-result small" });
+  const dead = h("div", { className: "dead-list" });
+  const health = ep.disabled_reason
+    ? h("p", { className: "endpoint-problem", role: "status" }, ep.disabled_reason)
+    : ep.failing_since
+      ? h("p", { className: "endpoint-problem small" }, `Every attempt has failed since ${new Date(ep.failing_since).toLocaleString()}.`)
+      : null;
   const card = h(
     "div",
     { className: "card endpoint", "data-endpoint-id": ep.id },
     h("label", {}, "URL ", url),
     checks,
     h("label", { className: "check" }, enabled, " Enabled"),
+    health,
     h("div", { className: "secret-row" }, "Secret: ", secret,
       h("button", { className: "link reveal", onclick: () => {
         const shown = secret.dataset.secret === "shown";
@@ -403,10 +410,49 @@ function endpointCard(ep) {
     h("div", { className: "actions" },
       h("button", { className: "save", onclick: () => saveEndpoint(ep.id, url.value, checkedEvents(checks), enabled.checked) }, "Save"),
       h("button", { className: "test", onclick: () => testEndpoint(ep.id, result) }, "Send test event"),
+      h("button", { className: "show-dead", onclick: () => showDead(ep.id, dead) }, "Dead deliveries"),
       h("button", { className: "danger delete", onclick: () => deleteEndpoint(ep.id) }, "Delete")),
     result,
+    dead,
   );
   return card;
+}
+
+// The events this endpoint never took, newest first, each with a resend button, and one
+// button that resends them all (oldest first, so conversations keep their order).
+async function showDead(endpointId, box) {
+  try {
+    const { deliveries } = await state.api.get(`/v1/deliveries/dead?endpoint_id=${encodeURIComponent(endpointId)}&limit=50`);
+    if (!deliveries.length) {
+      box.replaceChildren(h("p", { className: "muted small" }, "No dead deliveries."));
+      return;
+    }
+    const rows = deliveries.map((d) => h("li", { className: "dead", "data-event-id": d.event_id },
+      h("span", { className: "small" }, `${new Date(d.event_created_at).toLocaleString()} · ${d.event_type} · ${d.conversation} · `),
+      h("span", { className: "small muted" }, d.last_error || ""),
+      h("button", { className: "link resend-one", onclick: async () => {
+        try {
+          await state.api.post(`/v1/events/${d.event_id}/resend`, { endpoint_id: endpointId });
+          await showDead(endpointId, box);
+        } catch (error) {
+          report(error);
+        }
+      } }, "Resend")));
+    box.replaceChildren(
+      h("div", { className: "dead-head" }, h("strong", {}, `Dead deliveries (${deliveries.length}${deliveries.length === 50 ? "+" : ""})`),
+        h("button", { className: "resend-all", onclick: async () => {
+          try {
+            const r = await state.api.post("/v1/deliveries/dead/resend", { endpoint_id: endpointId });
+            report(`${r.scheduled} deliveries scheduled again${r.more ? "; more remain, press again" : ""}.`);
+            await showDead(endpointId, box);
+          } catch (error) {
+            report(error);
+          }
+        } }, "Resend all")),
+      h("ul", { className: "dead-rows" }, rows));
+  } catch (error) {
+    report(error);
+  }
 }
 
 async function addEndpoint(event) {
