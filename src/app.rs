@@ -49,6 +49,8 @@ pub struct App {
     pub channel_sends: Arc<Notify>,
     /// The address clients reach this server at (media download links).
     base_url: Arc<str>,
+    /// Rate limits on authentication failures and API calls.
+    pub limits: Arc<crate::api::limits::Limits>,
 }
 
 /// A sent message, as the API reports it (and as an Idempotency-Key replays it).
@@ -78,6 +80,7 @@ impl App {
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
         Self {
             graph,
+            limits: Arc::new(crate::api::limits::Limits::new(config.api_rate_limit)),
             channel_sends: Arc::new(Notify::new()),
             base_url: base_url.trim_end_matches('/').into(),
             store,

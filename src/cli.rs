@@ -179,6 +179,10 @@ struct ServeArgs {
     /// receiver answering 410 Gone is disabled at once.
     #[arg(long, env = "BOTLINKD_DISABLE_ENDPOINT_AFTER", default_value = "5d", value_parser = optional_duration)]
     disable_endpoint_after: OptionalDuration,
+    /// API calls a second per instance, with a burst of twice that (`off`: unlimited); the
+    /// sandbox's simulated customers do not count.
+    #[arg(long, env = "BOTLINKD_API_RATE_LIMIT", default_value = "200", value_parser = optional_count)]
+    api_rate_limit: OptionalCount,
     /// meta channel: the Graph API's base URL.
     #[arg(long, env = "BOTLINKD_META_GRAPH_URL", default_value = "https://graph.facebook.com")]
     meta_graph_url: String,
@@ -192,6 +196,19 @@ struct ServeArgs {
 
 #[derive(Clone, Copy)]
 struct OptionalDuration(Option<Duration>);
+
+#[derive(Clone, Copy)]
+struct OptionalCount(Option<u32>);
+
+fn optional_count(s: &str) -> Result<OptionalCount, String> {
+    match s.trim() {
+        "off" | "none" | "unlimited" => Ok(OptionalCount(None)),
+        other => match other.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(OptionalCount(Some(n))),
+            _ => Err("a whole number above 0, or `off`".into()),
+        },
+    }
+}
 
 fn optional_duration(s: &str) -> Result<OptionalDuration, String> {
     match s.trim() {
@@ -375,6 +392,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.retention = args.retention.0;
     config.endpoint_disable_after = args.disable_endpoint_after.0;
+    config.api_rate_limit = args.api_rate_limit.0;
     config.meta_graph_url = args.meta_graph_url;
     config.meta_graph_version = args.meta_graph_version;
     config.meta_retry_for = args.meta_retry_for;

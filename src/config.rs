@@ -48,6 +48,8 @@ pub struct Config {
     pub sandbox_read_after: Option<Duration>,
     /// The largest request body the API accepts.
     pub max_body_bytes: usize,
+    /// API calls a second per instance, with a burst of twice that (`None`: unlimited).
+    pub api_rate_limit: Option<u32>,
     /// How long an endpoint may fail every attempt before it is disabled (`None`: never).
     /// A receiver that answers 410 Gone is disabled at once regardless.
     pub endpoint_disable_after: Option<Duration>,
@@ -89,6 +91,7 @@ impl Config {
             sandbox_delivered_after: Some(Duration::from_secs(1)),
             sandbox_read_after: Some(Duration::from_secs(3)),
             max_body_bytes: 256 * 1024,
+            api_rate_limit: Some(200),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             endpoint_disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
             create_demo_instance: true,

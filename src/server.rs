@@ -116,6 +116,7 @@ impl Server {
         }
         let router = api::router(app.clone());
         let stopping = app.stopping.clone();
+        let router = router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.cancelled().await;

@@ -22,6 +22,8 @@ pub struct ApiError {
     /// browser answers that header with a login dialog, which must not pop up over the
     /// portal when its stored keys are wrong).
     challenge: bool,
+    /// For a 429: when to come back (`Retry-After`).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -32,6 +34,15 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: false,
+            retry_after: None,
+        }
+    }
+
+    /// 429, with `Retry-After`.
+    pub fn too_many(code: &'static str, message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
         }
     }
 
@@ -165,6 +176,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -9,7 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 
+use std::net::IpAddr;
+
 use super::error::ApiError;
+use super::limits::client_ip;
 use crate::app::App;
 use crate::instances::{AuthKey, AuthKeyHash, Instance};
 
@@ -65,8 +68,17 @@ impl FromRequestParts<App> for Authed {
         if !parts.headers.contains_key(AUTHORIZATION) {
             return Err(ApiError::credentials_required());
         }
-        let (app_key, auth_key) = basic_credentials(parts).ok_or_else(ApiError::unauthorized)?;
-        authenticate(app, &app_key, &AuthKey::new(auth_key)).await.map(Authed)
+        let ip = client_ip(parts);
+        let Some((app_key, auth_key)) = basic_credentials(parts) else {
+            refuse_guesses(app, ip)?;
+            return Err(failed_authentication(app, ip));
+        };
+        let instance = authenticate(app, ip, &app_key, &AuthKey::new(auth_key)).await?;
+        // The sandbox's simulated customers stand in for WhatsApp's traffic, not API use.
+        if parts.uri.path() != "/v1/sandbox/inbound" {
+            charge(app, &instance)?;
+        }
+        Ok(Authed(instance))
     }
 }
 
@@ -81,20 +93,64 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Checks an App Key / Auth Key pair. An unknown App Key still costs a hash comparison, so
-/// the answer time does not tell whether the App Key exists.
-pub async fn authenticate(app: &App, app_key: &str, auth_key: &AuthKey) -> Result<Instance, ApiError> {
+/// Checks an App Key / Auth Key pair from the client at `ip`. An unknown App Key still
+/// costs a hash comparison, so the answer time does not tell whether the App Key exists. An
+/// address with too many recent failures is answered 429 without looking.
+pub async fn authenticate(
+    app: &App,
+    ip: Option<IpAddr>,
+    app_key: &str,
+    auth_key: &AuthKey,
+) -> Result<Instance, ApiError> {
+    refuse_guesses(app, ip)?;
     if app_key.is_empty() || app_key.len() > 256 || auth_key.expose().len() > 256 {
-        return Err(ApiError::unauthorized());
+        return Err(failed_authentication(app, ip));
     }
     match app.store.instance_by_app_key(app_key).await? {
         Some((instance, hash)) if hash.matches(auth_key) => Ok(instance),
-        Some(_) => Err(ApiError::unauthorized()),
+        Some(_) => Err(failed_authentication(app, ip)),
         None => {
             let _ = AuthKeyHash([0; 32]).matches(auth_key);
-            Err(ApiError::unauthorized())
+            Err(failed_authentication(app, ip))
         }
     }
+}
+
+/// 429 for an address that has failed to authenticate too often lately.
+pub fn refuse_guesses(app: &App, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    let Some(ip) = ip else { return Ok(()) };
+    app.limits.auth_failures.check(&ip).map_err(|wait| {
+        ApiError::too_many(
+            "too_many_auth_failures",
+            "too many failed authentications from this address; wait before trying again",
+            wait,
+        )
+    })
+}
+
+/// Counts a failed authentication against the address, and answers 401.
+pub fn failed_authentication(app: &App, ip: Option<IpAddr>) -> ApiError {
+    if let Some(ip) = ip {
+        let _ = app.limits.auth_failures.take(&ip);
+    }
+    ApiError::unauthorized()
+}
+
+/// Counts an API call against the instance's rate limit.
+pub fn charge(app: &App, instance: &Instance) -> Result<(), ApiError> {
+    let Some(calls) = &app.limits.api_calls else {
+        return Ok(());
+    };
+    calls.take(&instance.id).map_err(|wait| {
+        ApiError::too_many(
+            "rate_limited",
+            format!(
+                "this instance is over its API rate limit ({} calls a second); slow down",
+                app.config.api_rate_limit.unwrap_or_default()
+            ),
+            wait,
+        )
+    })
 }
 
 /// A raw body whose rejection (too large, broken off) is an [`ApiError`].

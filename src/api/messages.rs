@@ -12,7 +12,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, too_large};
-use super::extract::{Authed, Json, Path, RawBody, authenticate};
+use super::extract::{Authed, Json, Path, RawBody, authenticate, charge};
+use super::limits::ClientIp;
 use super::openapi::{CompatError, CompatSuccess, ErrorBody};
 use crate::app::{App, IdempotencyKey, Replay, Sent};
 use crate::instances::{AuthKey, Instance};
@@ -179,12 +180,12 @@ fn compat_error(status: StatusCode, message: &str) -> Response {
         (CompatForm = "multipart/form-data"),
         (CompatForm = "application/json"))),
     responses((status = 200, description = "Sent", body = CompatSuccess), (status = 401, description = "Invalid Auth and AppKey", body = CompatError), (status = 422, description = "Invalid message", body = CompatError)))]
-async fn create_message(State(app): State<App>, request: Request) -> Response {
+async fn create_message(State(app): State<App>, ClientIp(ip): ClientIp, request: Request) -> Response {
     let form = match read_compat_form(request).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    let instance = match authenticate(&app, &form.appkey, &AuthKey::new(form.authkey.clone())).await {
+    let instance = match authenticate(&app, ip, &form.appkey, &AuthKey::new(form.authkey.clone())).await {
         Ok(instance) => instance,
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             return (
@@ -195,6 +196,9 @@ async fn create_message(State(app): State<App>, request: Request) -> Response {
         }
         Err(e) => return e.into_response(),
     };
+    if let Err(error) = charge(&app, &instance) {
+        return error.into_response();
+    }
     let file = form.file.filter(|f| !f.trim().is_empty());
     let request = SendRequest {
         to: form.to,

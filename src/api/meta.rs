@@ -15,8 +15,9 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Authed, Json, Path, Query, RawBody};
+use super::extract::{Authed, Json, Path, Query, RawBody, failed_authentication, refuse_guesses};
 use super::instance::InstanceView;
+use super::limits::ClientIp;
 use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::channels::meta::MetaSettings;
@@ -49,7 +50,12 @@ pub(super) struct Handshake {
 #[utoipa::path(get, path = "/meta/webhook", tag = "meta", params(Handshake), security(()),
     responses((status = 200, description = "The challenge, echoed as text", body = String),
         (status = 403, description = "Wrong verify token", body = ErrorBody)))]
-async fn verify(State(app): State<App>, Query(handshake): Query<Handshake>) -> Result<Response, ApiError> {
+async fn verify(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    Query(handshake): Query<Handshake>,
+) -> Result<Response, ApiError> {
+    refuse_guesses(&app, ip)?;
     let forbidden = || {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -75,6 +81,7 @@ async fn verify(State(app): State<App>, Query(handshake): Query<Handshake>) -> R
         });
     if !matched {
         tracing::warn!("Meta webhook verification with a wrong verify token");
+        let _ = failed_authentication(&app, ip);
         return Err(forbidden());
     }
     let mut response = handshake.challenge.into_response();
@@ -91,12 +98,19 @@ async fn verify(State(app): State<App>, Query(handshake): Query<Handshake>) -> R
     responses((status = 200, description = "Stored; what the webhook brought", body = IntakeReport),
         (status = 401, description = "Missing or wrong signature", body = ErrorBody),
                 (status = 503, description = "Storage unavailable, or a status for a send still being recorded; Meta retries", body = ErrorBody)))]
-async fn receive(State(app): State<App>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
+async fn receive(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    refuse_guesses(&app, ip)?;
     let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     match intake::accept(&app, signature, &body).await {
         Ok(report) => Ok(Json(report).into_response()),
         Err(IntakeError::Signature(error)) => {
             tracing::warn!(error = %error, "Meta webhook refused");
+            let _ = failed_authentication(&app, ip);
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_signature",

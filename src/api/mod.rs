@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 
 mod conversations;
 mod deliveries;
@@ -52,10 +53,35 @@ pub fn router(app: App) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(limit_headers))
         // Spans name the method and path only: a query string could carry a key from an old
         // script (`/api/create-message?authkey=…`), and logs must never hold one.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
         }))
         .with_state(app)
+}
+
+/// The most bytes a request's target and headers may take together.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses requests whose target and headers are larger than [`MAX_HEADER_BYTES`] with a
+/// JSON 431 (hyper's own, much larger, limit still guards the reading of them).
+async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request line and headers may take at most {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

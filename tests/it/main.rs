@@ -16,6 +16,7 @@ mod listen;
 mod meta;
 mod operations;
 mod process;
+mod security;
 mod sending;
 mod stream;
 mod webhooks;
