@@ -12,8 +12,9 @@ use utoipa::ToSchema;
 use super::openapi::ErrorBody;
 
 use super::error::ApiError;
-use super::extract::{Authed, Json, Path};
+use super::extract::{Authed, Json, Path, RawBody};
 use crate::app::App;
+use crate::clock::Millis;
 use crate::events;
 use crate::store::rfc3339;
 use crate::webhooks::{AddressPolicy, Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret, WebhookUrl};
@@ -73,6 +74,9 @@ pub struct EndpointView {
     disabled_reason: Option<String>,
     /// Since when every attempt has failed, RFC 3339; `null` when the last one succeeded.
     failing_since: Option<String>,
+    /// After a rotation: until when the previous secret still signs beside `secret`
+    /// (`webhook-signature` then carries two `v1,` signatures), RFC 3339.
+    previous_secret_expires_at: Option<String>,
     /// The Standard Webhooks signing secret.
     #[schema(value_type = String, example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     secret: SigningSecret,
@@ -90,6 +94,7 @@ impl From<Endpoint> for EndpointView {
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
             failing_since: e.failing_since.map(rfc3339),
+            previous_secret_expires_at: e.previous_secret_until.map(rfc3339),
             secret: e.secret,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
@@ -227,16 +232,52 @@ async fn remove(
     }
 }
 
+/// How long the old secret keeps signing after a rotation, unless the body says.
+const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
+/// The longest grace period.
+const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A rotation's options.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateBody {
+    /// How long the old secret keeps signing beside the new one, 0 to 604800 seconds
+    /// (default 86400: a day to update the receiver). 0 retires it at once.
+    #[serde(default)]
+    grace_period_seconds: Option<u64>,
+}
+
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),
-    responses((status = 200, description = "The endpoint with its new secret", body = EndpointView), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
+    request_body(content = Option<RotateBody>, description = "Optional: the grace period"),
+    responses((status = 200, description = "The endpoint with its new secret", body = EndpointView), (status = 400, description = "Bad body", body = ErrorBody), (status = 404, description = "No such endpoint", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn rotate_secret(
     State(app): State<App>,
     Authed(instance): Authed,
     Path(id): Path<String>,
+    RawBody(body): RawBody,
 ) -> Result<Json<EndpointView>, ApiError> {
+    let options: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("expected {{\"grace_period_seconds\": 86400}} or no body: {e}"),
+            )
+        })?
+    };
+    let grace = options.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::bad_request(
+            "invalid_grace_period",
+            format!("`grace_period_seconds` may be at most {MAX_GRACE_SECONDS} (7 days)"),
+        ));
+    }
+    let now = app.now();
+    let old_valid_until = (grace > 0).then(|| now + (grace * 1000) as Millis);
     let endpoint = app
         .store
-        .rotate_endpoint_secret(instance.id, &id, SigningSecret::generate(), app.now())
+        .rotate_endpoint_secret(instance.id, &id, SigningSecret::generate(), old_valid_until, now)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     Ok(Json(endpoint.into()))

@@ -126,7 +126,13 @@ impl Attempter {
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
             return Err(format!("blocked: {ip} is an internal address"));
         }
-        let signature = d.secret.sign(&d.event_id, timestamp, d.payload.as_bytes());
+        // During a rotation's grace period the old secret signs too: Standard Webhooks
+        // receivers accept any one of several space-separated signatures.
+        let mut signature = d.secret.sign(&d.event_id, timestamp, d.payload.as_bytes());
+        if let Some(previous) = &d.previous_secret {
+            signature.push(' ');
+            signature.push_str(&previous.sign(&d.event_id, timestamp, d.payload.as_bytes()));
+        }
         let request = self
             .client
             .post(url)

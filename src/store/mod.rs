@@ -266,6 +266,8 @@ pub struct DueDelivery {
     pub url: String,
     /// How to sign.
     pub secret: SigningSecret,
+    /// The secret before the last rotation, while its grace period lasts: it signs too.
+    pub previous_secret: Option<SigningSecret>,
     /// The body.
     pub payload: Arc<str>,
     /// The number this attempt will have (1 for the first).
@@ -430,12 +432,14 @@ pub trait Store: Send + Sync + 'static {
         change: EndpointChange,
         now: Millis,
     ) -> StoreResult<Option<Endpoint>>;
-    /// Replaces an endpoint's signing secret.
+    /// Replaces an endpoint's signing secret; the old one keeps signing beside it until
+    /// `old_valid_until` (`None`: not at all).
     async fn rotate_endpoint_secret(
         &self,
         instance_id: i64,
         id: &str,
         secret: SigningSecret,
+        old_valid_until: Option<Millis>,
         now: Millis,
     ) -> StoreResult<Option<Endpoint>>;
     /// Deletes an endpoint and its undelivered deliveries.

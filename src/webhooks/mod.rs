@@ -42,6 +42,8 @@ pub struct Endpoint {
     pub failing_since: Option<Millis>,
     /// The signing secret (`whsec_…`).
     pub secret: SigningSecret,
+    /// Until when the secret before the last rotation still signs beside it.
+    pub previous_secret_until: Option<Millis>,
     /// Creation time, milliseconds.
     pub created_at: Millis,
     /// Last change, milliseconds.

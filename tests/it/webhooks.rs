@@ -149,7 +149,15 @@ async fn the_guard_holds_again_at_connect_time() {
         .unwrap()
         .to_string();
     let attempter = Attempter::new(AddressPolicy::default(), Duration::from_secs(3), Clock::system());
-    for url in [receiver.url.clone(), format!("http://localhost:{port}/hook")] {
+    for url in [
+        receiver.url.clone(),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        format!("http://[::ffff:7f00:1]:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://0x7f.1:{port}/hook"),
+    ] {
         let due = DueDelivery {
             delivery_id: 1,
             event_seq: 1,
@@ -158,6 +166,7 @@ async fn the_guard_holds_again_at_connect_time() {
             endpoint_id: "ep_x".into(),
             url: url.clone(),
             secret: SigningSecret::generate(),
+            previous_secret: None,
             payload: "{}".into(),
             attempt: 1,
             failures: 0,
@@ -172,4 +181,54 @@ async fn the_guard_holds_again_at_connect_time() {
         );
     }
     assert_eq!(receiver.count(), 0, "nothing reached the internal receiver");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_beside_the_new_one_for_its_grace_period() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let created = app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let id = created["id"].as_str().unwrap();
+    let old = created["secret"].as_str().unwrap().to_string();
+    let (status, rotated) = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({})).await;
+    assert_eq!(status, 200);
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert!(rotated["previous_secret_expires_at"].is_string(), "{rotated}");
+
+    // Both secrets verify the same delivery: receivers can switch whenever they like.
+    app.inbound_text("447123456789", "during the grace period").await;
+    let during = receiver.next().await;
+    assert_eq!(during.header("webhook-signature").matches("v1,").count(), 2);
+    verify_signature(&old, &during);
+    verify_signature(&new, &during);
+
+    // Without a grace period the old secret stops at once.
+    let (status, again) = app
+        .post(
+            &format!("/v1/webhooks/{id}/rotate-secret"),
+            json!({"grace_period_seconds": 0}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["previous_secret_expires_at"], serde_json::Value::Null);
+    let newest = again["secret"].as_str().unwrap().to_string();
+    app.inbound_text("447123456789", "after").await;
+    let after = receiver.next().await;
+    assert_eq!(after.header("webhook-signature").matches("v1,").count(), 1);
+    verify_signature(&newest, &after);
+    let wh = standardwebhooks::Webhook::new(&new).unwrap();
+    assert!(
+        wh.verify(&after.body, &after.headers).is_err(),
+        "the retired secret no longer verifies"
+    );
+    let (status, bad) = app
+        .post(
+            &format!("/v1/webhooks/{id}/rotate-secret"),
+            json!({"grace_period_seconds": 9_999_999}),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_grace_period"))
+    );
 }

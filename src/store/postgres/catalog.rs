@@ -147,7 +147,7 @@ pub(super) async fn rotate_keys(pool: &PgPool, id: i64, keys: &Credentials) -> S
 
 const ENDPOINT_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until";
 
 fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
     let secret: String = row.try_get("secret")?;
@@ -164,6 +164,7 @@ fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
         updated_at: row.try_get("updated_at")?,
         disabled_reason: row.try_get("disabled_reason")?,
         failing_since: row.try_get("failing_since")?,
+        previous_secret_until: row.try_get("previous_secret_until")?,
     })
 }
 
@@ -265,15 +266,19 @@ pub(super) async fn rotate_endpoint_secret(
     instance_id: i64,
     id: &str,
     secret: &SigningSecret,
+    old_valid_until: Option<Millis>,
     now: Millis,
 ) -> StoreResult<Option<Endpoint>> {
     let row = sqlx::query(&format!(
-        "UPDATE endpoints SET secret = $3, updated_at = $4 WHERE instance_id = $1 AND id = $2 RETURNING {READ_COLUMNS}"
+        "UPDATE endpoints SET previous_secret = CASE WHEN $5::BIGINT IS NULL THEN NULL ELSE secret END, \
+           previous_secret_until = $5, secret = $3, updated_at = $4 \
+         WHERE instance_id = $1 AND id = $2 RETURNING {READ_COLUMNS}"
     ))
     .bind(instance_id)
     .bind(id)
     .bind(secret.expose())
     .bind(now)
+    .bind(old_valid_until)
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(endpoint).transpose()

@@ -255,9 +255,10 @@ impl Store for PgStore {
         instance_id: i64,
         id: &str,
         secret: SigningSecret,
+        old_valid_until: Option<Millis>,
         now: Millis,
     ) -> StoreResult<Option<Endpoint>> {
-        catalog::rotate_endpoint_secret(&self.pool, instance_id, id, &secret, now).await
+        catalog::rotate_endpoint_secret(&self.pool, instance_id, id, &secret, old_valid_until, now).await
     }
 
     async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool> {

@@ -277,11 +277,15 @@ pub(super) async fn test_event(
         .bind(lease_until)
         .execute(&mut **tx)
         .await?;
-    let row = sqlx::query("SELECT url, secret FROM endpoints WHERE id = $1")
-        .bind(endpoint_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
+    let row = sqlx::query(
+        "SELECT url, secret, CASE WHEN previous_secret_until > $2 THEN previous_secret END AS previous_secret \
+         FROM endpoints WHERE id = $1",
+    )
+    .bind(endpoint_id)
+    .bind(e.created_at)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
     let secret: String = row.try_get("secret")?;
     Ok(DueDelivery {
         delivery_id: id,
@@ -291,6 +295,9 @@ pub(super) async fn test_event(
         endpoint_id: endpoint_id.to_string(),
         url: row.try_get("url")?,
         secret: SigningSecret::parse(&secret).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        previous_secret: row
+            .try_get::<Option<String>, _>("previous_secret")?
+            .and_then(|p| SigningSecret::parse(&p).ok()),
         payload: Arc::from(e.payload.as_str()),
         attempt: 1,
         failures: 0,
@@ -315,7 +322,8 @@ pub(super) async fn claim(
          UPDATE deliveries d SET lease_until = $4, next_at = $4 FROM due, events ev, endpoints ep \
          WHERE d.id = due.id AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
          RETURNING d.id, d.event_seq, ev.id AS event_id, ev.instance_id, d.endpoint_id, ep.url, ep.secret, ev.payload, \
-                   d.failures, d.attempt_offset",
+                   d.failures, d.attempt_offset, \
+                   CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret",
     )
     .bind(now)
     .bind(skip.to_vec())
@@ -338,6 +346,9 @@ pub(super) async fn claim(
                 endpoint_id: r.try_get("endpoint_id")?,
                 url: r.try_get("url")?,
                 secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                previous_secret: r
+                    .try_get::<Option<String>, _>("previous_secret")?
+                    .and_then(|p| SigningSecret::parse(&p).ok()),
                 payload: Arc::from(payload),
                 attempt: (offset + failures + 1) as u32,
                 failures: failures as u32,

@@ -11,7 +11,7 @@ use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, Signin
 
 const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until";
 
 fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let secret: String = row.get(6)?;
@@ -27,6 +27,7 @@ fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         updated_at: row.get(8)?,
         disabled_reason: row.get(9)?,
         failing_since: row.get(10)?,
+        previous_secret_until: row.get(11)?,
     })
 }
 
@@ -116,11 +117,13 @@ pub(super) fn rotate_secret(
     instance_id: i64,
     id: &str,
     secret: &SigningSecret,
+    old_valid_until: Option<Millis>,
     now: Millis,
 ) -> StoreResult<Option<Endpoint>> {
     let changed = conn.execute(
-        "UPDATE endpoints SET secret = ?3, updated_at = ?4 WHERE instance_id = ?1 AND id = ?2",
-        params![instance_id, id, secret.expose(), now],
+        "UPDATE endpoints SET previous_secret = CASE WHEN ?5 IS NULL THEN NULL ELSE secret END, \
+           previous_secret_until = ?5, secret = ?3, updated_at = ?4 WHERE instance_id = ?1 AND id = ?2",
+        params![instance_id, id, secret.expose(), now, old_valid_until],
     )?;
     if changed == 0 {
         return Ok(None);

@@ -172,11 +172,12 @@ impl Store for SqliteStore {
         instance_id: i64,
         id: &str,
         secret: SigningSecret,
+        old_valid_until: Option<Millis>,
         now: Millis,
     ) -> StoreResult<Option<Endpoint>> {
         let id = id.to_string();
         self.db
-            .write(move |c| endpoints::rotate_secret(c, instance_id, &id, &secret, now))
+            .write(move |c| endpoints::rotate_secret(c, instance_id, &id, &secret, old_valid_until, now))
             .await
     }
 

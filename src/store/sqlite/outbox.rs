@@ -245,10 +245,13 @@ pub(super) fn test_event(
     let seq = insert_event(conn, instance_id, e)?;
     let id = enqueue(conn, seq, endpoint_id, &e.conversation, 0, e.created_at)?;
     lease(conn, id, lease_until)?;
-    let (url, secret): (String, String) = conn
-        .query_row("SELECT url, secret FROM endpoints WHERE id = ?1", [endpoint_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let (url, secret, previous): (String, String, Option<String>) = conn
+        .query_row(
+            "SELECT url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END FROM endpoints \
+             WHERE id = ?1",
+            params![endpoint_id, e.created_at],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?
         .ok_or_else(|| crate::store::StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
     Ok(DueDelivery {
@@ -260,6 +263,7 @@ pub(super) fn test_event(
         url,
         secret: SigningSecret::parse(&secret)
             .map_err(|_| crate::store::StoreError::Corrupt("endpoint secret".into()))?,
+        previous_secret: previous.and_then(|p| SigningSecret::parse(&p).ok()),
         payload: Arc::from(e.payload.as_str()),
         attempt: 1,
         failures: 0,
@@ -284,7 +288,7 @@ pub(super) fn claim(
     let skip_json = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, d.attempt_offset, \
-                ev.instance_id \
+                ev.instance_id, CASE WHEN ep.previous_secret_until > ?1 THEN ep.previous_secret END \
          FROM deliveries d \
          JOIN endpoints ep ON ep.id = d.endpoint_id \
          JOIN events ev ON ev.seq = d.event_seq \
@@ -305,6 +309,9 @@ pub(super) fn claim(
             endpoint_id: r.get(3)?,
             url: r.get(4)?,
             secret: SigningSecret::parse(&secret).map_err(|e| corrupt(5, e.to_string()))?,
+            previous_secret: r
+                .get::<_, Option<String>>(10)?
+                .and_then(|p| SigningSecret::parse(&p).ok()),
             payload: Arc::from(payload),
             attempt: offset + failures + 1,
             failures,
