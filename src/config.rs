@@ -28,6 +28,9 @@ pub struct Config {
     pub database_url: String,
     /// SQLite's durability setting.
     pub sqlite_sync: SqliteSync,
+    /// A cap on the SQLite file, in 4 KiB pages (`None`: the disk is the limit). Fault tests
+    /// use it to fill "the disk" on demand.
+    pub sqlite_max_pages: Option<u64>,
     /// The address users reach this server at, used in printed links (portal URL).
     pub public_url: Option<String>,
     /// Networks that webhook URLs may point into although they are private or loopback.
@@ -81,6 +84,7 @@ impl Config {
         Self {
             database_url: database_url.into(),
             sqlite_sync: SqliteSync::Full,
+            sqlite_max_pages: None,
             public_url: None,
             webhook_allow_cidrs: Vec::new(),
             retry_schedule: RetrySchedule::default(),

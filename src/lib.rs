@@ -55,4 +55,7 @@ pub mod webhooks;
 
 mod server;
 
+#[cfg(test)]
+mod hostile_input;
+
 pub use server::{Server, run};

@@ -83,7 +83,11 @@ impl FromRequestParts<App> for Authed {
 }
 
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
-    let header = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    parse_basic(parts.headers.get(AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The user and password of an `Authorization: Basic …` value.
+pub(crate) fn parse_basic(header: &str) -> Option<(String, String)> {
     let (scheme, encoded) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

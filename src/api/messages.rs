@@ -154,10 +154,10 @@ async fn read(
     Ok(Json(message))
 }
 
-/// The compatibility form: keys in the body (never the URL), `to`, `message`, optional `file`.
-/// The compatibility form (keys in the body, never the URL). No `Debug`: it holds the Auth Key.
+/// The compatibility form: keys in the body (never the URL), `to`, `message`, optional
+/// `file`. No `Debug`: it holds the Auth Key.
 #[derive(Default, Deserialize, utoipa::ToSchema)]
-pub(super) struct CompatForm {
+pub(crate) struct CompatForm {
     #[serde(default)]
     appkey: String,
     #[serde(default)]
@@ -168,6 +168,20 @@ pub(super) struct CompatForm {
     message: String,
     #[serde(default)]
     file: Option<String>,
+}
+
+/// The send a compatibility form asks for: a text, or an image when `file` names one.
+pub(crate) fn compat_send_request(form: CompatForm) -> SendRequest {
+    let file = form.file.filter(|f| !f.trim().is_empty());
+    SendRequest {
+        to: form.to,
+        kind: Some(if file.is_some() { "image" } else { "text" }.to_string()),
+        body: Some(form.message),
+        media_url: file,
+        caption: None,
+        buttons: None,
+        template: None,
+    }
 }
 
 fn compat_error(status: StatusCode, message: &str) -> Response {
@@ -199,17 +213,7 @@ async fn create_message(State(app): State<App>, ClientIp(ip): ClientIp, request:
     if let Err(error) = charge(&app, &instance) {
         return error.into_response();
     }
-    let file = form.file.filter(|f| !f.trim().is_empty());
-    let request = SendRequest {
-        to: form.to,
-        kind: Some(if file.is_some() { "image" } else { "text" }.to_string()),
-        body: Some(form.message),
-        media_url: file,
-        caption: None,
-        buttons: None,
-        template: None,
-    };
-    let message = match request.validate() {
+    let message = match compat_send_request(form).validate() {
         Ok(message) => message,
         Err(invalid) => return compat_error(StatusCode::UNPROCESSABLE_ENTITY, &invalid.message),
     };

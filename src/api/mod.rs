@@ -13,7 +13,7 @@ mod deliveries;
 mod events;
 mod health;
 mod instance;
-mod messages;
+pub(crate) mod messages;
 mod meta;
 mod openapi;
 mod sandbox;

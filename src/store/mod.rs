@@ -78,6 +78,28 @@ impl StoreError {
             StoreError::Closed
                 | StoreError::CommitFailed
                 | StoreError::Postgres(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        ) || self.is_full()
+            || self.is_connection_lost()
+    }
+
+    /// Whether PostgreSQL dropped the connection (a restart, an administrator's terminate,
+    /// a network cut: SQLSTATE classes 08 and 57P): worth retrying (an Idempotency-Key makes
+    /// a retried send safe if the lost statement was a commit that did happen).
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            StoreError::Postgres(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
+
+    /// Whether the disk (or the database's size limit) is full: nothing can be written until
+    /// space is made, but nothing written before is harmed.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull
         )
     }
 }
@@ -599,7 +621,11 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>>
         return Ok(Arc::new(postgres::PgStore::open(url).await?));
     }
     let path = sqlite::path_from_url(url)?;
-    Ok(Arc::new(sqlite::SqliteStore::open(&path, config.sqlite_sync)?))
+    Ok(Arc::new(sqlite::SqliteStore::open(
+        &path,
+        config.sqlite_sync,
+        config.sqlite_max_pages,
+    )?))
 }
 
 /// Held by a serving process for as long as it serves: with SQLite, a second `serve` on the

@@ -122,7 +122,7 @@ pub struct TestApp {
     pub keys: Keys,
     shutdown: CancellationToken,
     _server: tokio::task::JoinHandle<()>,
-    _db: TestDb,
+    db: Option<TestDb>,
 }
 
 /// An instance's id and keys.
@@ -140,10 +140,50 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// A server on SQLite whatever the suite's backend (for SQLite's own faults).
+    pub async fn spawn_sqlite_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let mut test = Self::start_on(TestDb::sqlite(), adjust).await;
+        test.keys = test.create_instance("test").await;
+        test
+    }
+
+    /// A server on PostgreSQL whatever the suite's backend (fails loudly without it).
+    pub async fn spawn_postgres_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let mut test = Self::start_on(TestDb::postgres().await, adjust).await;
+        test.keys = test.create_instance("test").await;
+        test
+    }
+
+    /// The PostgreSQL database's name, when the server runs on one.
+    pub fn postgres_database(&self) -> Option<String> {
+        self.db.as_ref().and_then(|db| db.postgres_name.clone())
+    }
+
     /// A server with the test defaults changed by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let db = TestDb::new().await;
+        let mut test = Self::start_on(db, adjust).await;
+        test.keys = test.create_instance("test").await;
+        test
+    }
+
+    /// Stops the server and starts another on the same database, with the test defaults
+    /// changed by `adjust`; the instance and its keys stay.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
+        self.shutdown.cancel();
+        let server = std::mem::replace(&mut self._server, tokio::spawn(async {}));
+        server.await.expect("the server stops cleanly");
+        let db = self.db.take().expect("the database");
+        let keys = self.keys.clone();
+        let mut test = Self::start_on(db, adjust).await;
+        test.keys = keys;
+        test
+    }
+
+    async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_tests(db.url.clone());
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -155,7 +195,7 @@ impl TestApp {
         let handle = tokio::spawn(async move {
             server.serve(token).await.expect("server runs");
         });
-        let mut test = Self {
+        Self {
             base,
             client: reqwest::Client::new(),
             app,
@@ -167,10 +207,8 @@ impl TestApp {
             },
             shutdown,
             _server: handle,
-            _db: db,
-        };
-        test.keys = test.create_instance("test").await;
-        test
+            db: Some(db),
+        }
     }
 
     /// Creates another sandbox instance in the same server.
@@ -372,6 +410,14 @@ impl Receiver {
                 return r;
             }
         }
+    }
+
+    /// The next request if one arrives within `window`.
+    pub async fn next_within(&self, window: Duration) -> Option<Received> {
+        tokio::time::timeout(window, self.inbox.lock().await.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Asserts that nothing arrives within `window`.

@@ -7,6 +7,7 @@ mod dead;
 mod delivery;
 mod endpoint_health;
 mod example_bot;
+mod faults;
 mod feed;
 mod graph_stub;
 mod harness;

@@ -333,6 +333,7 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
             let mut seen_ids: HashMap<String, String> = HashMap::new();
             let mut order: HashMap<String, Vec<String>> = HashMap::new();
             let mut delivered: HashSet<String> = HashSet::new();
+            let mut duplicates = 0;
             while !expected.iter().all(|id| delivered.contains(*id)) {
                 let got = receiver.next().await;
                 let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
@@ -342,6 +343,8 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
                 if delivered.insert(message_id.clone()) {
                     let from = got.json["data"]["from"].as_str().unwrap().to_string();
                     order.entry(from).or_default().push(message_id);
+                } else {
+                    duplicates += 1;
                 }
             }
             for (customer, id) in &accepted {
@@ -364,6 +367,13 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
                 accepted.len() > 1000,
                 "the stream ran across the kills ({} accepted)",
                 accepted.len()
+            );
+            eprintln!(
+                "fault report | kill -9 twice during a stream, restarted each time | sent {} | delivered {} | dead 0 \
+                 | duplicates {duplicates} | attempts {}",
+                accepted.len(),
+                accepted.iter().filter(|(_, id)| delivered.contains(id)).count(),
+                receiver.count()
             );
         }
     }

@@ -55,6 +55,7 @@ impl Db {
     pub(super) fn open(
         path: &Path,
         sync: SqliteSync,
+        max_pages: Option<u64>,
         prepare: impl FnOnce(&mut Connection) -> StoreResult<()>,
     ) -> StoreResult<Self> {
         let mut writer = Connection::open(path)?;
@@ -67,6 +68,10 @@ impl Db {
              PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
         ))?;
         prepare(&mut writer)?;
+        if let Some(pages) = max_pages {
+            // A full disk, on demand: past this size every write fails with SQLITE_FULL.
+            writer.execute_batch(&format!("PRAGMA max_page_count = {pages};"))?;
+        }
         let (jobs, queue) = mpsc::channel::<Queued>(4096);
         let full = sync == SqliteSync::Full;
         thread::Builder::new()

@@ -50,12 +50,12 @@ pub fn path_from_url(url: &str) -> StoreResult<PathBuf> {
 
 impl SqliteStore {
     /// Opens the database at `path`, creating it and applying migrations as needed.
-    pub fn open(path: &Path, sync: SqliteSync) -> StoreResult<Self> {
+    pub fn open(path: &Path, sync: SqliteSync, max_pages: Option<u64>) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Db::open(path, sync, migrations::apply)?;
+        let db = Db::open(path, sync, max_pages, migrations::apply)?;
         Ok(Self { db })
     }
 }
