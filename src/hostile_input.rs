@@ -91,33 +91,32 @@ proptest! {
 
     #[test]
     fn inbound_bodies_validate_or_refuse(raw in prop_oneof![any_json(), body_like()]) {
-        if let Ok(request) = serde_json::from_value::<InboundRequest>(raw) {
-            if let Ok(message) = request.validate() {
-                prop_assert!(message.from.as_str().bytes().all(|b| b.is_ascii_digit()));
-                prop_assert!(message.kind != "text" || !message.body.trim().is_empty());
-            }
+        if let Ok(request) = serde_json::from_value::<InboundRequest>(raw)
+            && let Ok(message) = request.validate()
+        {
+            prop_assert!(message.from.as_str().bytes().all(|b| b.is_ascii_digit()));
+            prop_assert!(message.kind != "text" || !message.body.trim().is_empty());
         }
     }
 
     #[test]
     fn send_bodies_validate_or_refuse_and_go_to_meta_whole(raw in prop_oneof![any_json(), body_like()]) {
-        if let Ok(request) = serde_json::from_value::<SendRequest>(raw) {
-            if let Ok(message) = request.validate() {
-                let graph = message_request(&message);
-                prop_assert_eq!(&graph["to"], &json!(message.to.as_str()));
-                prop_assert!(graph["type"].is_string());
-            }
+        if let Ok(request) = serde_json::from_value::<SendRequest>(raw)
+            && let Ok(message) = request.validate()
+        {
+            let graph = message_request(&message);
+            prop_assert_eq!(&graph["to"], &json!(message.to.as_str()));
+            prop_assert!(graph["type"].is_string());
         }
     }
 
     #[test]
     fn compatibility_forms_of_any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), form in "[a-z=&%0-9+]{0,80}") {
-        for parsed in [serde_urlencoded::from_bytes::<CompatForm>(&bytes).ok(),
-                       serde_urlencoded::from_str::<CompatForm>(&form).ok(),
-                       serde_json::from_slice::<CompatForm>(&bytes).ok()] {
-            if let Some(form) = parsed {
-                let _ = compat_send_request(form).validate();
-            }
+        let parsed = [serde_urlencoded::from_bytes::<CompatForm>(&bytes).ok(),
+                      serde_urlencoded::from_str::<CompatForm>(&form).ok(),
+                      serde_json::from_slice::<CompatForm>(&bytes).ok()];
+        for form in parsed.into_iter().flatten() {
+            let _ = compat_send_request(form).validate();
         }
     }
 
