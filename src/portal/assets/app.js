@@ -479,7 +479,7 @@ async function saveEndpoint(id, url, events, enabled) {
 async function rotate(id) {
   try {
     await state.api.post(`/v1/webhooks/${id}/rotate-secret`);
-    report("New secret made. Update your receiver.");
+    report("New secret made. The old one keeps signing beside it for 24 hours: update your receiver before then.");
     await loadEndpoints();
   } catch (error) {
     report(error);
