@@ -21,8 +21,8 @@ pub enum SqliteSync {
     Normal,
 }
 
-/// Everything a server needs to run.
-#[derive(Clone, Debug)]
+/// Everything a server needs to run. Its `Debug` hides the database password.
+#[derive(Clone)]
 pub struct Config {
     /// Where the storage lives: `sqlite://PATH` or a plain file path.
     pub database_url: String,
@@ -127,5 +127,34 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{bound}"),
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::store::redact_url(&self.database_url))
+            .field("sqlite_sync", &self.sqlite_sync)
+            .field("public_url", &self.public_url)
+            .field("webhook_allow_cidrs", &self.webhook_allow_cidrs)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("delivery_lease", &self.delivery_lease)
+            .field("api_rate_limit", &self.api_rate_limit)
+            .field("endpoint_disable_after", &self.endpoint_disable_after)
+            .field("meta_graph_url", &self.meta_graph_url)
+            .field("meta_graph_version", &self.meta_graph_version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let shown = format!("{:?}", Config::new("postgres://bot:s3cret@db:5432/botlinkd"));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://***@db:5432/botlinkd"), "{shown}");
     }
 }

@@ -24,7 +24,7 @@ use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::store::{AttemptResult, DueDelivery, Store, StoreError, StoreResult};
+use crate::store::{AttemptResult, DueDelivery, HandOver, Store, StoreError, StoreResult};
 use crate::webhooks::AddressPolicy;
 
 /// The most deliveries claimed in one go.
@@ -130,7 +130,7 @@ impl Engine {
         }
         let outcome = tally(&results);
         let results: Arc<[AttemptResult]> = results.into();
-        inner.store.complete(results.clone()).await?;
+        inner.store.complete(results.clone(), None).await?;
         inner.live.attempts(&results);
         Ok(outcome)
     }
@@ -139,7 +139,7 @@ impl Engine {
     pub async fn deliver_now(&self, due: DueDelivery) -> StoreResult<AttemptResult> {
         let result = self.attempt(&due).await;
         let results: Arc<[AttemptResult]> = Arc::new([result.clone()]);
-        self.inner.store.complete(results.clone()).await?;
+        self.inner.store.complete(results.clone(), None).await?;
         self.inner.live.attempts(&results);
         self.wake();
         Ok(result)
@@ -187,7 +187,10 @@ impl Engine {
     /// (they are bounded by the attempt timeout) and records their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
         let (done, outcomes) = mpsc::channel::<AttemptResult>(COMPLETE_BATCH * 4);
-        let completer = tokio::spawn(self.clone().record_outcomes(outcomes));
+        let completer = tokio::spawn(
+            self.clone()
+                .record_outcomes(outcomes, done.downgrade(), shutdown.clone()),
+        );
         while !shutdown.is_cancelled() {
             let claimed = self.claim_and_launch(&done).await;
             if claimed == CLAIM_BATCH {
@@ -233,6 +236,13 @@ impl Engine {
             }
         };
         let claimed = due.len();
+        self.launch(due, done);
+        claimed
+    }
+
+    /// Starts an attempt task for each claimed delivery.
+    fn launch(&self, due: Vec<DueDelivery>, done: &mpsc::Sender<AttemptResult>) {
+        let inner = &self.inner;
         for d in due {
             inner.in_flight.fetch_add(1, Ordering::AcqRel);
             *inner
@@ -257,7 +267,6 @@ impl Engine {
                 let _ = done.send(result).await;
             });
         }
-        claimed
     }
 
     fn endpoint_gate(&self, endpoint_id: &str) -> Arc<Semaphore> {
@@ -304,23 +313,48 @@ impl Engine {
         }
     }
 
-    /// Records attempt outcomes in batches until every sender is gone.
-    async fn record_outcomes(self, mut outcomes: mpsc::Receiver<AttemptResult>) {
+    /// Records attempt outcomes in batches until every sender is gone. Each completion also
+    /// claims the next delivery of every conversation it finished (while the engine runs
+    /// and has free slots), and this starts those at once: one conversation's events follow
+    /// each other without waiting for the claim loop.
+    async fn record_outcomes(
+        self,
+        mut outcomes: mpsc::Receiver<AttemptResult>,
+        done: mpsc::WeakSender<AttemptResult>,
+        shutdown: CancellationToken,
+    ) {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
         while outcomes.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
             let results: Arc<[AttemptResult]> = std::mem::take(&mut batch).into();
             let mut backoff = Duration::from_millis(50);
             // An outcome is never dropped: if the store fails, try again until it answers.
             // (Should the process die meanwhile, the lease hands the delivery back.)
-            while let Err(error) = self.inner.store.complete(results.clone()).await {
-                if matches!(error, StoreError::Closed) {
-                    return;
+            let handed = loop {
+                let free = self
+                    .inner
+                    .max_in_flight
+                    .saturating_sub(self.inner.in_flight.load(Ordering::Acquire));
+                let hand_over = (!shutdown.is_cancelled() && free > 0).then(|| HandOver {
+                    now: self.inner.clock.now_ms(),
+                    lease_until: self.lease_until(),
+                    limit: free,
+                });
+                match self.inner.store.complete(results.clone(), hand_over).await {
+                    Ok(handed) => break handed,
+                    Err(StoreError::Closed) => return,
+                    Err(error) => {
+                        tracing::error!(error = %error, "recording delivery outcomes failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
-                tracing::error!(error = %error, "recording delivery outcomes failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            };
             self.inner.live.attempts(&results);
+            match done.upgrade() {
+                Some(done) => self.launch(handed, &done),
+                // Stopping: what was handed over returns to the queue when its lease ends.
+                None => drop(handed),
+            }
             self.wake();
         }
     }

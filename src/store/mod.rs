@@ -300,6 +300,17 @@ pub struct DueDelivery {
     pub lease_until: Millis,
 }
 
+/// How a completion may claim the next delivery of each finished conversation.
+#[derive(Clone, Copy, Debug)]
+pub struct HandOver {
+    /// Now.
+    pub now: Millis,
+    /// The lease the claimed deliveries get.
+    pub lease_until: Millis,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// What one attempt did, as the engine reports it to the store.
 #[derive(Clone, Debug)]
 pub struct AttemptResult {
@@ -587,8 +598,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
     ) -> StoreResult<Vec<DueDelivery>>;
     /// Records attempts and moves their deliveries on (delivered, retry, dead), promoting
-    /// the next delivery of a conversation where the head is done.
-    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()>;
+    /// the next delivery of a conversation where the head is done. With `hand_over`, the
+    /// promoted deliveries that are due at once (up to its limit) are claimed in the same
+    /// transaction and returned, so the engine starts them without another claim.
+    async fn complete(
+        &self,
+        results: Arc<[AttemptResult]>,
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Vec<DueDelivery>>;
     /// Deletes up to `limit` events older than `events_before` whose deliveries are all
     /// finished (with their deliveries and attempts), and Idempotency-Keys older than
     /// `keys_before`. Returns how many events went; call again while it returns `limit`.

@@ -381,11 +381,17 @@ async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
         disable_after: None,
     };
     // The stale claimer reports a final failure: recorded, but the delivery is not killed.
-    store.complete(vec![outcome(&first[0], false)].into()).await.unwrap();
+    store
+        .complete(vec![outcome(&first[0], false)].into(), None)
+        .await
+        .unwrap();
     let state = app.get_json(&format!("/v1/events/{event_id}")).await;
     assert_eq!(state["deliveries"][0]["state"], "pending", "{state}");
     // The current claimer's success counts.
-    store.complete(vec![outcome(&second[0], true)].into()).await.unwrap();
+    store
+        .complete(vec![outcome(&second[0], true)].into(), None)
+        .await
+        .unwrap();
     let state = app.get_json(&format!("/v1/events/{event_id}")).await;
     assert_eq!(state["deliveries"][0]["state"], "delivered", "{state}");
     assert_eq!(

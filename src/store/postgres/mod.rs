@@ -29,7 +29,7 @@ use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
     AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery, DeadFilter,
-    DeliveryStatus, DueDelivery, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus,
+    DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus,
     SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
@@ -486,7 +486,11 @@ impl Store for PgStore {
         outbox::claim(&self.pool, now, limit, &skip_endpoints, lease_until).await
     }
 
-    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()> {
+    async fn complete(
+        &self,
+        results: Arc<[AttemptResult]>,
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.begin().await?;
         // Lock every instance involved, in one order, so completions never deadlock.
         let mut instances: Vec<i64> = results.iter().map(|r| r.instance_id).collect();
@@ -495,7 +499,7 @@ impl Store for PgStore {
         for instance_id in instances {
             lock_instance(&mut tx, instance_id).await?;
         }
-        outbox::complete(&mut tx, &results).await?;
+        let handed = outbox::complete(&mut tx, &results, hand_over).await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt.
         for result in results.iter() {
             let payload = serde_json::json!({
@@ -510,7 +514,7 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(handed)
     }
 
     async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32> {

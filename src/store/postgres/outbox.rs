@@ -10,8 +10,8 @@ use super::Tx;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
 use crate::store::{
-    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, StoreError, StoreResult,
-    rfc3339,
+    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError,
+    StoreResult, rfc3339,
 };
 use crate::webhooks::SigningSecret;
 
@@ -314,17 +314,15 @@ pub(super) async fn claim(
     skip: &[String],
     lease_until: Millis,
 ) -> StoreResult<Vec<DueDelivery>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "WITH due AS ( \
            SELECT d.id FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
            WHERE d.state = 1 AND d.next_at <= $1 AND ep.enabled AND NOT (d.endpoint_id = ANY($2)) \
            ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
          UPDATE deliveries d SET lease_until = $4, next_at = $4 FROM due, events ev, endpoints ep \
          WHERE d.id = due.id AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
-         RETURNING d.id, d.event_seq, ev.id AS event_id, ev.instance_id, d.endpoint_id, ep.url, ep.secret, ev.payload, \
-                   d.failures, d.attempt_offset, \
-                   CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret",
-    )
+         RETURNING {DUE_RETURNING}",
+    ))
     .bind(now)
     .bind(skip.to_vec())
     .bind(i64::from(limit))
@@ -333,35 +331,70 @@ pub(super) async fn claim(
     .await?;
     let mut due: Vec<DueDelivery> = rows
         .iter()
-        .map(|r| {
-            let secret: String = r.try_get("secret")?;
-            let payload: String = r.try_get("payload")?;
-            let failures: i32 = r.try_get("failures")?;
-            let offset: i32 = r.try_get("attempt_offset")?;
-            Ok(DueDelivery {
-                delivery_id: r.try_get("id")?,
-                event_seq: r.try_get("event_seq")?,
-                event_id: r.try_get("event_id")?,
-                instance_id: r.try_get("instance_id")?,
-                endpoint_id: r.try_get("endpoint_id")?,
-                url: r.try_get("url")?,
-                secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                previous_secret: r
-                    .try_get::<Option<String>, _>("previous_secret")?
-                    .and_then(|p| SigningSecret::parse(&p).ok()),
-                payload: Arc::from(payload),
-                attempt: (offset + failures + 1) as u32,
-                failures: failures as u32,
-                lease_until,
-            })
-        })
+        .map(|r| due_row(r, lease_until))
+        .collect::<StoreResult<_>>()?;
+    due.sort_by_key(|d| d.delivery_id);
+    Ok(due)
+}
+
+/// What a claim returns of a delivery (`$1` is now, for the rotation grace period).
+const DUE_RETURNING: &str = "d.id, d.event_seq, ev.id AS event_id, ev.instance_id, d.endpoint_id, ep.url, ep.secret, \
+     ev.payload, d.failures, d.attempt_offset, \
+     CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret";
+
+fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
+    let secret: String = r.try_get("secret")?;
+    let payload: String = r.try_get("payload")?;
+    let failures: i32 = r.try_get("failures")?;
+    let offset: i32 = r.try_get("attempt_offset")?;
+    Ok(DueDelivery {
+        delivery_id: r.try_get("id")?,
+        event_seq: r.try_get("event_seq")?,
+        event_id: r.try_get("event_id")?,
+        instance_id: r.try_get("instance_id")?,
+        endpoint_id: r.try_get("endpoint_id")?,
+        url: r.try_get("url")?,
+        secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        previous_secret: r
+            .try_get::<Option<String>, _>("previous_secret")?
+            .and_then(|p| SigningSecret::parse(&p).ok()),
+        payload: Arc::from(payload),
+        attempt: (offset + failures + 1) as u32,
+        failures: failures as u32,
+        lease_until,
+    })
+}
+
+/// Leases the given promoted heads and reads them as a claim would.
+async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<DueDelivery>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "UPDATE deliveries d SET lease_until = $2, next_at = $2 FROM events ev, endpoints ep \
+         WHERE d.id = ANY($3) AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
+         RETURNING {DUE_RETURNING}"
+    ))
+    .bind(h.now)
+    .bind(h.lease_until)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut due: Vec<DueDelivery> = rows
+        .iter()
+        .map(|r| due_row(r, h.lease_until))
         .collect::<StoreResult<_>>()?;
     due.sort_by_key(|d| d.delivery_id);
     Ok(due)
 }
 
 /// Records attempts and moves each delivery on, if it still carries the claim's lease.
-pub(super) async fn complete(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> {
+pub(super) async fn complete(
+    tx: &mut Tx,
+    results: &[AttemptResult],
+    hand_over_to: Option<HandOver>,
+) -> StoreResult<Vec<DueDelivery>> {
+    let mut promoted = Vec::new();
     // A failure locks its endpoint's row (its health); taking those locks in one order in
     // every process keeps two processes' batches from deadlocking.
     let mut ordered: Vec<&AttemptResult> = results.iter().collect();
@@ -411,21 +444,33 @@ pub(super) async fn complete(tx: &mut Tx, results: &[AttemptResult]) -> StoreRes
         if let Some(row) = queue {
             let endpoint_id: String = row.try_get("endpoint_id")?;
             let conversation: String = row.try_get("conversation")?;
-            sqlx::query(
+            let next: Option<(i64, Millis)> = sqlx::query_as(
                 "UPDATE deliveries SET state = 1, \
                    next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = $1) THEN $3 ELSE $4 END \
                  WHERE id = (SELECT id FROM deliveries WHERE endpoint_id = $1 AND conversation = $2 AND state = 0 \
-                             ORDER BY id LIMIT 1)",
+                             ORDER BY id LIMIT 1) \
+                 RETURNING id, next_at",
             )
             .bind(&endpoint_id)
             .bind(&conversation)
             .bind(r.started_at + r.duration_ms)
             .bind(PAUSED)
-            .execute(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
+            if let Some((id, _)) = next.filter(|(_, next_at)| *next_at != PAUSED) {
+                promoted.push(id);
+            }
         }
     }
-    Ok(())
+    match hand_over_to {
+        // The conversations' next events go out at once, claimed here: no claim round trip
+        // between two events of one conversation.
+        Some(h) => {
+            promoted.truncate(h.limit);
+            hand_over(tx, &promoted, h).await
+        }
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Deletes old, finished events with their deliveries and attempts.

@@ -25,8 +25,8 @@ use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewIns
 use crate::messages::StoredMessage;
 use crate::store::{
     AttemptRecord, AttemptResult, ChannelSend, ConversationSummary, DeadDelivery, DeadFilter, DeliveryStatus,
-    DueDelivery, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange,
-    StatusOutcome, Store, StoreError, StoreResult,
+    DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome,
+    StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
@@ -435,8 +435,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, results: Arc<[AttemptResult]>) -> StoreResult<()> {
-        self.db.write_relaxed(move |c| outbox::complete(c, &results)).await
+    async fn complete(
+        &self,
+        results: Arc<[AttemptResult]>,
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        self.db
+            .write_relaxed(move |c| outbox::complete(c, &results, hand_over))
+            .await
     }
 
     async fn prune(&self, events_before: Option<Millis>, keys_before: Millis, limit: u32) -> StoreResult<u32> {

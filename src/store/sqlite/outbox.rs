@@ -9,7 +9,7 @@ use super::corrupt;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
 use crate::store::{
-    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, StoreResult, rfc3339,
+    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreResult, rfc3339,
 };
 use crate::webhooks::{EventFilter, SigningSecret};
 
@@ -277,6 +277,44 @@ fn lease(conn: &Connection, delivery_id: i64, until: Millis) -> StoreResult<()> 
     Ok(())
 }
 
+/// What a claim reads of a delivery (`?1` is now, for the rotation grace period).
+const DUE_COLUMNS: &str = "d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, \
+     d.attempt_offset, ev.instance_id, CASE WHEN ep.previous_secret_until > ?1 THEN ep.previous_secret END";
+
+fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
+    let secret: String = r.get(5)?;
+    let payload: String = r.get(6)?;
+    let failures: u32 = r.get(7)?;
+    let offset: u32 = r.get(8)?;
+    Ok(DueDelivery {
+        delivery_id: r.get(0)?,
+        event_seq: r.get(1)?,
+        event_id: r.get(2)?,
+        instance_id: r.get(9)?,
+        endpoint_id: r.get(3)?,
+        url: r.get(4)?,
+        secret: SigningSecret::parse(&secret).map_err(|e| corrupt(5, e.to_string()))?,
+        previous_secret: r
+            .get::<_, Option<String>>(10)?
+            .and_then(|p| SigningSecret::parse(&p).ok()),
+        payload: Arc::from(payload),
+        attempt: offset + failures + 1,
+        failures,
+        lease_until,
+    })
+}
+
+/// One leased delivery, read as a claim reads it.
+fn due_by_id(conn: &Connection, id: i64, now: Millis, lease_until: Millis) -> StoreResult<Option<DueDelivery>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {DUE_COLUMNS} FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
+             JOIN events ev ON ev.seq = d.event_seq WHERE d.id = ?2"
+        ))?
+        .query_row(params![now, id], |r| due_row(r, lease_until))
+        .optional()?)
+}
+
 /// Claims due deliveries: reads the oldest due heads and leases them, in one transaction.
 pub(super) fn claim(
     conn: &Connection,
@@ -286,38 +324,15 @@ pub(super) fn claim(
     lease_until: Millis,
 ) -> StoreResult<Vec<DueDelivery>> {
     let skip_json = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, d.attempt_offset, \
-                ev.instance_id, CASE WHEN ep.previous_secret_until > ?1 THEN ep.previous_secret END \
-         FROM deliveries d \
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DUE_COLUMNS} FROM deliveries d \
          JOIN endpoints ep ON ep.id = d.endpoint_id \
          JOIN events ev ON ev.seq = d.event_seq \
          WHERE d.state = 1 AND d.next_at <= ?1 AND ep.enabled = 1 \
            AND d.endpoint_id NOT IN (SELECT value FROM json_each(?2)) \
-         ORDER BY d.next_at LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![now, skip_json, limit], |r| {
-        let secret: String = r.get(5)?;
-        let payload: String = r.get(6)?;
-        let failures: u32 = r.get(7)?;
-        let offset: u32 = r.get(8)?;
-        Ok(DueDelivery {
-            delivery_id: r.get(0)?,
-            event_seq: r.get(1)?,
-            event_id: r.get(2)?,
-            instance_id: r.get(9)?,
-            endpoint_id: r.get(3)?,
-            url: r.get(4)?,
-            secret: SigningSecret::parse(&secret).map_err(|e| corrupt(5, e.to_string()))?,
-            previous_secret: r
-                .get::<_, Option<String>>(10)?
-                .and_then(|p| SigningSecret::parse(&p).ok()),
-            payload: Arc::from(payload),
-            attempt: offset + failures + 1,
-            failures,
-            lease_until,
-        })
-    })?;
+         ORDER BY d.next_at LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![now, skip_json, limit], |r| due_row(r, lease_until))?;
     let due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
     for d in &due {
         lease(conn, d.delivery_id, lease_until)?;
@@ -328,7 +343,12 @@ pub(super) fn claim(
 /// Records attempts and moves each delivery on. A result only moves its delivery if the
 /// delivery still carries the lease it was claimed with: if the lease ran out and another
 /// claim took over, the late result is recorded as an attempt but changes nothing else.
-pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreResult<()> {
+pub(super) fn complete(
+    conn: &Connection,
+    results: &[AttemptResult],
+    hand_over: Option<HandOver>,
+) -> StoreResult<Vec<DueDelivery>> {
+    let mut handed = Vec::new();
     for r in results {
         conn.prepare_cached(
             "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
@@ -366,25 +386,37 @@ pub(super) fn complete(conn: &Connection, results: &[AttemptResult]) -> StoreRes
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
-        if let Some((endpoint_id, conversation)) = queue {
-            promote_next(conn, &endpoint_id, &conversation, finished_at)?;
+        if let Some((endpoint_id, conversation)) = queue
+            && let Some(next) = promote_next(conn, &endpoint_id, &conversation, finished_at)?
+            && let Some(h) = hand_over.filter(|h| handed.len() < h.limit)
+        {
+            // The conversation's next event goes out at once, claimed here: no claim round
+            // trip between two events of one conversation.
+            lease(conn, next, h.lease_until)?;
+            if let Some(due) = due_by_id(conn, next, h.now, h.lease_until)? {
+                handed.push(due);
+            }
         }
     }
-    Ok(())
+    Ok(handed)
 }
 
-/// Makes the oldest waiting delivery of a conversation the new head.
+/// Makes the oldest waiting delivery of a conversation the new head; returns its id when it
+/// is due now (its endpoint is enabled).
 /// (The redundant `state IN (0, 1)` lets SQLite use the partial queue index; it cannot infer
 /// that `state = 0` implies the index's condition.)
-fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: Millis) -> StoreResult<()> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET state = 1, \
-           next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?1) THEN ?3 ELSE ?4 END \
-         WHERE id = \
-           (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1) AND state = 0 ORDER BY id LIMIT 1)",
-    )?
-    .execute(params![endpoint_id, conversation, now, PAUSED])?;
-    Ok(())
+fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: Millis) -> StoreResult<Option<i64>> {
+    let promoted: Option<(i64, Millis)> = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 1, \
+               next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?1) THEN ?3 ELSE ?4 END \
+             WHERE id = \
+               (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1) AND state = 0 ORDER BY id LIMIT 1) \
+             RETURNING id, next_at",
+        )?
+        .query_row(params![endpoint_id, conversation, now, PAUSED], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(promoted.filter(|(_, next_at)| *next_at != PAUSED).map(|(id, _)| id))
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
