@@ -206,11 +206,14 @@ impl App {
             status: MessageStatus::Received,
             created_at: now,
         };
-        let stored = self.store.record_inbound(instance.id, record, event).await?;
-        if let Some(stored) = &stored {
-            self.published(std::slice::from_ref(stored));
-        }
-        Ok(stored)
+        let hand_over = self.engine.hand_over();
+        let Some((stored, handed)) = self.store.record_inbound(instance.id, record, event, hand_over).await? else {
+            return Ok(None);
+        };
+        // The new event's deliveries leave at once, claimed by the write that stored them.
+        self.engine.start(handed);
+        self.published(std::slice::from_ref(&stored));
+        Ok(Some(stored))
     }
 
     /// The business sends a message. On the sandbox it leaves at once (`ack.sent` in the

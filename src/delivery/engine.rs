@@ -70,6 +70,11 @@ struct Inner {
     in_flight: AtomicUsize,
     per_endpoint_in_flight: Mutex<HashMap<String, usize>>,
     endpoint_gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// While `run` runs: where attempt tasks report, so deliveries claimed elsewhere (at
+    /// ingest) can be started at once.
+    launcher: Mutex<Option<mpsc::WeakSender<AttemptResult>>>,
+    /// Set when `run` is stopping: nothing more is handed over.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -97,6 +102,8 @@ impl Engine {
                 in_flight: AtomicUsize::new(0),
                 per_endpoint_in_flight: Mutex::new(HashMap::new()),
                 endpoint_gates: Mutex::new(HashMap::new()),
+                launcher: Mutex::new(None),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -104,6 +111,41 @@ impl Engine {
     /// Tells the engine that new deliveries may be due.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// How many deliveries a write may claim for the engine to start at once: `None` when
+    /// the engine is not running (tests that step it, or shutting down) or has no free slot.
+    pub fn hand_over(&self) -> Option<HandOver> {
+        let inner = &self.inner;
+        if inner.stopping.load(Ordering::Acquire) || inner.launcher.lock().expect("launcher lock").is_none() {
+            return None;
+        }
+        let free = inner
+            .max_in_flight
+            .saturating_sub(inner.in_flight.load(Ordering::Acquire));
+        (free > 0).then(|| HandOver {
+            now: inner.clock.now_ms(),
+            lease_until: self.lease_until(),
+            limit: free.min(CLAIM_BATCH),
+        })
+    }
+
+    /// Starts deliveries a write claimed for the engine (see [`Engine::hand_over`]). Should
+    /// the engine have stopped meanwhile, their leases hand them back to the queue.
+    pub fn start(&self, due: Vec<DueDelivery>) {
+        if due.is_empty() {
+            return;
+        }
+        let done = self
+            .inner
+            .launcher
+            .lock()
+            .expect("launcher lock")
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        if let Some(done) = done {
+            self.launch(due, &done);
+        }
     }
 
     /// The lease end for a delivery claimed now.
@@ -187,6 +229,8 @@ impl Engine {
     /// (they are bounded by the attempt timeout) and records their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
         let (done, outcomes) = mpsc::channel::<AttemptResult>(COMPLETE_BATCH * 4);
+        *self.inner.launcher.lock().expect("launcher lock") = Some(done.downgrade());
+        self.inner.stopping.store(false, Ordering::Release);
         let completer = tokio::spawn(
             self.clone()
                 .record_outcomes(outcomes, done.downgrade(), shutdown.clone()),
@@ -203,6 +247,8 @@ impl Engine {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        self.inner.stopping.store(true, Ordering::Release);
+        *self.inner.launcher.lock().expect("launcher lock") = None;
         drop(done);
         if completer.await.is_err() {
             tracing::error!("the delivery completer stopped unexpectedly");

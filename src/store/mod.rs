@@ -481,12 +481,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an inbound message and its `message` event, with a delivery per subscribed
     /// endpoint, in one transaction. `None` (and nothing written) when a message with that
     /// id is already stored: a channel's retry of a message it delivered before.
+    /// With `hand_over`, the new deliveries that are due at once (the head of their
+    /// conversation, endpoint enabled) are claimed in the same transaction and returned, so
+    /// the engine starts them without a claim.
     async fn record_inbound(
         &self,
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<Option<EventRecord>>;
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Option<(EventRecord, Vec<DueDelivery>)>>;
     /// Stores an outgoing message, the events it publishes at once, the statuses it will take
     /// later (sandbox) or the request that sends it (Meta), and the answer to its
     /// Idempotency-Key, in one transaction. If the key

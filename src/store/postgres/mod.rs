@@ -274,16 +274,21 @@ impl Store for PgStore {
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<Option<EventRecord>> {
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Option<(EventRecord, Vec<DueDelivery>)>> {
         let mut tx = self.begin().await?;
         lock_instance(&mut tx, instance_id).await?;
         if messages::insert(&mut tx, instance_id, &message).await?.is_none() {
             return Ok(None);
         }
         let record = outbox::append(&mut tx, instance_id, &event).await?;
+        let handed = match hand_over {
+            Some(h) => outbox::hand_over_new(&mut tx, record.seq, h).await?,
+            None => Vec::new(),
+        };
         notify(&mut tx, &record).await?;
         tx.commit().await?;
-        Ok(Some(record))
+        Ok(Some((record, handed)))
     }
 
     async fn record_outbound(

@@ -365,6 +365,21 @@ fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
     })
 }
 
+/// Claims an event's new deliveries that are due at once (heads of their conversation, to
+/// enabled endpoints), up to the hand-over's limit.
+pub(super) async fn hand_over_new(tx: &mut Tx, event_seq: i64, h: HandOver) -> StoreResult<Vec<DueDelivery>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM deliveries WHERE event_seq = $1 AND state = 1 AND next_at <> $2 AND lease_until IS NULL \
+         ORDER BY id LIMIT $3",
+    )
+    .bind(event_seq)
+    .bind(PAUSED)
+    .bind(h.limit as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    hand_over(tx, &ids, h).await
+}
+
 /// Leases the given promoted heads and reads them as a claim would.
 async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<DueDelivery>> {
     if ids.is_empty() {

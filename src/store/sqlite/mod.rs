@@ -191,13 +191,19 @@ impl Store for SqliteStore {
         instance_id: i64,
         message: NewMessage,
         event: EventDraft,
-    ) -> StoreResult<Option<EventRecord>> {
+        hand_over: Option<HandOver>,
+    ) -> StoreResult<Option<(EventRecord, Vec<DueDelivery>)>> {
         self.db
             .write(move |c| {
                 if messages::insert(c, instance_id, &message)?.is_none() {
                     return Ok(None);
                 }
-                outbox::append(c, instance_id, &event).map(Some)
+                let record = outbox::append(c, instance_id, &event)?;
+                let handed = match hand_over {
+                    Some(h) => outbox::hand_over_new(c, record.seq, h)?,
+                    None => Vec::new(),
+                };
+                Ok(Some((record, handed)))
             })
             .await
     }

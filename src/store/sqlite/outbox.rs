@@ -304,6 +304,26 @@ fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
     })
 }
 
+/// Claims an event's new deliveries that are due at once (heads of their conversation, to
+/// enabled endpoints), up to the hand-over's limit.
+pub(super) fn hand_over_new(conn: &Connection, event_seq: i64, h: HandOver) -> StoreResult<Vec<DueDelivery>> {
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries WHERE event_seq = ?1 AND state = 1 AND next_at != ?2 AND lease_until IS NULL \
+             ORDER BY id LIMIT ?3",
+        )?
+        .query_map(params![event_seq, PAUSED, h.limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut handed = Vec::with_capacity(ids.len());
+    for id in ids {
+        lease(conn, id, h.lease_until)?;
+        if let Some(due) = due_by_id(conn, id, h.now, h.lease_until)? {
+            handed.push(due);
+        }
+    }
+    Ok(handed)
+}
+
 /// One leased delivery, read as a claim reads it.
 fn due_by_id(conn: &Connection, id: i64, now: Millis, lease_until: Millis) -> StoreResult<Option<DueDelivery>> {
     Ok(conn
