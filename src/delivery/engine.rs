@@ -29,6 +29,10 @@ use crate::webhooks::AddressPolicy;
 
 /// The most deliveries claimed in one go.
 const CLAIM_BATCH: usize = 256;
+/// The most deliveries of one new event its write claims for the engine.
+const INGEST_HAND_OVER: usize = 4;
+/// Completions of at most this many outcomes claim the next deliveries themselves.
+const LIGHT_BATCH: usize = 8;
 /// The most outcomes recorded in one go.
 const COMPLETE_BATCH: usize = 512;
 /// The longest `Retry-After` a receiver can ask for.
@@ -113,9 +117,15 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
-    /// How many deliveries a write may claim for the engine to start at once: `None` when
-    /// the engine is not running (tests that step it, or shutting down) or has no free slot.
+    /// How many deliveries a new event's write may claim for the engine to start at once:
+    /// a few (an event fanned out to many endpoints leaves the rest to the batched claim,
+    /// which reads them more cheaply); `None` when the engine is not running (tests that
+    /// step it, or shutting down) or has no free slot.
     pub fn hand_over(&self) -> Option<HandOver> {
+        self.hand_over_up_to(INGEST_HAND_OVER)
+    }
+
+    fn hand_over_up_to(&self, most: usize) -> Option<HandOver> {
         let inner = &self.inner;
         if inner.stopping.load(Ordering::Acquire) || inner.launcher.lock().expect("launcher lock").is_none() {
             return None;
@@ -126,7 +136,7 @@ impl Engine {
         (free > 0).then(|| HandOver {
             now: inner.clock.now_ms(),
             lease_until: self.lease_until(),
-            limit: free.min(CLAIM_BATCH),
+            limit: free.min(most),
         })
     }
 
@@ -359,10 +369,11 @@ impl Engine {
         }
     }
 
-    /// Records attempt outcomes in batches until every sender is gone. Each completion also
-    /// claims the next delivery of every conversation it finished (while the engine runs
-    /// and has free slots), and this starts those at once: one conversation's events follow
-    /// each other without waiting for the claim loop.
+    /// Records attempt outcomes in batches until every sender is gone. A small completion
+    /// also claims the next delivery of every conversation it finished (while the engine
+    /// runs and has free slots), and this starts those at once: one conversation's events
+    /// follow each other without waiting for the claim loop. Under load (large batches) the
+    /// claim loop's batched claims are cheaper, and it is awake anyway.
     async fn record_outcomes(
         self,
         mut outcomes: mpsc::Receiver<AttemptResult>,
@@ -380,7 +391,10 @@ impl Engine {
                     .inner
                     .max_in_flight
                     .saturating_sub(self.inner.in_flight.load(Ordering::Acquire));
-                let hand_over = (!shutdown.is_cancelled() && free > 0).then(|| HandOver {
+                // Only for small batches: then a conversation's next event would otherwise
+                // wait for a claim round trip; under load the batched claim is cheaper.
+                let light = results.len() <= LIGHT_BATCH;
+                let hand_over = (light && !shutdown.is_cancelled() && free > 0).then(|| HandOver {
                     now: self.inner.clock.now_ms(),
                     lease_until: self.lease_until(),
                     limit: free,
