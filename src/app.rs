@@ -181,7 +181,7 @@ impl App {
         message: InboundMessage,
     ) -> StoreResult<Option<EventRecord>> {
         let business = instance.phone_number.as_str();
-        let event = events::message_event(
+        let mut event = events::message_event(
             MessageFacts {
                 instance_id: instance.id,
                 from: message.from.as_str(),
@@ -193,6 +193,7 @@ impl App {
             },
             now,
         );
+        stored_now(&mut event, self.now());
         let customer_name = message.detail.get("name").and_then(|n| n.as_str()).map(str::to_string);
         let record = NewMessage {
             message_id: message_id.clone(),
@@ -351,9 +352,10 @@ impl App {
         error: Option<AckError>,
         now: Millis,
     ) -> StoreResult<StatusOutcome> {
-        let Some(event) = events::ack_event(instance_id, message_id, customer, status, error.as_ref(), now) else {
+        let Some(mut event) = events::ack_event(instance_id, message_id, customer, status, error.as_ref(), now) else {
             return Ok(StatusOutcome::NotFound);
         };
+        stored_now(&mut event, self.now());
         let outcome = self
             .store
             .apply_status(StatusChange {
@@ -368,6 +370,16 @@ impl App {
             self.published(std::slice::from_ref(record));
         }
         Ok(outcome)
+    }
+}
+
+/// An event's payload carries when the thing happened (a channel may say it happened long
+/// ago: Meta retries webhooks for days); its id and storage time are when botlinkd stored
+/// it, which is what the feed's order and retention go by.
+fn stored_now(event: &mut events::EventDraft, now: Millis) {
+    if event.created_at != now {
+        event.created_at = now;
+        event.id = ids::event_id(now);
     }
 }
 

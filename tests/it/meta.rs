@@ -203,6 +203,9 @@ async fn every_documented_message_type_is_accepted_and_published() {
         let answer = deliver(&test, &fixture(name)).await;
         assert_eq!(answer["messages"], 1, "{name}: {answer}");
     }
+    // The fixtures are dated 2023: retention counts from when botlinkd stored an event, not
+    // from when the customer sent it, so a pruning pass keeps them all.
+    assert_eq!(botlinkd::housekeeping::step(&test.app).await.unwrap(), 0);
     let published = events(&test).await;
     let kinds: Vec<&str> = published.iter().map(|e| e["data"]["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, expected.map(|(_, kind)| kind));
