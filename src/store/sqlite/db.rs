@@ -148,6 +148,19 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Runs a short point read on the calling thread, without the hop to the blocking pool:
+    /// for reads of a few pages that every request makes (the authentication lookup), where
+    /// the two thread switches of `read` cost more than the read. In WAL mode a reader never
+    /// waits for the writer, so this does not stall the async worker.
+    pub(super) fn read_now<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.readers.take()?;
+        let result = f(&conn);
+        self.readers.give_back(conn);
+        result
+    }
+}
+
 impl ReaderPool {
     fn take(&self) -> StoreResult<Connection> {
         if let Some(conn) = self.idle.lock().expect("reader pool lock").pop() {

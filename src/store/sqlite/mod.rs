@@ -102,8 +102,8 @@ impl Store for SqliteStore {
     }
 
     async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
-        let app_key = app_key.to_string();
-        self.db.read(move |c| instances::by_app_key(c, &app_key)).await
+        // Every API call makes this read: it runs where the request is, not on the blocking pool.
+        self.db.read_now(|c| instances::by_app_key(c, app_key))
     }
 
     async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
