@@ -47,6 +47,8 @@ pub struct App {
     pub graph: Graph,
     /// Woken when a request is queued for a channel.
     pub channel_sends: Arc<Notify>,
+    /// Woken when a sandbox send schedules statuses (the sandbox driver may need to wake sooner).
+    pub sandbox_scheduled: Arc<Notify>,
     /// The address clients reach this server at (media download links).
     base_url: Arc<str>,
     /// Rate limits on authentication failures and API calls.
@@ -82,6 +84,7 @@ impl App {
             graph,
             limits: Arc::new(crate::api::limits::Limits::new(config.api_rate_limit)),
             channel_sends: Arc::new(Notify::new()),
+            sandbox_scheduled: Arc::new(Notify::new()),
             base_url: base_url.trim_end_matches('/').into(),
             store,
             engine,
@@ -152,8 +155,8 @@ impl App {
 
     /// A customer's message arrives: store it and publish its `message` event.
     pub async fn receive(&self, instance: &Instance, message: InboundMessage) -> StoreResult<(String, EventRecord)> {
-        let message_id = ids::message_id();
         let now = self.now();
+        let message_id = ids::message_id(now);
         match self.record_received(instance, message_id.clone(), now, message).await? {
             Some(record) => Ok((message_id, record)),
             None => Err(StoreError::Conflict(format!("message id `{message_id}` is taken"))),
@@ -228,7 +231,7 @@ impl App {
         idempotency: Option<IdempotencyKey>,
     ) -> StoreResult<Sent> {
         let now = self.now();
-        let message_id = ids::message_id();
+        let message_id = ids::message_id(now);
         let customer = message.to.to_string();
         let (status, schedule, channel_send) = match instance.channel {
             Channel::Sandbox => {
@@ -249,6 +252,7 @@ impl App {
         };
         let ack = events::ack_event(instance.id, &message_id, &customer, status, None, now);
         let queued = channel_send.is_some();
+        let scheduled = !schedule.is_empty();
         let record = NewMessage {
             message_id: message_id.clone(),
             direction: Direction::Outbound,
@@ -282,6 +286,9 @@ impl App {
         self.published(&stored);
         if queued {
             self.channel_sends.notify_one();
+        }
+        if scheduled {
+            self.sandbox_scheduled.notify_one();
         }
         Ok(sent)
     }

@@ -42,11 +42,11 @@ pub fn endpoint_id(now: Millis) -> String {
     format!("ep_{}", sortable(now))
 }
 
-/// A new WhatsApp-style message id.
-pub fn message_id() -> String {
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("wamid.HBgL{}", URL_SAFE_NO_PAD.encode(bytes))
+/// A new WhatsApp-style message id. Like every id botlinkd makes it starts with the time, so
+/// new ids land at the end of the index that finds messages by id (a random id would dirty a
+/// random page of it on every insert).
+pub fn message_id(now: Millis) -> String {
+    format!("wamid.HBgL{}", sortable(now))
 }
 
 /// A long random key (App Key or Auth Key): 32 random bytes, URL-safe base64.
@@ -73,6 +73,14 @@ mod tests {
         let b = event_id(1_700_000_000_001);
         assert!(a < b, "{a} should sort before {b}");
         assert_eq!(a.len(), "evt_".len() + 26);
+    }
+
+    #[test]
+    fn message_ids_sort_by_time() {
+        let a = message_id(1_700_000_000_000);
+        let b = message_id(1_700_000_000_001);
+        assert!(a < b, "{a} should sort before {b}");
+        assert!(a.starts_with("wamid.HBgL"));
     }
 
     #[test]

@@ -74,7 +74,6 @@ pub async fn step(app: &App) -> StoreResult<usize> {
 
 /// Runs the sandbox driver until `shutdown`.
 pub async fn run(app: App, shutdown: CancellationToken) {
-    let mut feed = app.subscribe_feed();
     while !shutdown.is_cancelled() {
         if let Err(error) = step(&app).await {
             tracing::error!(error = %error, "applying sandbox statuses failed");
@@ -85,8 +84,9 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            // A new send may have scheduled something sooner.
-            _ = feed.changed() => {}
+            // A new send may have scheduled something sooner. (Only sends wake the driver:
+            // waking on every event would cost two reads per customer message.)
+            _ = app.sandbox_scheduled.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -2,9 +2,10 @@
 //! read-only connections.
 //!
 //! Every write is a closure sent to the writer thread. The thread takes whatever closures are
-//! queued, runs each inside its own savepoint (so one failing write does not undo the others),
-//! commits them all with a single `COMMIT` — a single fsync — and only then answers each
-//! caller. A caller is therefore never told "done" before its data is durable, yet a burst of
+//! queued, runs them in one transaction, commits them all with a single `COMMIT` — a single
+//! fsync — and only then answers each caller. Should one of them fail, the group is rolled
+//! back and run again with a savepoint per write, so that one failing write does not undo the
+//! others (see [`commit_group`]). A caller is therefore never told "done" before its data is durable, yet a burst of
 //! writes costs one disk sync, not one each. This is the group commit databases use for their
 //! own logs.
 //!
@@ -28,12 +29,48 @@ use crate::store::{StoreError, StoreResult};
 /// The largest number of writes committed together.
 const MAX_GROUP: usize = 512;
 
-type Finish = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// A write waiting for the writer thread.
+trait Job: Send {
+    /// Runs the write inside the group's transaction; `true` when it succeeded. A job may be
+    /// run again after its group was rolled back (see [`commit_group`]), so it must depend
+    /// only on what it captured and what it reads.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the write's result if the group committed, `CommitFailed`
+    /// otherwise. A job dropped unanswered tells its caller `Closed`.
+    fn answer(self: Box<Self>, committed: bool);
+}
+
+/// A caller's closure, its latest result and where the answer goes.
+struct Write<T, F> {
+    write: F,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for Write<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.write)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: bool) {
+        let answer = match (committed, self.result) {
+            (true, Some(result)) => result,
+            _ => Err(StoreError::CommitFailed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
 
 /// A job and whether its caller needs it to survive a power cut.
 struct Queued {
-    job: Job,
+    job: Box<dyn Job>,
     durable: bool,
 }
 
@@ -91,7 +128,7 @@ impl Db {
     pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.submit(f, true).await
     }
@@ -100,28 +137,21 @@ impl Db {
     pub(super) async fn write_relaxed<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.submit(f, false).await
     }
 
-    async fn submit<T, F>(&self, f: F, durable: bool) -> StoreResult<T>
+    async fn submit<T, F>(&self, write: F, durable: bool) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let finish: Finish = Box::new(move |committed| {
-                let _ = reply.send(if committed {
-                    result
-                } else {
-                    Err(StoreError::CommitFailed)
-                });
-            });
-            (ok, finish)
+        let job: Box<dyn Job> = Box::new(Write {
+            write,
+            result: None,
+            reply,
         });
         self.jobs
             .send(Queued { job, durable })
@@ -201,46 +231,72 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Queued>, full: bool) {
                 synced_fully = wants_full;
             }
         }
-        let (finishes, intact) = run_group(&conn, batch.drain(..).map(|q| q.job));
-        if finishes.is_empty() {
-            continue;
-        }
-        let committed = intact
-            && match conn.execute_batch("COMMIT") {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::error!(error = %error, "sqlite commit failed; rolling back the group");
-                    let _ = conn.execute_batch("ROLLBACK");
-                    false
-                }
-            };
-        for finish in finishes {
-            finish(committed);
+        let jobs: Vec<Box<dyn Job>> = batch.drain(..).map(|q| q.job).collect();
+        let (answered, committed) = commit_group(&conn, jobs);
+        for job in answered {
+            job.answer(committed);
         }
     }
 }
 
-/// Runs a group of jobs in one transaction, each in its own savepoint. Returns the jobs'
-/// answers and whether the transaction is still open (SQLite rolls the whole transaction
+/// Runs a group of jobs in one transaction and commits it. Returns the jobs to answer and
+/// whether their writes were committed; jobs left out are dropped, which tells their callers
+/// that nothing of theirs was written.
+///
+/// Most groups succeed whole, so the first try runs every job straight in the transaction. A
+/// savepoint per job would cost a copy of every page each job touches (SQLite's statement
+/// journal) for the rare group in which one job fails. When one does fail, or SQLite abandons
+/// the transaction, the group is rolled back and run again with a savepoint per job, so that
+/// the failing job alone is undone; that is why a job must be safe to run twice.
+fn commit_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) -> (Vec<Box<dyn Job>>, bool) {
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %error, "sqlite could not begin a transaction");
+        return (Vec::new(), false);
+    }
+    let whole = jobs.iter_mut().all(|job| job.run(conn) && !conn.is_autocommit());
+    if !whole {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let (answered, intact) = run_group(conn, jobs);
+        if answered.is_empty() {
+            return (answered, false);
+        }
+        jobs = answered;
+        if !intact {
+            return (jobs, false);
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => (jobs, true),
+        Err(error) => {
+            tracing::error!(error = %error, "sqlite commit failed; rolling back the group");
+            let _ = conn.execute_batch("ROLLBACK");
+            (jobs, false)
+        }
+    }
+}
+
+/// Runs a group of jobs in one transaction, each in its own savepoint. Returns the jobs to
+/// answer and whether the transaction is still open (SQLite rolls the whole transaction
 /// back by itself on some errors, such as a full disk; then nothing of the group stands).
-fn run_group(conn: &Connection, jobs: impl Iterator<Item = Job>) -> (Vec<Finish>, bool) {
-    let mut finishes = Vec::new();
+fn run_group(conn: &Connection, jobs: Vec<Box<dyn Job>>) -> (Vec<Box<dyn Job>>, bool) {
+    let mut ran = Vec::with_capacity(jobs.len());
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unanswered tells every caller that nothing of theirs was written.
         tracing::error!(error = %error, "sqlite could not begin a transaction");
-        drop(jobs.collect::<Vec<_>>());
-        return (finishes, false);
+        return (ran, false);
     }
     let mut jobs = jobs.into_iter();
-    for job in jobs.by_ref() {
+    for mut job in jobs.by_ref() {
         if let Err(error) = conn.execute_batch("SAVEPOINT job") {
             // Without a savepoint a failing job could leave half its writes: do not run it.
             tracing::error!(error = %error, "sqlite savepoint failed");
             drop(job);
             break;
         }
-        let (ok, finish) = job(conn);
-        finishes.push(finish);
+        let ok = job.run(conn);
+        ran.push(job);
         let end = if ok {
             "RELEASE job"
         } else {
@@ -250,12 +306,12 @@ fn run_group(conn: &Connection, jobs: impl Iterator<Item = Job>) -> (Vec<Finish>
             tracing::error!("sqlite abandoned the transaction; failing the whole group");
             drop(jobs.collect::<Vec<_>>());
             let _ = conn.execute_batch("ROLLBACK");
-            return (finishes, false);
+            return (ran, false);
         }
     }
     // Jobs left after a failed savepoint are dropped: their callers see that nothing was written.
-    let rest: Vec<Job> = jobs.collect();
+    let rest: Vec<Box<dyn Job>> = jobs.collect();
     let intact = rest.is_empty() || !conn.is_autocommit();
     drop(rest);
-    (finishes, intact && !conn.is_autocommit())
+    (ran, intact && !conn.is_autocommit())
 }

@@ -198,12 +198,7 @@ impl Store for SqliteStore {
                 if messages::insert(c, instance_id, &message)?.is_none() {
                     return Ok(None);
                 }
-                let record = outbox::append(c, instance_id, &event)?;
-                let handed = match hand_over {
-                    Some(h) => outbox::hand_over_new(c, record.seq, h)?,
-                    None => Vec::new(),
-                };
-                Ok(Some((record, handed)))
+                Ok(Some(outbox::append(c, instance_id, &event, hand_over)?))
             })
             .await
     }
@@ -243,7 +238,10 @@ impl Store for SqliteStore {
                 if let Some(send) = &channel_send {
                     channel_sends::enqueue(c, send)?;
                 }
-                events.iter().map(|e| outbox::append(c, instance_id, e)).collect()
+                events
+                    .iter()
+                    .map(|e| Ok(outbox::append(c, instance_id, e, None)?.0))
+                    .collect()
             })
             .await
     }
@@ -274,11 +272,8 @@ impl Store for SqliteStore {
                 if !change.status.can_advance_to(crate::messages::MessageStatus::Read) {
                     messages::drop_scheduled(c, &change.message_id, None)?;
                 }
-                Ok(StatusOutcome::Applied(outbox::append(
-                    c,
-                    change.instance_id,
-                    &change.event,
-                )?))
+                let (record, _) = outbox::append(c, change.instance_id, &change.event, None)?;
+                Ok(StatusOutcome::Applied(record))
             })
             .await
     }

@@ -24,21 +24,88 @@ pub(super) const PAUSED: Millis = i64::MAX;
 /// Appends an event to the outbox and creates a delivery for each endpoint of the instance
 /// whose filter accepts it. A disabled endpoint's deliveries wait, paused, until it is
 /// enabled again: disabling pauses an endpoint, it does not make it miss events.
-pub(super) fn append(conn: &Connection, instance_id: i64, e: &EventDraft) -> StoreResult<EventRecord> {
+///
+/// With a hand-over, deliveries that are the head of their conversation (to an enabled
+/// endpoint) are written already claimed, up to the hand-over's limit, and returned for the
+/// engine to start: everything a claim would read back is at hand here.
+pub(super) fn append(
+    conn: &Connection,
+    instance_id: i64,
+    e: &EventDraft,
+    hand_over: Option<HandOver>,
+) -> StoreResult<(EventRecord, Vec<DueDelivery>)> {
     let seq = insert_event(conn, instance_id, e)?;
-    let mut endpoints = conn.prepare_cached("SELECT id, events FROM endpoints WHERE instance_id = ?1")?;
-    let targets: Vec<String> = endpoints
-        .query_map([instance_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?)))?
-        .filter_map(|r| match r {
-            Ok((id, bits)) if EventFilter::from_bits(bits).accepts(e.kind) => Some(Ok(id)),
-            Ok(_) => None,
-            Err(err) => Some(Err(err)),
-        })
+    let mut endpoints = conn.prepare_cached(
+        "SELECT id, events, enabled, url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END \
+         FROM endpoints WHERE instance_id = ?1",
+    )?;
+    let targets: Vec<Target> = endpoints
+        .query_map(params![instance_id, e.created_at], |r| {
+            Ok(Target {
+                id: r.get(0)?,
+                events: r.get(1)?,
+                enabled: r.get(2)?,
+                url: r.get(3)?,
+                secret: r.get(4)?,
+                previous_secret: r.get(5)?,
+            })
+        })?
+        .filter(|t| !matches!(t, Ok(t) if !EventFilter::from_bits(t.events).accepts(e.kind)))
         .collect::<Result<_, _>>()?;
-    for endpoint_id in targets {
-        enqueue(conn, seq, &endpoint_id, &e.conversation, 0, e.created_at)?;
+    let mut handed = Vec::new();
+    let mut payload: Option<Arc<str>> = None;
+    for target in targets {
+        let busy = queue_tail(conn, &target.id, &e.conversation)?.is_some();
+        let claim = hand_over.filter(|h| !busy && target.enabled && handed.len() < h.limit);
+        let (state, next_at, lease_until) = match claim {
+            Some(h) => (PENDING, h.lease_until, Some(h.lease_until)),
+            None if busy => (WAITING, if target.enabled { e.created_at } else { PAUSED }, None),
+            None => (PENDING, if target.enabled { e.created_at } else { PAUSED }, None),
+        };
+        conn.prepare_cached(
+            "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![seq, target.id, e.conversation, state, next_at, lease_until])?;
+        let Some(lease_until) = lease_until else { continue };
+        let delivery_id = conn.last_insert_rowid();
+        let payload = payload.get_or_insert_with(|| Arc::from(e.payload.as_str())).clone();
+        handed.push(DueDelivery {
+            delivery_id,
+            event_seq: seq,
+            event_id: e.id.clone(),
+            instance_id,
+            secret: SigningSecret::parse(&target.secret)
+                .map_err(|_| crate::store::StoreError::Corrupt("endpoint secret".into()))?,
+            previous_secret: target.previous_secret.and_then(|p| SigningSecret::parse(&p).ok()),
+            endpoint_id: target.id,
+            url: target.url,
+            payload,
+            attempt: 1,
+            failures: 0,
+            lease_until,
+        });
     }
-    Ok(record(seq, instance_id, e))
+    Ok((record(seq, instance_id, e), handed))
+}
+
+/// An endpoint a new event may go to, with what its delivery needs.
+struct Target {
+    id: String,
+    events: u8,
+    enabled: bool,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+}
+
+/// The newest unfinished delivery of a conversation's queue to an endpoint, if any.
+fn queue_tail(conn: &Connection, endpoint_id: &str, conversation: &str) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT MAX(id) FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1)",
+        )?
+        .query_row(params![endpoint_id, conversation], |r| r.get(0))?)
 }
 
 fn insert_event(conn: &Connection, instance_id: i64, e: &EventDraft) -> StoreResult<i64> {
@@ -78,11 +145,7 @@ fn enqueue(
     attempt_offset: i64,
     now: Millis,
 ) -> StoreResult<i64> {
-    let busy: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1))",
-        )?
-        .query_row(params![endpoint_id, conversation], |r| r.get(0))?;
+    let busy = queue_tail(conn, endpoint_id, conversation)?.is_some();
     conn.prepare_cached(
         "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, attempt_offset, next_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?2) THEN ?6 ELSE ?7 END)",
@@ -302,26 +365,6 @@ fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
         failures,
         lease_until,
     })
-}
-
-/// Claims an event's new deliveries that are due at once (heads of their conversation, to
-/// enabled endpoints), up to the hand-over's limit.
-pub(super) fn hand_over_new(conn: &Connection, event_seq: i64, h: HandOver) -> StoreResult<Vec<DueDelivery>> {
-    let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM deliveries WHERE event_seq = ?1 AND state = 1 AND next_at != ?2 AND lease_until IS NULL \
-             ORDER BY id LIMIT ?3",
-        )?
-        .query_map(params![event_seq, PAUSED, h.limit as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut handed = Vec::with_capacity(ids.len());
-    for id in ids {
-        lease(conn, id, h.lease_until)?;
-        if let Some(due) = due_by_id(conn, id, h.now, h.lease_until)? {
-            handed.push(due);
-        }
-    }
-    Ok(handed)
 }
 
 /// One leased delivery, read as a claim reads it.
