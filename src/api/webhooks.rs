@@ -213,6 +213,7 @@ async fn change(
         .update_endpoint(instance.id, &id, change, app.now())
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
+    app.engine.forget_endpoint(&endpoint.id);
     // Re-enabling lets paused deliveries go out.
     app.engine.wake();
     Ok(Json(endpoint.into()))
@@ -226,6 +227,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if app.store.delete_endpoint(instance.id, &id).await? {
+        app.engine.forget_endpoint(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("webhook"))
@@ -280,6 +282,7 @@ async fn rotate_secret(
         .rotate_endpoint_secret(instance.id, &id, SigningSecret::generate(), old_valid_until, now)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
+    app.engine.forget_endpoint(&endpoint.id);
     Ok(Json(endpoint.into()))
 }
 

@@ -113,6 +113,7 @@ impl Attempter {
             retry_after,
             lease_until: d.lease_until,
             disable_after: None,
+            follower: None,
         }
     }
 

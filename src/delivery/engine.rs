@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::followers::Followers;
 use super::{Attempter, RetrySchedule};
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -79,6 +80,8 @@ struct Inner {
     launcher: Mutex<Option<mpsc::WeakSender<AttemptResult>>>,
     /// Set when `run` is stopping: nothing more is handed over.
     stopping: std::sync::atomic::AtomicBool,
+    /// Deliveries waiting behind one this engine may be attempting.
+    followers: Followers,
 }
 
 impl Engine {
@@ -108,6 +111,7 @@ impl Engine {
                 endpoint_gates: Mutex::new(HashMap::new()),
                 launcher: Mutex::new(None),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                followers: Followers::default(),
             }),
         }
     }
@@ -140,9 +144,18 @@ impl Engine {
         })
     }
 
-    /// Starts deliveries a write claimed for the engine (see [`Engine::hand_over`]). Should
-    /// the engine have stopped meanwhile, their leases hand them back to the queue.
-    pub fn start(&self, due: Vec<DueDelivery>) {
+    /// Starts deliveries a write claimed for the engine (see [`Engine::hand_over`]), and
+    /// keeps those that wait behind another (`after`) until that one succeeds. Should the
+    /// engine have stopped meanwhile, their leases hand them back to the queue.
+    pub fn start(&self, mut due: Vec<DueDelivery>) {
+        if due.iter().any(|d| d.after.is_some()) {
+            let running = self.inner.launcher.lock().expect("launcher lock").is_some();
+            for follower in due.extract_if(.., |d| d.after.is_some()) {
+                if running {
+                    self.inner.followers.add(follower);
+                }
+            }
+        }
         if due.is_empty() {
             return;
         }
@@ -156,6 +169,12 @@ impl Engine {
         if let Some(done) = done {
             self.launch(due, &done);
         }
+    }
+
+    /// Forgets the followers of an endpoint whose URL, secret or state changed: they carry
+    /// what it was when they were stored, and go the database's way instead.
+    pub fn forget_endpoint(&self, endpoint_id: &str) {
+        self.inner.followers.forget_endpoint(endpoint_id);
     }
 
     /// The lease end for a delivery claimed now.
@@ -259,6 +278,7 @@ impl Engine {
         }
         self.inner.stopping.store(true, Ordering::Release);
         *self.inner.launcher.lock().expect("launcher lock") = None;
+        self.inner.followers.clear();
         drop(done);
         if completer.await.is_err() {
             tracing::error!("the delivery completer stopped unexpectedly");
@@ -311,18 +331,48 @@ impl Engine {
             let done = done.clone();
             let gate = self.endpoint_gate(&d.endpoint_id);
             tokio::spawn(async move {
-                // At most `max_in_flight_per_endpoint` connections to one receiver at once: a
-                // claim batch can hold more of its deliveries than that, and opening them all
-                // together would swamp the receiver's accept queue.
-                let permit = gate.acquire_owned().await;
-                let result = engine.attempt(&d).await;
-                drop(permit);
-                engine.release_slot(&d.endpoint_id);
-                // The completer outlives every sender, so this only fails at process exit,
-                // where the lease returns the delivery to the queue.
-                let _ = done.send(result).await;
+                let mut d = d;
+                loop {
+                    // At most `max_in_flight_per_endpoint` connections to one receiver at
+                    // once: a claim batch can hold more of its deliveries than that, and
+                    // opening them all together would swamp the receiver's accept queue.
+                    let permit = gate.clone().acquire_owned().await;
+                    let mut result = engine.attempt(&d).await;
+                    drop(permit);
+                    // The conversation's next delivery, if it is waiting here, goes in the
+                    // same slot.
+                    let next = engine.follower_of(&d, &mut result);
+                    if next.is_none() {
+                        engine.release_slot(&d.endpoint_id);
+                    }
+                    // The completer outlives every sender, so this only fails at process
+                    // exit, where the lease returns the delivery to the queue.
+                    let _ = done.send(result).await;
+                    match next {
+                        Some(next) => d = next,
+                        None => break,
+                    }
+                }
             });
         }
+    }
+
+    /// After an attempt: the delivery that follows it in its conversation, leased and noted
+    /// in `result` (see [`AttemptResult::follower`]), if it succeeded and one is waiting. A
+    /// failure leaves the conversation to wait, so what was queued behind it is forgotten.
+    fn follower_of(&self, d: &DueDelivery, result: &mut AttemptResult) -> Option<DueDelivery> {
+        let followers = &self.inner.followers;
+        if !result.success {
+            followers.drop_chain(d.delivery_id);
+            return None;
+        }
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut next = followers.take(d.delivery_id)?;
+        next.lease_until = self.lease_until();
+        result.follower = Some((next.delivery_id, next.lease_until));
+        Some(next)
     }
 
     fn endpoint_gate(&self, endpoint_id: &str) -> Arc<Semaphore> {

@@ -4,11 +4,14 @@
 //! - [`schedule`]: when a failed delivery is tried again.
 //! - [`attempt`]: one signed HTTP exchange with the 3-second limit and the SSRF guard.
 //! - [`engine`]: the claim → attempt → complete loop, and its single deterministic step.
+//! - [`followers`]: deliveries waiting behind another of their conversation, started the
+//!   moment the one ahead succeeds.
 //!
 //! The engine never sees HTTP request types of the API, only [`crate::store::DueDelivery`].
 
 pub mod attempt;
 pub mod engine;
+pub mod followers;
 pub mod schedule;
 
 pub use attempt::Attempter;

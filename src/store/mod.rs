@@ -298,6 +298,10 @@ pub struct DueDelivery {
     pub failures: u32,
     /// The lease this claim holds; the outcome only counts while it is still the delivery's.
     pub lease_until: Millis,
+    /// For a delivery handed over while it waits behind another of its conversation: the
+    /// delivery it follows. It may start only once that one is delivered, and then it needs
+    /// a lease of its own (see [`AttemptResult::follower`]).
+    pub after: Option<i64>,
 }
 
 /// How a completion may claim the next delivery of each finished conversation.
@@ -346,6 +350,10 @@ pub struct AttemptResult {
     pub lease_until: Millis,
     /// How long an endpoint may fail every attempt before it is disabled (`None`: never).
     pub disable_after: Option<Millis>,
+    /// The next delivery of the conversation, which the engine started as soon as this one
+    /// succeeded, and the lease it holds: when this outcome promotes it, it is leased rather
+    /// than made due (it is on its way already).
+    pub follower: Option<(i64, Millis)>,
 }
 
 /// One recorded attempt, as the API lists it.
@@ -483,7 +491,9 @@ pub trait Store: Send + Sync + 'static {
     /// id is already stored: a channel's retry of a message it delivered before.
     /// With `hand_over`, the new deliveries that are due at once (the head of their
     /// conversation, endpoint enabled) are claimed in the same transaction and returned, so
-    /// the engine starts them without a claim.
+    /// the engine starts them without a claim. A backend may also return deliveries that
+    /// wait behind another (`after` set, not leased), for the engine to start the moment the
+    /// one ahead succeeds.
     async fn record_inbound(
         &self,
         instance_id: i64,

@@ -379,6 +379,7 @@ async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
         retry_after: None,
         lease_until: due.lease_until,
         disable_after: None,
+        follower: None,
     };
     // The stale claimer reports a final failure: recorded, but the delivery is not killed.
     store
@@ -435,4 +436,181 @@ async fn a_receivers_retry_after_is_honoured() {
     clock.advance(Duration::from_secs(115));
     assert_eq!(engine.step().await.unwrap().delivered, 1);
     assert_eq!(receiver.count(), 2);
+}
+
+/// Stores a customer's message through the store itself, with a hand-over, as the running
+/// engine does; returns what the write handed over.
+async fn record_with_hand_over(app: &TestApp, customer: &str, lease_until: i64) -> Vec<botlinkd::store::DueDelivery> {
+    use botlinkd::events::{MessageFacts, message_event};
+    use botlinkd::messages::{Direction, MessageStatus};
+    let now = app.clock().now_ms();
+    let instance_id: i64 = app.keys.instance_id.parse().unwrap();
+    let message_id = botlinkd::ids::message_id(now);
+    let detail = serde_json::Map::new();
+    let event = message_event(
+        MessageFacts {
+            instance_id,
+            from: customer,
+            to: &app.keys.number,
+            kind: "text",
+            body: "hello",
+            message_id: &message_id,
+            detail: &detail,
+        },
+        now,
+    );
+    let message = botlinkd::store::NewMessage {
+        message_id,
+        direction: Direction::Inbound,
+        customer: customer.into(),
+        customer_name: None,
+        business: app.keys.number.clone(),
+        kind: "text".into(),
+        body: "hello".into(),
+        detail,
+        status: MessageStatus::Received,
+        created_at: now,
+    };
+    let hand_over = botlinkd::store::HandOver {
+        now,
+        lease_until,
+        limit: 4,
+    };
+    let (_, handed) = app
+        .app
+        .store
+        .record_inbound(instance_id, message, event, Some(hand_over))
+        .await
+        .unwrap()
+        .unwrap();
+    handed
+}
+
+#[tokio::test]
+async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let store = &app.app.store;
+    let now = app.clock().now_ms();
+    let lease = now + 30_000;
+    let head = record_with_hand_over(&app, "447000000042", lease).await;
+    assert_eq!(head.len(), 1);
+    assert_eq!(head[0].after, None, "the head is claimed, not waiting");
+    let behind = record_with_hand_over(&app, "447000000042", lease).await;
+    if app.postgres_database().is_some() {
+        // PostgreSQL hands over heads only: a waiting delivery goes the database's way.
+        assert!(behind.is_empty(), "{behind:?}");
+        return;
+    }
+    assert_eq!(behind.len(), 1);
+    assert_eq!(behind[0].after, Some(head[0].delivery_id), "it waits behind the head");
+    assert!(
+        store.claim_due(now, 10, Vec::new(), lease).await.unwrap().is_empty(),
+        "the head is leased and the one behind it waits"
+    );
+
+    // The head succeeds and the engine starts the one behind it at once, under its own lease.
+    let follower_lease = lease + 1;
+    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| botlinkd::store::AttemptResult {
+        delivery_id: due.delivery_id,
+        event_seq: due.event_seq,
+        event_id: due.event_id.clone(),
+        instance_id: due.instance_id,
+        endpoint_id: due.endpoint_id.clone(),
+        attempt: 1,
+        started_at: now,
+        duration_ms: 1,
+        status_code: Some(200),
+        response: String::new(),
+        error: None,
+        success: true,
+        retry_at: None,
+        retry_after: None,
+        lease_until,
+        disable_after: None,
+        follower,
+    };
+    let handed = store
+        .complete(
+            vec![outcome(&head[0], lease, Some((behind[0].delivery_id, follower_lease)))].into(),
+            Some(botlinkd::store::HandOver {
+                now,
+                lease_until: lease,
+                limit: 4,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(handed.is_empty(), "the follower is on its way already: {handed:?}");
+    assert!(
+        store.claim_due(now, 10, Vec::new(), lease).await.unwrap().is_empty(),
+        "the promoted follower holds the lease it went out with"
+    );
+    // Its own outcome, under that lease, counts.
+    store
+        .complete(vec![outcome(&behind[0], follower_lease, None)].into(), None)
+        .await
+        .unwrap();
+    let state = app.get_json(&format!("/v1/events/{}", behind[0].event_id)).await;
+    assert_eq!(state["deliveries"][0]["state"], "delivered", "{state}");
+}
+
+#[tokio::test]
+async fn a_busy_conversation_arrives_in_order_through_the_followers() {
+    // Answers take a few milliseconds, so a conversation's next events are stored while its
+    // head is on its way; every 7th answer fails, which makes the conversation wait.
+    let app = TestApp::spawn_with(|c| {
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(20); 8], 0.0);
+    })
+    .await;
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        if n % 7 == 3 {
+            (StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO)
+        } else {
+            (StatusCode::OK, Duration::from_millis(3))
+        }
+    }))
+    .await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let customer = "447000000077";
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let request = app
+            .request(reqwest::Method::POST, "/v1/sandbox/inbound")
+            .json(&json!({"from": customer, "body": format!("message {i}")}));
+        sends.spawn(async move { request.send().await.unwrap().status() });
+        if i % 8 == 7 {
+            while let Some(status) = sends.join_next().await {
+                assert_eq!(status.unwrap(), 201);
+            }
+        }
+    }
+    while let Some(status) = sends.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    // The order the server stored them in is the feed's.
+    let feed = app.get_json("/v1/events?limit=100").await;
+    let stored: Vec<String> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["data"]["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored.len(), 60);
+    let mut accepted = Vec::new();
+    while accepted.len() < 60 {
+        let got = receiver.next().await;
+        if got.status.is_success() {
+            let id = got.json["data"]["message_id"].as_str().unwrap().to_string();
+            if !accepted.contains(&id) {
+                accepted.push(id);
+            }
+        }
+    }
+    assert_eq!(accepted, stored, "one conversation arrives in the order it was stored");
 }

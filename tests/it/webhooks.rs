@@ -171,6 +171,7 @@ async fn the_guard_holds_again_at_connect_time() {
             attempt: 1,
             failures: 0,
             lease_until: 0,
+            after: None,
         };
         let result = attempter.attempt(&due).await;
         assert!(!result.success, "{url}");

@@ -302,6 +302,7 @@ pub(super) async fn test_event(
         attempt: 1,
         failures: 0,
         lease_until,
+        after: None,
     })
 }
 
@@ -362,6 +363,7 @@ fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
         attempt: (offset + failures + 1) as u32,
         failures: failures as u32,
         lease_until,
+        after: None,
     })
 }
 

@@ -27,7 +27,8 @@ pub(super) const PAUSED: Millis = i64::MAX;
 ///
 /// With a hand-over, deliveries that are the head of their conversation (to an enabled
 /// endpoint) are written already claimed, up to the hand-over's limit, and returned for the
-/// engine to start: everything a claim would read back is at hand here.
+/// engine to start: everything a claim would read back is at hand here. Deliveries that wait
+/// behind another are returned too, unleased, with the delivery they follow in `after`.
 pub(super) fn append(
     conn: &Connection,
     instance_id: i64,
@@ -55,19 +56,24 @@ pub(super) fn append(
     let mut handed = Vec::new();
     let mut payload: Option<Arc<str>> = None;
     for target in targets {
-        let busy = queue_tail(conn, &target.id, &e.conversation)?.is_some();
-        let claim = hand_over.filter(|h| !busy && target.enabled && handed.len() < h.limit);
-        let (state, next_at, lease_until) = match claim {
-            Some(h) => (PENDING, h.lease_until, Some(h.lease_until)),
-            None if busy => (WAITING, if target.enabled { e.created_at } else { PAUSED }, None),
-            None => (PENDING, if target.enabled { e.created_at } else { PAUSED }, None),
+        let tail = queue_tail(conn, &target.id, &e.conversation)?;
+        let room = hand_over.filter(|h| target.enabled && handed.len() < h.limit);
+        let (state, next_at, lease_until) = match (room, tail) {
+            (Some(h), None) => (PENDING, h.lease_until, Some(h.lease_until)),
+            (_, Some(_)) => (WAITING, if target.enabled { e.created_at } else { PAUSED }, None),
+            (None, None) => (PENDING, if target.enabled { e.created_at } else { PAUSED }, None),
         };
         conn.prepare_cached(
             "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![seq, target.id, e.conversation, state, next_at, lease_until])?;
-        let Some(lease_until) = lease_until else { continue };
+        // A claimed head, or (unclaimed) a delivery that follows the current tail.
+        let (after, lease_until) = match (lease_until, room, tail) {
+            (Some(lease_until), _, _) => (None, lease_until),
+            (None, Some(_), Some(tail)) => (Some(tail), 0),
+            _ => continue,
+        };
         let delivery_id = conn.last_insert_rowid();
         let payload = payload.get_or_insert_with(|| Arc::from(e.payload.as_str())).clone();
         handed.push(DueDelivery {
@@ -84,6 +90,7 @@ pub(super) fn append(
             attempt: 1,
             failures: 0,
             lease_until,
+            after,
         });
     }
     Ok((record(seq, instance_id, e), handed))
@@ -331,6 +338,7 @@ pub(super) fn test_event(
         attempt: 1,
         failures: 0,
         lease_until,
+        after: None,
     })
 }
 
@@ -364,6 +372,7 @@ fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
         attempt: offset + failures + 1,
         failures,
         lease_until,
+        after: None,
     })
 }
 
@@ -449,26 +458,50 @@ pub(super) fn complete(
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
-        if let Some((endpoint_id, conversation)) = queue
-            && let Some(next) = promote_next(conn, &endpoint_id, &conversation, finished_at)?
-            && let Some(h) = hand_over.filter(|h| handed.len() < h.limit)
-        {
+        let Some((endpoint_id, conversation)) = queue else {
+            continue;
+        };
+        let Some((next, paused)) = promote_next(conn, &endpoint_id, &conversation, finished_at)? else {
+            continue;
+        };
+        match (r.follower, hand_over) {
+            // On its way already: the engine started it when this one succeeded.
+            (Some((id, lease_until)), _) if id == next => hold(conn, id, lease_until, paused)?,
             // The conversation's next event goes out at once, claimed here: no claim round
             // trip between two events of one conversation.
-            lease(conn, next, h.lease_until)?;
-            if let Some(due) = due_by_id(conn, next, h.now, h.lease_until)? {
-                handed.push(due);
+            (_, Some(h)) if !paused && handed.len() < h.limit => {
+                lease(conn, next, h.lease_until)?;
+                if let Some(due) = due_by_id(conn, next, h.now, h.lease_until)? {
+                    handed.push(due);
+                }
             }
+            _ => {}
         }
     }
     Ok(handed)
 }
 
-/// Makes the oldest waiting delivery of a conversation the new head; returns its id when it
-/// is due now (its endpoint is enabled).
+/// Gives a just-promoted head that the engine started already the lease it went out with
+/// (so no claim takes it again); a paused one stays paused.
+fn hold(conn: &Connection, delivery_id: i64, lease_until: Millis, paused: bool) -> StoreResult<()> {
+    if !paused {
+        return lease(conn, delivery_id, lease_until);
+    }
+    conn.prepare_cached("UPDATE deliveries SET lease_until = ?2 WHERE id = ?1")?
+        .execute(params![delivery_id, lease_until])?;
+    Ok(())
+}
+
+/// Makes the oldest waiting delivery of a conversation the new head; returns its id and
+/// whether it is paused (its endpoint is disabled).
 /// (The redundant `state IN (0, 1)` lets SQLite use the partial queue index; it cannot infer
 /// that `state = 0` implies the index's condition.)
-fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: Millis) -> StoreResult<Option<i64>> {
+fn promote_next(
+    conn: &Connection,
+    endpoint_id: &str,
+    conversation: &str,
+    now: Millis,
+) -> StoreResult<Option<(i64, bool)>> {
     let promoted: Option<(i64, Millis)> = conn
         .prepare_cached(
             "UPDATE deliveries SET state = 1, \
@@ -479,7 +512,7 @@ fn promote_next(conn: &Connection, endpoint_id: &str, conversation: &str, now: M
         )?
         .query_row(params![endpoint_id, conversation, now, PAUSED], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(promoted.filter(|(_, next_at)| *next_at != PAUSED).map(|(id, _)| id))
+    Ok(promoted.map(|(id, next_at)| (id, next_at == PAUSED)))
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
