@@ -91,7 +91,7 @@ impl Followers {
 
     /// How many are kept.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.by_leader.lock().expect("followers lock").len()
     }
 }
@@ -126,7 +126,7 @@ mod tests {
         let followers = Followers::default();
         followers.add(due(2, Some(1), "ep_a"));
         followers.add(due(3, None, "ep_a"));
-        assert_eq!(followers.len(), 1, "a delivery with nothing ahead is not a follower");
+        assert_eq!(followers.count(), 1, "a delivery with nothing ahead is not a follower");
         assert!(followers.take(2).is_none());
         assert_eq!(followers.take(1).map(|d| d.delivery_id), Some(2));
         assert!(followers.take(1).is_none());
