@@ -25,9 +25,23 @@ use crate::store::{
     IdempotencyRecord, NewChannelSend, NewMessage, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 
-/// Everything the request handlers and background workers share. Cheap to clone.
+/// Everything the request handlers and background workers share. Cheap to clone: one
+/// reference count (every request's handler takes a clone).
 #[derive(Clone)]
 pub struct App {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What an [`App`] holds.
+pub struct Shared {
     /// The storage.
     pub store: Arc<dyn Store>,
     /// The delivery engine.
@@ -80,7 +94,7 @@ impl App {
             .public_url
             .clone()
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        Self {
+        let shared = Shared {
             graph,
             limits: Arc::new(crate::api::limits::Limits::new(config.api_rate_limit)),
             channel_sends: Arc::new(Notify::new()),
@@ -93,12 +107,18 @@ impl App {
             config: Arc::new(config),
             feed: Arc::new(watch::channel(latest_seq).0),
             stopping: CancellationToken::new(),
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 
-    /// Sets the address clients reach this server at, once it is bound.
+    /// Sets the address clients reach this server at, once it is bound (before the app is
+    /// shared).
     pub fn with_base_url(mut self, base_url: &str) -> Self {
-        self.base_url = base_url.trim_end_matches('/').into();
+        Arc::get_mut(&mut self.shared)
+            .expect("the base URL is set before the app is shared")
+            .base_url = base_url.trim_end_matches('/').into();
         self
     }
 

@@ -449,18 +449,23 @@ pub(super) fn complete(
             continue;
         }
         let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
+        // A read, then an update by rowid: an `UPDATE … RETURNING` would have SQLite build a
+        // temporary table and a statement journal for the one row.
         let queue: Option<(String, String)> = conn
             .prepare_cached(
-                "UPDATE deliveries SET state = ?2, failures = failures + ?3, lease_until = NULL \
-                 WHERE id = ?1 AND state = 1 AND lease_until = ?4 RETURNING endpoint_id, conversation",
+                "SELECT endpoint_id, conversation FROM deliveries WHERE id = ?1 AND state = 1 AND lease_until = ?2",
             )?
-            .query_row(params![r.delivery_id, state, failed, r.lease_until], |row| {
+            .query_row(params![r.delivery_id, r.lease_until], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
         let Some((endpoint_id, conversation)) = queue else {
             continue;
         };
+        conn.prepare_cached(
+            "UPDATE deliveries SET state = ?2, failures = failures + ?3, lease_until = NULL WHERE id = ?1",
+        )?
+        .execute(params![r.delivery_id, state, failed])?;
         let Some((next, paused)) = promote_next(conn, &endpoint_id, &conversation, finished_at)? else {
             continue;
         };
@@ -502,17 +507,20 @@ fn promote_next(
     conversation: &str,
     now: Millis,
 ) -> StoreResult<Option<(i64, bool)>> {
-    let promoted: Option<(i64, Millis)> = conn
+    let waiting: Option<(i64, Option<bool>)> = conn
         .prepare_cached(
-            "UPDATE deliveries SET state = 1, \
-               next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = ?1) THEN ?3 ELSE ?4 END \
-             WHERE id = \
-               (SELECT id FROM deliveries WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1) AND state = 0 ORDER BY id LIMIT 1) \
-             RETURNING id, next_at",
+            "SELECT id, (SELECT enabled FROM endpoints WHERE id = ?1) FROM deliveries \
+             WHERE endpoint_id = ?1 AND conversation = ?2 AND state IN (0, 1) AND state = 0 ORDER BY id LIMIT 1",
         )?
-        .query_row(params![endpoint_id, conversation, now, PAUSED], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![endpoint_id, conversation], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(promoted.map(|(id, next_at)| (id, next_at == PAUSED)))
+    let Some((id, enabled)) = waiting else {
+        return Ok(None);
+    };
+    let enabled = enabled.unwrap_or(false);
+    conn.prepare_cached("UPDATE deliveries SET state = 1, next_at = ?2 WHERE id = ?1")?
+        .execute(params![id, if enabled { now } else { PAUSED }])?;
+    Ok(Some((id, !enabled)))
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
