@@ -92,7 +92,7 @@ impl Server {
         let workers = CancellationToken::new();
         let mut tasks = Vec::new();
         if app.config.background_workers {
-            tasks.push(tokio::spawn(app.engine.clone().run(workers.clone())));
+            tasks.push(spawn_engine(app.engine.clone(), workers.clone())?);
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(sender::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(housekeeping::run(app.clone(), workers.clone())));
@@ -131,6 +131,29 @@ impl Server {
         }
         served.map_err(ServeError::from)
     }
+}
+
+/// Runs the delivery engine on a thread of its own (a single-threaded runtime): its
+/// attempts are short waits on receivers, and a thread that sleeps through them is woken
+/// promptly by the OS scheduler even while the request workers are saturated, so one
+/// conversation's events follow each other without queueing behind ingest.
+fn spawn_engine(
+    engine: crate::delivery::Engine,
+    workers: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (finished, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("botlinkd-delivery".into())
+        .spawn(move || {
+            runtime.block_on(engine.run(workers));
+            let _ = finished.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        ended
+            .await
+            .expect("the delivery thread ended without finishing its engine");
+    }))
 }
 
 /// Starts a server on `listener` and serves until `shutdown` is cancelled.

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     args.binary = args.binary.canonicalize()?;
     let bench = Bench {
         http: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
-        receiver: Receiver::start().await?,
+        receiver: Receiver::start()?,
         args,
     };
     let storage = match &bench.args.postgres {

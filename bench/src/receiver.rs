@@ -30,13 +30,26 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts on a free loopback port.
-    pub async fn start() -> anyhow::Result<Self> {
+    /// Starts on a free loopback port, on a runtime of its own: a receiver is a server of
+    /// its own, and sharing the generator's scheduler would queue its answers behind the
+    /// generator's work (which no real receiver does).
+    pub fn start() -> anyhow::Result<Self> {
         let seen = Arc::new(Seen::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let router = Router::new().route("/hook", post(record)).with_state(seen.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("receiver")
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new().name("receiver".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, router).await
+            })
+        })?;
         Ok(Self { url, seen })
     }
 

@@ -82,6 +82,8 @@ struct Inner {
     stopping: std::sync::atomic::AtomicBool,
     /// Deliveries waiting behind one this engine may be attempting.
     followers: Followers,
+    /// While `run` runs: the runtime it runs on, where every attempt task is started.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
 }
 
 impl Engine {
@@ -112,6 +114,7 @@ impl Engine {
                 launcher: Mutex::new(None),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 followers: Followers::default(),
+                runtime: Mutex::new(None),
             }),
         }
     }
@@ -258,6 +261,7 @@ impl Engine {
     /// (they are bounded by the attempt timeout) and records their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
         let (done, outcomes) = mpsc::channel::<AttemptResult>(COMPLETE_BATCH * 4);
+        *self.inner.runtime.lock().expect("runtime lock") = Some(tokio::runtime::Handle::current());
         *self.inner.launcher.lock().expect("launcher lock") = Some(done.downgrade());
         self.inner.stopping.store(false, Ordering::Release);
         let completer = tokio::spawn(
@@ -319,6 +323,12 @@ impl Engine {
     /// Starts an attempt task for each claimed delivery.
     fn launch(&self, due: Vec<DueDelivery>, done: &mpsc::Sender<AttemptResult>) {
         let inner = &self.inner;
+        let runtime = inner
+            .runtime
+            .lock()
+            .expect("runtime lock")
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         for d in due {
             inner.in_flight.fetch_add(1, Ordering::AcqRel);
             *inner
@@ -330,7 +340,7 @@ impl Engine {
             let engine = self.clone();
             let done = done.clone();
             let gate = self.endpoint_gate(&d.endpoint_id);
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let mut d = d;
                 loop {
                     // At most `max_in_flight_per_endpoint` connections to one receiver at
