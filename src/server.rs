@@ -133,15 +133,20 @@ impl Server {
     }
 }
 
-/// Runs the delivery engine on a thread of its own (a single-threaded runtime): its
-/// attempts are short waits on receivers, and a thread that sleeps through them is woken
-/// promptly by the OS scheduler even while the request workers are saturated, so one
-/// conversation's events follow each other without queueing behind ingest.
+/// Runs the delivery engine on a runtime of its own (two worker threads, beside the request
+/// workers): its attempts are short waits on receivers, and threads that sleep through them
+/// are woken promptly by the OS scheduler even while the request workers are saturated, so
+/// one conversation's events follow each other without queueing behind ingest. Two workers,
+/// not one, so that a fan-out (one event to many endpoints) can use both cores.
 fn spawn_engine(
     engine: crate::delivery::Engine,
     workers: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("botlinkd-delivery")
+        .enable_all()
+        .build()?;
     let (finished, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("botlinkd-delivery".into())
