@@ -282,6 +282,7 @@ impl Engine {
         }
         self.inner.stopping.store(true, Ordering::Release);
         *self.inner.launcher.lock().expect("launcher lock") = None;
+        *self.inner.runtime.lock().expect("runtime lock") = None;
         self.inner.followers.clear();
         drop(done);
         if completer.await.is_err() {
