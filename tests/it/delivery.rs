@@ -502,11 +502,6 @@ async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started(
     assert_eq!(head.len(), 1);
     assert_eq!(head[0].after, None, "the head is claimed, not waiting");
     let behind = record_with_hand_over(&app, "447000000042", lease).await;
-    if app.postgres_database().is_some() {
-        // PostgreSQL hands over heads only: a waiting delivery goes the database's way.
-        assert!(behind.is_empty(), "{behind:?}");
-        return;
-    }
     assert_eq!(behind.len(), 1);
     assert_eq!(behind[0].after, Some(head[0].delivery_id), "it waits behind the head");
     assert!(

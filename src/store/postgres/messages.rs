@@ -4,7 +4,6 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::Tx;
-use super::outbox;
 use crate::clock::Millis;
 use crate::messages::{Direction, MessageStatus, StoredMessage};
 use crate::store::{
@@ -270,9 +269,13 @@ pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreRes
             .execute(&mut **tx)
             .await?;
     }
-    Ok(StatusOutcome::Applied(
-        outbox::append(tx, change.instance_id, &change.event).await?,
-    ))
+    let event = super::append::NewEvent {
+        instance_id: change.instance_id,
+        draft: &change.event,
+        hand_over: None,
+    };
+    let mut appended = super::append::append(tx, &[event]).await?;
+    Ok(StatusOutcome::Applied(appended.records.remove(0)))
 }
 
 /// The id and customer of the outgoing message a channel knows by `external_id`.

@@ -10,8 +10,11 @@
 //! - committed events are announced with `NOTIFY botlinkd_events`, so streams, long-polls
 //!   and engines in every process wake at once ([`PgStore::take_notifications`]).
 
+mod append;
 mod catalog;
 mod channel_sends;
+mod complete;
+mod ingest;
 mod messages;
 mod outbox;
 
@@ -38,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
     include_str!("migrations/0002_meta.sql"),
     include_str!("migrations/0003_endpoint_health.sql"),
+    include_str!("migrations/0004_commit_ordered_feed.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -51,6 +55,8 @@ const ATTEMPTS_CHANNEL: &str = "botlinkd_attempts";
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
+    /// The group commit for customers' messages.
+    ingest: ingest::Ingest,
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
     /// This process's mark on the notices it sends, so it skips its own.
     origin: String,
@@ -99,6 +105,7 @@ impl PgStore {
             }
         });
         Ok(Self {
+            ingest: ingest::Ingest::start(pool.clone()),
             pool,
             notices: Mutex::new(Some(rx)),
             origin,
@@ -160,21 +167,23 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
     Ok(())
 }
 
-/// Serialises the writers of one instance's events and queues until the transaction ends.
-async fn lock_instance(tx: &mut Tx, instance_id: i64) -> StoreResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(LOCK_SPACE)
-        .bind(instance_id as i32)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Announces a committed event to every process (delivered when the transaction commits).
-async fn notify(tx: &mut Tx, record: &EventRecord) -> StoreResult<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+/// Announces committed events to every process (delivered when the transaction commits):
+/// one notice per instance, with its newest feed position.
+async fn notify_events(tx: &mut Tx, records: &[EventRecord]) -> StoreResult<()> {
+    let mut newest: Vec<(i64, i64)> = Vec::new();
+    for record in records {
+        match newest.iter_mut().find(|(instance, _)| *instance == record.instance_id) {
+            Some((_, seq)) => *seq = (*seq).max(record.seq),
+            None => newest.push((record.instance_id, record.seq)),
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = newest.iter().map(|(i, seq)| format!("{i}:{seq}")).collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
         .bind(EVENTS_CHANNEL)
-        .bind(format!("{}:{}", record.instance_id, record.seq))
+        .bind(payloads)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -244,7 +253,6 @@ impl Store for PgStore {
         now: Millis,
     ) -> StoreResult<Option<Endpoint>> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
         let endpoint = catalog::update_endpoint(&mut tx, instance_id, id, &change, now).await?;
         tx.commit().await?;
         Ok(endpoint)
@@ -263,7 +271,6 @@ impl Store for PgStore {
 
     async fn delete_endpoint(&self, instance_id: i64, id: &str) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
         let deleted = catalog::delete_endpoint(&mut tx, instance_id, id).await?;
         tx.commit().await?;
         Ok(deleted)
@@ -276,19 +283,14 @@ impl Store for PgStore {
         event: EventDraft,
         hand_over: Option<HandOver>,
     ) -> StoreResult<Option<(EventRecord, Vec<DueDelivery>)>> {
-        let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
-        if messages::insert(&mut tx, instance_id, &message).await?.is_none() {
-            return Ok(None);
-        }
-        let record = outbox::append(&mut tx, instance_id, &event).await?;
-        let handed = match hand_over {
-            Some(h) => outbox::hand_over_new(&mut tx, record.seq, h).await?,
-            None => Vec::new(),
-        };
-        notify(&mut tx, &record).await?;
-        tx.commit().await?;
-        Ok(Some((record, handed)))
+        self.ingest
+            .record(ingest::Inbound {
+                instance_id,
+                message,
+                event,
+                hand_over,
+            })
+            .await
     }
 
     async fn record_outbound(
@@ -301,7 +303,7 @@ impl Store for PgStore {
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<Vec<EventRecord>> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
+        append::lock_conversations(&mut tx, [(instance_id, message.customer.as_str())]).await?;
         if let Some(key) = &idempotency
             && !messages::remember_idempotent(&mut tx, instance_id, key, message.created_at).await?
         {
@@ -317,12 +319,16 @@ impl Store for PgStore {
         if let Some(send) = &channel_send {
             channel_sends::enqueue(&mut *tx, send).await?;
         }
-        let mut records = Vec::with_capacity(events.len());
-        for event in &events {
-            let record = outbox::append(&mut tx, instance_id, event).await?;
-            notify(&mut tx, &record).await?;
-            records.push(record);
-        }
+        let new_events: Vec<append::NewEvent<'_>> = events
+            .iter()
+            .map(|draft| append::NewEvent {
+                instance_id,
+                draft,
+                hand_over: None,
+            })
+            .collect();
+        let records = append::append(&mut tx, &new_events).await?.records;
+        notify_events(&mut tx, &records).await?;
         tx.commit().await?;
         Ok(records)
     }
@@ -338,10 +344,10 @@ impl Store for PgStore {
 
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, change.instance_id).await?;
+        append::lock_conversations(&mut tx, [(change.instance_id, change.event.conversation.as_str())]).await?;
         let outcome = messages::apply_status(&mut tx, &change).await?;
         if let StatusOutcome::Applied(record) = &outcome {
-            notify(&mut tx, record).await?;
+            notify_events(&mut tx, std::slice::from_ref(record)).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -439,11 +445,12 @@ impl Store for PgStore {
 
     async fn resend_event(&self, event_seq: i64, endpoint_id: Option<&str>, now: Millis) -> StoreResult<usize> {
         let mut tx = self.begin().await?;
-        let instance_id: i64 = sqlx::query_scalar("SELECT instance_id FROM events WHERE seq = $1")
-            .bind(event_seq)
-            .fetch_one(&mut *tx)
-            .await?;
-        lock_instance(&mut tx, instance_id).await?;
+        let (instance_id, conversation): (i64, String) =
+            sqlx::query_as("SELECT instance_id, conversation FROM events WHERE seq = $1")
+                .bind(event_seq)
+                .fetch_one(&mut *tx)
+                .await?;
+        append::lock_conversations(&mut tx, [(instance_id, conversation.as_str())]).await?;
         let scheduled = outbox::resend(&mut tx, event_seq, endpoint_id, now).await?;
         tx.commit().await?;
         Ok(scheduled)
@@ -461,7 +468,6 @@ impl Store for PgStore {
 
     async fn resend_dead(&self, instance_id: i64, filter: &DeadFilter, limit: u32, now: Millis) -> StoreResult<usize> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
         let scheduled = outbox::resend_dead(&mut tx, instance_id, filter, limit, now).await?;
         tx.commit().await?;
         Ok(scheduled)
@@ -475,7 +481,7 @@ impl Store for PgStore {
         lease_until: Millis,
     ) -> StoreResult<DueDelivery> {
         let mut tx = self.begin().await?;
-        lock_instance(&mut tx, instance_id).await?;
+        append::lock_conversations(&mut tx, [(instance_id, event.conversation.as_str())]).await?;
         let due = outbox::test_event(&mut tx, instance_id, endpoint_id, &event, lease_until).await?;
         tx.commit().await?;
         Ok(due)
@@ -497,27 +503,24 @@ impl Store for PgStore {
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.begin().await?;
-        // Lock every instance involved, in one order, so completions never deadlock.
-        let mut instances: Vec<i64> = results.iter().map(|r| r.instance_id).collect();
-        instances.sort_unstable();
-        instances.dedup();
-        for instance_id in instances {
-            lock_instance(&mut tx, instance_id).await?;
-        }
-        let handed = outbox::complete(&mut tx, &results, hand_over).await?;
+        let handed = complete::complete(&mut tx, &results, hand_over).await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt.
-        for result in results.iter() {
-            let payload = serde_json::json!({
-                "origin": self.origin,
-                "instance_id": result.instance_id,
-                "notice": AttemptNotice::from(result),
-            });
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(ATTEMPTS_CHANNEL)
-                .bind(payload.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let payloads: Vec<String> = results
+            .iter()
+            .map(|result| {
+                serde_json::json!({
+                    "origin": self.origin,
+                    "instance_id": result.instance_id,
+                    "notice": AttemptNotice::from(result),
+                })
+                .to_string()
+            })
+            .collect();
+        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
+            .bind(ATTEMPTS_CHANNEL)
+            .bind(payloads)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(handed)
     }

@@ -2,15 +2,17 @@
 //! conversation), claims under leases, completions and attempts.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::Tx;
+use super::append::FEED_SHIFT;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
 use crate::store::{
-    AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError,
+    AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError,
     StoreResult, rfc3339,
 };
 use crate::webhooks::SigningSecret;
@@ -18,55 +20,9 @@ use crate::webhooks::SigningSecret;
 const WAITING: i16 = 0;
 const PENDING: i16 = 1;
 const DELIVERED: i16 = 2;
-const DEAD: i16 = 3;
 
 /// `next_at` of the pending deliveries of a disabled endpoint: never due until it is enabled.
 pub(super) const PAUSED: Millis = i64::MAX;
-
-/// Appends an event and a delivery for each endpoint whose filter accepts it (paused for a
-/// disabled endpoint), in one statement. The caller holds the instance's lock.
-pub(super) async fn append(tx: &mut Tx, instance_id: i64, e: &EventDraft) -> StoreResult<EventRecord> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO events (id, instance_id, kind, conversation, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-    )
-    .bind(&e.id)
-    .bind(instance_id)
-    .bind(e.kind.as_str())
-    .bind(&e.conversation)
-    .bind(&e.payload)
-    .bind(e.created_at)
-    .fetch_one(&mut **tx)
-    .await?;
-    let bit = i16::from(e.kind.bit());
-    if bit != 0 {
-        sqlx::query(
-            "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at) \
-             SELECT $1, ep.id, $2, \
-                    CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = ep.id \
-                                      AND d.conversation = $2 AND d.state IN (0, 1)) THEN 0 ELSE 1 END, \
-                    CASE WHEN ep.enabled THEN $3 ELSE $4 END \
-             FROM endpoints ep WHERE ep.instance_id = $5 AND (ep.events & $6) <> 0",
-        )
-        .bind(seq)
-        .bind(&e.conversation)
-        .bind(e.created_at)
-        .bind(PAUSED)
-        .bind(instance_id)
-        .bind(bit)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(EventRecord {
-        seq,
-        id: e.id.clone(),
-        instance_id,
-        kind: e.kind,
-        conversation: e.conversation.clone(),
-        payload: e.payload.clone(),
-        created_at: e.created_at,
-    })
-}
 
 /// Adds one delivery at the tail of its conversation's queue.
 async fn enqueue(
@@ -110,21 +66,52 @@ fn event(row: &PgRow) -> StoreResult<EventRecord> {
     })
 }
 
+/// The longest a feed read waits for older transactions to finish (see [`list_events`]).
+const HORIZON_WAIT: Duration = Duration::from_secs(2);
+
+/// An instance's events after a feed position, oldest first, as far as they are final.
+///
+/// Feed positions follow transaction ids (see [`super::append`]), so an event is returned
+/// only once every transaction with a smaller id has finished: its position is below the
+/// horizon, the oldest running transaction of this read's snapshot. A committed event above
+/// the horizon waits for the older transactions, which are short writes, and the read waits
+/// with it (up to [`HORIZON_WAIT`], should something else hold a transaction open), so that a
+/// reader woken by an event's notice finds that event.
 pub(super) async fn list_events(
     pool: &PgPool,
     instance_id: i64,
     after: i64,
     limit: u32,
 ) -> StoreResult<Vec<EventRecord>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE instance_id = $1 AND seq > $2 AND kind != 'test' ORDER BY seq LIMIT $3"
-    ))
-    .bind(instance_id)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(event).collect()
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS}, pg_snapshot_xmin(pg_current_snapshot())::TEXT::INT8 << {FEED_SHIFT} AS horizon \
+             FROM events WHERE instance_id = $1 AND seq > $2 AND kind != 'test' ORDER BY seq LIMIT $3"
+        ))
+        .bind(instance_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let Some(horizon) = rows.first().map(|r| r.try_get::<i64, _>("horizon")).transpose()? else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = event(row)?;
+            if record.seq >= horizon {
+                break;
+            }
+            events.push(record);
+        }
+        if events.len() == rows.len() || started.elapsed() >= HORIZON_WAIT {
+            return Ok(events);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
 }
 
 pub(super) async fn get_event(pool: &PgPool, instance_id: i64, id: &str) -> StoreResult<Option<EventRecord>> {
@@ -270,7 +257,17 @@ pub(super) async fn test_event(
     e: &EventDraft,
     lease_until: Millis,
 ) -> StoreResult<DueDelivery> {
-    let record = append(tx, instance_id, e).await?;
+    let record = super::append::append(
+        tx,
+        &[super::append::NewEvent {
+            instance_id,
+            draft: e,
+            hand_over: None,
+        }],
+    )
+    .await?
+    .records
+    .remove(0);
     let id = enqueue(tx, record.seq, endpoint_id, &e.conversation, 0, e.created_at).await?;
     sqlx::query("UPDATE deliveries SET lease_until = $2, next_at = $2 WHERE id = $1")
         .bind(id)
@@ -367,23 +364,8 @@ fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
     })
 }
 
-/// Claims an event's new deliveries that are due at once (heads of their conversation, to
-/// enabled endpoints), up to the hand-over's limit.
-pub(super) async fn hand_over_new(tx: &mut Tx, event_seq: i64, h: HandOver) -> StoreResult<Vec<DueDelivery>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM deliveries WHERE event_seq = $1 AND state = 1 AND next_at <> $2 AND lease_until IS NULL \
-         ORDER BY id LIMIT $3",
-    )
-    .bind(event_seq)
-    .bind(PAUSED)
-    .bind(h.limit as i64)
-    .fetch_all(&mut **tx)
-    .await?;
-    hand_over(tx, &ids, h).await
-}
-
 /// Leases the given promoted heads and reads them as a claim would.
-async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<DueDelivery>> {
+pub(super) async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<DueDelivery>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -405,97 +387,13 @@ async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<Due
     Ok(due)
 }
 
-/// Records attempts and moves each delivery on, if it still carries the claim's lease.
-pub(super) async fn complete(
-    tx: &mut Tx,
-    results: &[AttemptResult],
-    hand_over_to: Option<HandOver>,
-) -> StoreResult<Vec<DueDelivery>> {
-    let mut promoted = Vec::new();
-    // A failure locks its endpoint's row (its health); taking those locks in one order in
-    // every process keeps two processes' batches from deadlocking.
-    let mut ordered: Vec<&AttemptResult> = results.iter().collect();
-    ordered.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
-    for r in ordered {
-        sqlx::query(
-            "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(r.event_seq)
-        .bind(&r.endpoint_id)
-        .bind(r.attempt as i32)
-        .bind(r.started_at)
-        .bind(r.duration_ms)
-        .bind(r.status_code.map(i32::from))
-        .bind(&r.response)
-        .bind(r.error.as_deref())
-        .bind(r.success)
-        .execute(&mut **tx)
-        .await?;
-        super::catalog::record_health(tx, r).await?;
-        if let (false, Some(retry_at)) = (r.success, r.retry_at) {
-            sqlx::query(
-                "UPDATE deliveries SET failures = failures + 1, lease_until = NULL, \
-                   next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = endpoint_id) THEN $2 ELSE $4 END \
-                 WHERE id = $1 AND state = 1 AND lease_until = $3",
-            )
-            .bind(r.delivery_id)
-            .bind(retry_at)
-            .bind(r.lease_until)
-            .bind(PAUSED)
-            .execute(&mut **tx)
-            .await?;
-            continue;
-        }
-        let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
-        let queue = sqlx::query(
-            "UPDATE deliveries SET state = $2, failures = failures + $3, lease_until = NULL \
-             WHERE id = $1 AND state = 1 AND lease_until = $4 RETURNING endpoint_id, conversation",
-        )
-        .bind(r.delivery_id)
-        .bind(state)
-        .bind(failed)
-        .bind(r.lease_until)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = queue {
-            let endpoint_id: String = row.try_get("endpoint_id")?;
-            let conversation: String = row.try_get("conversation")?;
-            let next: Option<(i64, Millis)> = sqlx::query_as(
-                "UPDATE deliveries SET state = 1, \
-                   next_at = CASE WHEN (SELECT enabled FROM endpoints WHERE id = $1) THEN $3 ELSE $4 END \
-                 WHERE id = (SELECT id FROM deliveries WHERE endpoint_id = $1 AND conversation = $2 AND state = 0 \
-                             ORDER BY id LIMIT 1) \
-                 RETURNING id, next_at",
-            )
-            .bind(&endpoint_id)
-            .bind(&conversation)
-            .bind(r.started_at + r.duration_ms)
-            .bind(PAUSED)
-            .fetch_optional(&mut **tx)
-            .await?;
-            if let Some((id, _)) = next.filter(|(_, next_at)| *next_at != PAUSED) {
-                promoted.push(id);
-            }
-        }
-    }
-    match hand_over_to {
-        // The conversations' next events go out at once, claimed here: no claim round trip
-        // between two events of one conversation.
-        Some(h) => {
-            promoted.truncate(h.limit);
-            hand_over(tx, &promoted, h).await
-        }
-        None => Ok(Vec::new()),
-    }
-}
-
 /// Deletes old, finished events with their deliveries and attempts.
 pub(super) async fn prune_events(pool: &PgPool, before: Millis, limit: u32) -> StoreResult<u32> {
     let mut tx = pool.begin().await?;
     let seqs: Vec<i64> = sqlx::query_scalar(
         "SELECT e.seq FROM events e WHERE e.created_at < $1 \
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
+           AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
+                           WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
          ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(before)
@@ -567,8 +465,8 @@ pub(super) async fn resend_dead(
     limit: u32,
     now: Millis,
 ) -> StoreResult<usize> {
-    let pairs: Vec<(i64, String)> = sqlx::query_as(&format!(
-        "SELECT d.event_seq, d.endpoint_id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+    let pairs: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+        "SELECT d.event_seq, d.endpoint_id, d.conversation FROM deliveries d JOIN events e ON e.seq = d.event_seq \
          WHERE {DEAD_WHERE} ORDER BY d.id LIMIT $5"
     ))
     .bind(instance_id)
@@ -578,8 +476,9 @@ pub(super) async fn resend_dead(
     .bind(i64::from(limit))
     .fetch_all(&mut **tx)
     .await?;
+    super::append::lock_conversations(tx, pairs.iter().map(|(_, _, c)| (instance_id, c.as_str()))).await?;
     let mut scheduled = 0;
-    for (seq, endpoint_id) in pairs {
+    for (seq, endpoint_id, _) in pairs {
         scheduled += resend(tx, seq, Some(&endpoint_id), now).await?;
     }
     Ok(scheduled)

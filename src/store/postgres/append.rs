@@ -1,0 +1,252 @@
+//! Appending events to the outbox on PostgreSQL without an instance-wide lock: the feed
+//! position each event gets, the conversation locks that keep each delivery queue in order,
+//! and the one statement that writes a set of events with all their deliveries.
+//!
+//! **Feed positions follow commit order.** An event's `seq` is `xid << FEED_SHIFT | index`:
+//! the writing transaction's id (`pg_current_xact_id()`) and the event's place among the
+//! events that transaction writes. A reader takes only events whose transaction id lies below
+//! the oldest transaction still running (`pg_snapshot_xmin` of its own snapshot, see
+//! [`super::outbox::list_events`]). Every transaction below that horizon has finished, so
+//! everything the reader returns is final, and every event committed later belongs to a
+//! transaction at or above the horizon and so sorts after all of it. A cursor therefore never
+//! skips an event and never meets one twice, however commits interleave, and writers of one
+//! instance do not wait for each other.
+//!
+//! **Delivery queues stay in order under a conversation lock.** Appending decides whether a
+//! delivery is the head of its (endpoint, conversation) queue or waits behind it, and a
+//! completion promotes the next waiting one. Both take a transaction-scoped advisory lock on
+//! the conversation first (`hashtextextended(conversation, instance_id)`), always all of a
+//! transaction's keys at once and in ascending order, so two writers never wait for each
+//! other in a circle. Conversations of one instance no longer queue behind one another; only
+//! writes to the same conversation do.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::Tx;
+use super::outbox::PAUSED;
+use crate::clock::Millis;
+use crate::events::{EventDraft, EventRecord};
+use crate::store::{DueDelivery, HandOver, StoreError, StoreResult};
+use crate::webhooks::SigningSecret;
+
+/// Bits of a feed position left for the event's index within its transaction (so one
+/// transaction may append up to about a million events).
+pub(super) const FEED_SHIFT: u32 = 20;
+
+/// Takes the advisory locks of these conversations (instance, customer) for the rest of the
+/// transaction, in ascending key order. Call it before the transaction's first write, so
+/// that a transaction that waits here has no transaction id yet and gets one only after the
+/// conversation's previous writer committed.
+pub(super) async fn lock_conversations<'a>(
+    tx: &mut Tx,
+    conversations: impl IntoIterator<Item = (i64, &'a str)>,
+) -> StoreResult<()> {
+    let (instances, customers): (Vec<i64>, Vec<&str>) = conversations.into_iter().unzip();
+    if instances.is_empty() {
+        return Ok(());
+    }
+    // The sort happens in the subquery; its ORDER BY keeps it from being flattened, so the
+    // locks are taken in that order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM ( \
+           SELECT DISTINCT hashtextextended(c, i) AS k FROM unnest($1::TEXT[], $2::INT8[]) AS u(c, i) ORDER BY k \
+         ) AS keys",
+    )
+    .bind(customers)
+    .bind(instances)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One event to append.
+pub(super) struct NewEvent<'a> {
+    /// Its instance.
+    pub instance_id: i64,
+    /// The event.
+    pub draft: &'a EventDraft,
+    /// Whether its new deliveries may be claimed by this write for the engine.
+    pub hand_over: Option<HandOver>,
+}
+
+/// What an append wrote: the events, in the order given, and the deliveries it handed over.
+pub(super) struct Appended {
+    /// The stored events.
+    pub records: Vec<EventRecord>,
+    /// Claimed deliveries (heads) and deliveries that follow another (`after` set, not leased).
+    pub handed: Vec<DueDelivery>,
+}
+
+/// Appends events with a delivery for each endpoint whose filter accepts them, in one
+/// statement. A delivery is the head of its queue (`pending`) when nothing of its queue is
+/// unfinished and no earlier event of this append goes to the same queue; otherwise it waits
+/// behind. A disabled endpoint's deliveries are paused. With a hand-over, up to its limit of
+/// an event's deliveries to enabled endpoints are returned: heads already leased, and
+/// waiting ones with the delivery they follow in `after`.
+///
+/// Call it at most once per transaction (the events' indexes start at 0), after
+/// [`lock_conversations`] for every event's conversation.
+pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreResult<Appended> {
+    if events.is_empty() {
+        return Ok(Appended {
+            records: Vec::new(),
+            handed: Vec::new(),
+        });
+    }
+    let n = events.len();
+    let mut columns = Columns::with_capacity(n);
+    for (index, e) in events.iter().enumerate() {
+        columns.push(index as i64, e);
+    }
+    let rows = sqlx::query(APPEND)
+        .bind(&columns.index)
+        .bind(&columns.id)
+        .bind(&columns.instance)
+        .bind(&columns.kind)
+        .bind(&columns.conversation)
+        .bind(&columns.payload)
+        .bind(&columns.created_at)
+        .bind(&columns.bit)
+        .bind(&columns.hand_limit)
+        .bind(&columns.lease)
+        .bind(PAUSED)
+        .fetch_all(&mut **tx)
+        .await?;
+    let xid: i64 = rows
+        .first()
+        .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?
+        .try_get("xid")?;
+    let records: Vec<EventRecord> = events
+        .iter()
+        .enumerate()
+        .map(|(index, e)| EventRecord {
+            seq: (xid << FEED_SHIFT) | index as i64,
+            id: e.draft.id.clone(),
+            instance_id: e.instance_id,
+            kind: e.draft.kind,
+            conversation: e.draft.conversation.clone(),
+            payload: e.draft.payload.clone(),
+            created_at: e.draft.created_at,
+        })
+        .collect();
+    let mut handed = Vec::new();
+    let mut payloads: Vec<Option<Arc<str>>> = vec![None; n];
+    for row in &rows {
+        let Some(delivery_id) = row.try_get::<Option<i64>, _>("id")? else {
+            continue;
+        };
+        let index = (row.try_get::<i64, _>("event_seq")? - (xid << FEED_SHIFT)) as usize;
+        let event = events
+            .get(index)
+            .ok_or_else(|| StoreError::Corrupt("append returned an unknown event".into()))?;
+        let state: i16 = row.try_get("state")?;
+        let secret: String = row.try_get("secret")?;
+        let payload = payloads[index]
+            .get_or_insert_with(|| Arc::from(event.draft.payload.as_str()))
+            .clone();
+        handed.push(DueDelivery {
+            delivery_id,
+            event_seq: records[index].seq,
+            event_id: event.draft.id.clone(),
+            instance_id: event.instance_id,
+            endpoint_id: row.try_get("endpoint_id")?,
+            url: row.try_get("url")?,
+            secret: SigningSecret::parse(&secret).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            previous_secret: row
+                .try_get::<Option<String>, _>("previous_secret")?
+                .and_then(|p| SigningSecret::parse(&p).ok()),
+            payload,
+            attempt: 1,
+            failures: 0,
+            lease_until: row.try_get::<Option<Millis>, _>("lease_until")?.unwrap_or(0),
+            after: if state == 0 { row.try_get("after")? } else { None },
+        });
+    }
+    Ok(Appended { records, handed })
+}
+
+/// The append statement. `input` numbers the events in the transaction; `placed` decides
+/// each delivery's place in its queue (the first of this append to a queue is its head when
+/// the queue has nothing unfinished); the insert numbers deliveries in event order, so a
+/// queue's row ids follow its events; the last part returns the transaction id (always one
+/// row) and the deliveries handed over, each waiting one with the delivery ahead of it.
+const APPEND: &str = "\
+WITH input AS ( \
+  SELECT (pg_current_xact_id()::TEXT::INT8 << 20) | i.idx AS seq, i.* \
+  FROM unnest($1::INT8[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::INT8[], $8::INT2[], \
+              $9::INT8[], $10::INT8[]) \
+       AS i(idx, id, inst, kind, conv, payload, at, bit, hand_limit, lease)), \
+stored AS ( \
+  INSERT INTO events (seq, id, instance_id, kind, conversation, payload, created_at) \
+  SELECT seq, id, inst, kind, conv, payload, at FROM input), \
+placed AS ( \
+  SELECT i.seq, i.conv, i.at, i.lease, ep.id AS endpoint_id, ep.enabled, \
+         row_number() OVER (PARTITION BY ep.id, i.conv ORDER BY i.seq) = 1 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = ep.id AND d.conversation = i.conv \
+                           AND d.state IN (0, 1)) AS head, \
+         (SELECT max(d.id) FROM deliveries d WHERE d.endpoint_id = ep.id AND d.conversation = i.conv \
+            AND d.state IN (0, 1)) AS tail, \
+         ep.enabled AND row_number() OVER (PARTITION BY i.seq ORDER BY ep.id) <= i.hand_limit AS handed \
+  FROM input i JOIN endpoints ep ON ep.instance_id = i.inst AND (ep.events & i.bit) <> 0), \
+inserted AS ( \
+  INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
+  SELECT seq, endpoint_id, conv, CASE WHEN head THEN 1 ELSE 0 END, \
+         CASE WHEN NOT enabled THEN $11 WHEN head AND handed THEN lease ELSE at END, \
+         CASE WHEN head AND handed THEN lease END \
+  FROM placed ORDER BY seq, endpoint_id \
+  RETURNING id, event_seq, endpoint_id, conversation, state, lease_until), \
+handed AS ( \
+  SELECT d.id, d.event_seq, d.endpoint_id, d.state, d.lease_until, \
+         COALESCE(lag(d.id) OVER (PARTITION BY d.endpoint_id, d.conversation ORDER BY d.id), p.tail) AS after, \
+         p.handed, ep.url, ep.secret, \
+         CASE WHEN ep.previous_secret_until > p.at THEN ep.previous_secret END AS previous_secret \
+  FROM inserted d JOIN placed p ON p.seq = d.event_seq AND p.endpoint_id = d.endpoint_id \
+  JOIN endpoints ep ON ep.id = d.endpoint_id) \
+SELECT pg_current_xact_id()::TEXT::INT8 AS xid, h.* \
+FROM (SELECT 1) AS one LEFT JOIN handed h ON h.handed";
+
+/// The events of an append as the statement's parallel arrays.
+struct Columns<'a> {
+    index: Vec<i64>,
+    id: Vec<&'a str>,
+    instance: Vec<i64>,
+    kind: Vec<&'static str>,
+    conversation: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    created_at: Vec<Millis>,
+    bit: Vec<i16>,
+    hand_limit: Vec<i64>,
+    lease: Vec<Option<Millis>>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            index: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            instance: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            conversation: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            bit: Vec::with_capacity(n),
+            hand_limit: Vec::with_capacity(n),
+            lease: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, index: i64, e: &NewEvent<'a>) {
+        self.index.push(index);
+        self.id.push(&e.draft.id);
+        self.instance.push(e.instance_id);
+        self.kind.push(e.draft.kind.as_str());
+        self.conversation.push(&e.draft.conversation);
+        self.payload.push(&e.draft.payload);
+        self.created_at.push(e.draft.created_at);
+        self.bit.push(i16::from(e.draft.kind.bit()));
+        self.hand_limit.push(e.hand_over.map_or(0, |h| h.limit as i64));
+        self.lease.push(e.hand_over.map(|h| h.lease_until));
+    }
+}
