@@ -41,6 +41,14 @@ struct Args {
     /// SQLite durability: full or normal.
     #[arg(long, default_value = "full")]
     sqlite_synchronous: String,
+    /// With --postgres: how many `serve` processes share the database; the generator spreads
+    /// its requests over them in turn.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// With --processes above 1: SIGKILL one process once a third of W1's messages are in, and
+    /// check that every message still arrives (duplicates keep their webhook-id).
+    #[arg(long)]
+    kill_one: bool,
 }
 
 struct Bench {
@@ -62,13 +70,21 @@ async fn main() -> anyhow::Result<()> {
     );
     // The server runs in a folder of its own, so the path must not be relative.
     args.binary = args.binary.canonicalize()?;
+    anyhow::ensure!(
+        args.processes == 1 || args.postgres.is_some(),
+        "--processes needs --postgres: SQLite is served by one process"
+    );
+    anyhow::ensure!(
+        !args.kill_one || args.processes > 1,
+        "--kill-one needs --processes 2 or more"
+    );
     let bench = Bench {
         http: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
         receiver: Receiver::start()?,
         args,
     };
     let storage = match &bench.args.postgres {
-        Some(_) => "PostgreSQL".to_string(),
+        Some(_) => format!("PostgreSQL, {} process(es)", bench.args.processes),
         None => format!("SQLite synchronous={}", bench.args.sqlite_synchronous.to_uppercase()),
     };
     println!("botlinkd-bench: storage {storage}, scale {}", bench.args.scale);
@@ -102,12 +118,25 @@ impl Bench {
             recreate_database(url).await?;
         }
         self.receiver.reset();
-        Server::start(&ServerOptions {
+        let options = ServerOptions {
             binary: self.args.binary.clone(),
             database_url: self.args.postgres.clone(),
             sqlite_synchronous: self.args.sqlite_synchronous.clone(),
-        })
-        .await
+            join: false,
+        };
+        let mut server = Server::start(&options).await?;
+        server.add_processes(&options, self.args.processes).await?;
+        Ok(server)
+    }
+
+    /// CPU seconds used so far by botlinkd, and by PostgreSQL when the bench runs on it.
+    fn cpu_seconds(&self, server: &Server) -> (f64, f64) {
+        let database = if self.args.postgres.is_some() {
+            server::postgres_cpu_seconds()
+        } else {
+            0.0
+        };
+        (server.cpu_seconds(), database)
     }
 
     async fn webhook(&self, server: &Server, enabled: bool) -> anyhow::Result<String> {
@@ -134,6 +163,7 @@ impl Bench {
         pace: Option<Duration>,
     ) -> anyhow::Result<(Vec<(String, Instant)>, Duration)> {
         let permits = Arc::new(Semaphore::new(in_flight));
+        let bases = server.bases();
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(messages.len());
         for (i, (from, body)) in messages.into_iter().enumerate() {
@@ -141,14 +171,28 @@ impl Bench {
                 tokio::time::sleep_until((started + pace * i as u32).into()).await;
             }
             let permit = permits.clone().acquire_owned().await?;
-            let request = self
-                .http
-                .post(format!("{}/v1/sandbox/inbound", server.base))
-                .basic_auth(&server.app_key, Some(&server.auth_key))
-                .json(&json!({"from": from, "body": body}));
+            // A process that does not answer (killed) is skipped: the client tries the next.
+            let (http, bases, keys) = (
+                self.http.clone(),
+                bases.clone(),
+                (server.app_key.clone(), server.auth_key.clone()),
+            );
+            let body = json!({"from": from, "body": body});
             tasks.push(tokio::spawn(async move {
                 let sent = Instant::now();
-                let answer: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+                let mut tries = 0;
+                let answer: serde_json::Value = loop {
+                    let base = &bases[(i + tries) % bases.len()];
+                    let request = http
+                        .post(format!("{base}/v1/sandbox/inbound"))
+                        .basic_auth(&keys.0, Some(&keys.1))
+                        .json(&body);
+                    match request.send().await.and_then(|r| r.error_for_status()) {
+                        Ok(response) => break response.json().await?,
+                        Err(error) if tries + 1 >= bases.len() => return Err(error.into()),
+                        Err(_) => tries += 1,
+                    }
+                };
                 drop(permit);
                 anyhow::Ok((answer["message_id"].as_str().unwrap_or_default().to_string(), sent))
             }));
@@ -189,13 +233,31 @@ impl Bench {
         let n = self.count(20_000);
         let server = self.server().await?;
         self.webhook(&server, true).await?;
-        let cpu = server.cpu_seconds();
+        let several = self.args.processes > 1;
+        self.receiver
+            .seen
+            .check_webhook_ids
+            .store(several, std::sync::atomic::Ordering::SeqCst);
+        let victim = if self.args.kill_one {
+            Some(self.kill_later(&server, n / 3)?)
+        } else {
+            None
+        };
+        let (cpu, database_cpu) = self.cpu_seconds(&server);
         let (sent, took) = self.drive(&server, conversations(n, 1000), 64, None).await?;
         let last = self.receiver.wait_for(n, Duration::from_secs(600)).await?;
         let first = sent.iter().map(|(_, at)| *at).min().unwrap_or_else(Instant::now);
         let delivered_rps = n as f64 / (last - first).as_secs_f64();
         let (p50, p99, _) = self.latencies(&sent);
-        let cpu_ms = (server.cpu_seconds() - cpu) * 1000.0 / n as f64;
+        let (cpu_after, database_cpu_after) = self.cpu_seconds(&server);
+        let cpu_ms = (cpu_after - cpu) * 1000.0 / n as f64;
+        let database_cpu_ms = (database_cpu_after - database_cpu) * 1000.0 / n as f64;
+        if let Some(victim) = victim {
+            victim.await??;
+        }
+        if several {
+            self.check_delivery(&server, &sent).await?;
+        }
         println!(
             "{:<44} {:>12.0} accepted/s",
             format!("W1 throughput ({n} messages, 64 in flight)"),
@@ -213,6 +275,103 @@ impl Bench {
             "",
             cpu_ms,
             server.peak_rss_mb()
+        );
+        if self.args.postgres.is_some() {
+            println!(
+                "{:<44} {:>12.3} CPU-ms per event in PostgreSQL; {:.3} in all",
+                "",
+                database_cpu_ms,
+                cpu_ms + database_cpu_ms
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the last process once `after` messages have arrived at the receiver.
+    fn kill_later(&self, server: &Server, after: usize) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+        let pid = server
+            .others
+            .last()
+            .and_then(|o| o.child.id())
+            .ok_or_else(|| anyhow::anyhow!("no process to kill"))?;
+        let seen = self.receiver.seen.clone();
+        Ok(tokio::spawn(async move {
+            while seen.arrivals.lock().expect("lock").len() < after {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let status = tokio::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .await?;
+            anyhow::ensure!(status.success(), "kill -9 {pid} failed");
+            println!(
+                "{:<44} {:>12} killed process {pid} (SIGKILL) after {after} deliveries",
+                "", ""
+            );
+            Ok(())
+        }))
+    }
+
+    /// With several processes: every accepted message arrives, each conversation's messages
+    /// first arrive in the feed's order, and a repeated delivery keeps its webhook-id.
+    async fn check_delivery(&self, server: &Server, sent: &[(String, Instant)]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let lost = loop {
+            let lost = {
+                let arrivals = self.receiver.seen.arrivals.lock().expect("lock");
+                sent.iter().filter(|(id, _)| !arrivals.contains_key(id)).count()
+            };
+            if lost == 0 || Instant::now() > deadline {
+                break lost;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut feed: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        let mut after = "0".to_string();
+        loop {
+            let page: serde_json::Value = self
+                .http
+                .get(format!("{}/v1/events?after={after}&limit=1000", server.base))
+                .basic_auth(&server.app_key, Some(&server.auth_key))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                break;
+            }
+            for event in &events {
+                let data = &event["payload"]["data"];
+                let (from, id) = (data["from"].as_str(), data["message_id"].as_str());
+                if let (Some(from), Some(id)) = (from, id) {
+                    feed.entry(from.to_string()).or_default().push(id.to_string());
+                }
+            }
+            after = page["next"].as_str().unwrap_or_default().to_string();
+        }
+        let arrivals = self.receiver.seen.arrivals.lock().expect("lock");
+        let out_of_order = feed
+            .values()
+            .filter(|ids| {
+                let times: Vec<Option<&Instant>> = ids.iter().map(|id| arrivals.get(id)).collect();
+                times.windows(2).any(|pair| pair[0] > pair[1])
+            })
+            .count();
+        let seen = &self.receiver.seen;
+        let duplicates = seen.duplicates.load(std::sync::atomic::Ordering::SeqCst);
+        let changed = seen.changed_webhook_ids.load(std::sync::atomic::Ordering::SeqCst);
+        println!(
+            "{:<44} {:>12} {lost} accepted messages lost, {out_of_order} of {} conversations out of order, \
+             {duplicates} duplicates, {changed} with another webhook-id",
+            "",
+            "",
+            feed.len()
+        );
+        anyhow::ensure!(
+            lost == 0 && out_of_order == 0 && changed == 0,
+            "messages lost, out of order, or repeated with another webhook-id"
         );
         Ok(())
     }
@@ -362,10 +521,14 @@ fn conversations(n: usize, spread: usize) -> Vec<Message> {
 
 /// Drops and recreates the PostgreSQL database a URL names, through the `postgres` database.
 async fn recreate_database(url: &str) -> anyhow::Result<()> {
+    let (url, options) = url.split_once('?').unwrap_or((url, ""));
     let (base, name) = url
         .rsplit_once('/')
         .ok_or_else(|| anyhow::anyhow!("a database URL with a name"))?;
-    let admin = format!("{base}/postgres");
+    let admin = match options {
+        "" => format!("{base}/postgres"),
+        options => format!("{base}/postgres?{options}"),
+    };
     for sql in [
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         format!("CREATE DATABASE {name}"),

@@ -21,6 +21,14 @@ pub struct Seen {
     pub requests: AtomicUsize,
     /// Woken on every request.
     pub notify: Notify,
+    /// Whether to keep each message's `webhook-id` and count repeats that carry another one.
+    pub check_webhook_ids: std::sync::atomic::AtomicBool,
+    /// The `webhook-id` each message first came with (while checking).
+    pub webhook_ids: Mutex<HashMap<String, String>>,
+    /// Repeats of a message with a different `webhook-id` (there must be none).
+    pub changed_webhook_ids: AtomicUsize,
+    /// Requests for a message that had arrived already.
+    pub duplicates: AtomicUsize,
 }
 
 /// A running receiver.
@@ -79,14 +87,36 @@ impl Receiver {
     /// Forgets what it saw.
     pub fn reset(&self) {
         self.seen.arrivals.lock().expect("lock").clear();
+        self.seen.webhook_ids.lock().expect("lock").clear();
         self.seen.requests.store(0, Ordering::SeqCst);
+        self.seen.duplicates.store(0, Ordering::SeqCst);
+        self.seen.changed_webhook_ids.store(0, Ordering::SeqCst);
     }
 }
 
-async fn record(State(seen): State<Arc<Seen>>, body: Bytes) -> &'static str {
+async fn record(State(seen): State<Arc<Seen>>, headers: axum::http::HeaderMap, body: Bytes) -> &'static str {
     let now = Instant::now();
     seen.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = message_id(&body) {
+        if seen.check_webhook_ids.load(Ordering::Relaxed) {
+            let webhook_id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let mut known = seen.webhook_ids.lock().expect("lock");
+            match known.get(&id) {
+                Some(first) => {
+                    seen.duplicates.fetch_add(1, Ordering::Relaxed);
+                    if *first != webhook_id {
+                        seen.changed_webhook_ids.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    known.insert(id.clone(), webhook_id);
+                }
+            }
+        }
         seen.arrivals.lock().expect("lock").entry(id).or_insert(now);
     }
     seen.notify.notify_waiters();

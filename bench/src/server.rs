@@ -15,13 +15,18 @@ pub struct Server {
     pub app_key: String,
     pub auth_key: String,
     pub dir: PathBuf,
+    /// More processes on the same database (PostgreSQL), sharing the load.
+    pub others: Vec<Server>,
 }
 
 /// How to start one.
+#[derive(Clone)]
 pub struct ServerOptions {
     pub binary: PathBuf,
     pub database_url: Option<String>,
     pub sqlite_synchronous: String,
+    /// Joins a database another process set up (no demo instance, no keys in the banner).
+    pub join: bool,
 }
 
 impl Server {
@@ -74,39 +79,57 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_default()
             .to_string();
+        // A process joining a database that has its instance already prints no keys.
+        let (app_key, auth_key) = if options.join {
+            (String::new(), String::new())
+        } else {
+            (value("App Key:")?, value("Auth Key:")?)
+        };
         Ok(Self {
-            app_key: value("App Key:")?,
-            auth_key: value("Auth Key:")?,
+            app_key,
+            auth_key,
             base,
             child,
             dir,
+            others: Vec::new(),
         })
     }
 
-    /// CPU seconds used so far (user + system).
-    pub fn cpu_seconds(&self) -> f64 {
-        let Some(pid) = self.child.id() else { return 0.0 };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
+    /// Starts `n - 1` more processes on the same (PostgreSQL) database beside this one.
+    pub async fn add_processes(&mut self, options: &ServerOptions, n: usize) -> anyhow::Result<()> {
+        let joining = ServerOptions {
+            join: true,
+            ..options.clone()
         };
-        // Fields after the command name (which is in parentheses and may hold spaces).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        ticks / 100.0
+        for _ in 1..n {
+            self.others.push(Server::start(&joining).await?);
+        }
+        Ok(())
     }
 
-    /// Peak resident memory so far, in MB.
+    /// The base URL of every process, this one first.
+    pub fn bases(&self) -> Vec<String> {
+        std::iter::once(self.base.clone())
+            .chain(self.others.iter().map(|o| o.base.clone()))
+            .collect()
+    }
+
+    /// CPU seconds used so far (user + system), by every process.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.child.id().map_or(0.0, cpu_seconds_of) + self.others.iter().map(Server::cpu_seconds).sum::<f64>()
+    }
+
+    /// Peak resident memory so far, in MB (of the largest process).
     pub fn peak_rss_mb(&self) -> f64 {
         let Some(pid) = self.child.id() else { return 0.0 };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
+        let own = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map(|kb| kb / 1024.0)
-            .unwrap_or(0.0)
+            .unwrap_or(0.0);
+        self.others.iter().map(Server::peak_rss_mb).fold(own, f64::max)
     }
 
     /// Bytes the SQLite files take on disk.
@@ -131,4 +154,31 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds used so far by every PostgreSQL server process on this machine (its backends,
+/// WAL writer, checkpointer, …): with `--postgres`, the database's share of the work.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
+        .map(cpu_seconds_of)
+        .sum()
 }

@@ -34,6 +34,11 @@ async fn start_cluster(db: &TestDb, dir: &std::path::Path, n: usize) -> Vec<Serv
 }
 
 async fn create_instance(db: &TestDb, dir: &std::path::Path) -> (String, String) {
+    let (_, app_key, auth_key) = create_instance_with_id(db, dir).await;
+    (app_key, auth_key)
+}
+
+async fn create_instance_with_id(db: &TestDb, dir: &std::path::Path) -> (i64, String, String) {
     let created: Value = serde_json::from_str(
         &cli(
             dir,
@@ -51,6 +56,7 @@ async fn create_instance(db: &TestDb, dir: &std::path::Path) -> (String, String)
     )
     .unwrap();
     (
+        created["instance_id"].as_i64().unwrap(),
         created["app_key"].as_str().unwrap().into(),
         created["auth_key"].as_str().unwrap().into(),
     )
@@ -229,4 +235,120 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     .expect("the attempt reached the stream on node 1");
     let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
     assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
+}
+
+/// Writers in three processes, a pull reader on each process following the feed, and one
+/// transaction that takes its feed position first and commits last (as a slow writer would):
+/// every reader sees every event exactly once, all in the same cursor order.
+#[tokio::test]
+async fn pull_readers_see_every_event_once_in_cursor_order_while_three_processes_write() {
+    use sqlx::Connection;
+    const PER_WRITER: usize = 120;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (instance_id, app_key, auth_key) = create_instance_with_id(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 3).await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let client = reqwest::Client::new();
+
+    // The straggler: an event written the way botlinkd writes one, by a transaction that
+    // then stays open while the processes commit events after it.
+    let mut straggler = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut open = sqlx::Connection::begin(&mut straggler).await.unwrap();
+    let payload = json!({"event": "message", "instance_id": instance_id.to_string(),
+        "data": {"from": "447000000999", "to": "15550100001", "type": "text", "body": "late",
+                 "message_id": "wamid.straggler", "timestamp": 1_700_000_000}});
+    sqlx::query(
+        "INSERT INTO events (seq, id, instance_id, kind, conversation, payload, created_at) \
+         VALUES (pg_current_xact_id()::TEXT::INT8 << 20, 'evt_straggler', $1, 'message', '447000000999', $2, 0)",
+    )
+    .bind(instance_id)
+    .bind(payload.to_string())
+    .execute(&mut *open)
+    .await
+    .unwrap();
+
+    let mut writers = Vec::new();
+    for (w, base) in bases.iter().enumerate() {
+        let (base, app_key, auth_key, client) = (base.clone(), app_key.clone(), auth_key.clone(), client.clone());
+        writers.push(tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(8));
+            let mut sends = tokio::task::JoinSet::new();
+            for i in 0..PER_WRITER {
+                let permit = permits.clone().acquire_owned().await.unwrap();
+                let request = client
+                    .post(format!("{base}/v1/sandbox/inbound"))
+                    .basic_auth(&app_key, Some(&auth_key))
+                    .json(&json!({"from": format!("44780{w}{:05}", i % 16), "body": format!("{w}-{i}")}));
+                sends.spawn(async move {
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), 201);
+                    drop(permit);
+                    let body: Value = response.json().await.unwrap();
+                    body["message_id"].as_str().unwrap().to_string()
+                });
+            }
+            let mut ids = Vec::new();
+            while let Some(id) = sends.join_next().await {
+                ids.push(id.unwrap());
+            }
+            ids
+        }));
+    }
+    let expected = 3 * PER_WRITER + 1;
+    let mut readers = Vec::new();
+    for base in &bases {
+        let (base, app_key, auth_key, client) = (base.clone(), app_key.clone(), auth_key.clone(), client.clone());
+        readers.push(tokio::spawn(async move {
+            let mut cursor = "0".to_string();
+            let mut seen: Vec<(u64, String)> = Vec::new();
+            let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+            while seen.len() < expected {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {} events seen",
+                    seen.len()
+                );
+                let page: Value = client
+                    .get(format!("{base}/v1/events?after={cursor}&wait=2&limit=37"))
+                    .basic_auth(&app_key, Some(&auth_key))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                for event in page["events"].as_array().unwrap() {
+                    let position: u64 = event["cursor"].as_str().unwrap().parse().unwrap();
+                    let message_id = event["payload"]["data"]["message_id"].as_str().unwrap().to_string();
+                    seen.push((position, message_id));
+                }
+                cursor = page["next"].as_str().unwrap().to_string();
+            }
+            seen
+        }));
+    }
+    // Let the processes commit well past the straggler's position, then commit it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    open.commit().await.unwrap();
+
+    let mut sent: HashSet<String> = HashSet::from(["wamid.straggler".to_string()]);
+    for writer in writers {
+        sent.extend(writer.await.unwrap());
+    }
+    assert_eq!(sent.len(), expected);
+    let mut orders = Vec::new();
+    for reader in readers {
+        let seen = reader.await.unwrap();
+        assert!(seen.windows(2).all(|pair| pair[0].0 < pair[1].0), "cursors only grow");
+        let ids: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "no event twice");
+        assert_eq!(distinct, sent.iter().collect(), "every event, nothing else");
+        orders.push(ids);
+    }
+    assert_eq!(orders[0], orders[1], "one order for every reader");
+    assert_eq!(orders[1], orders[2], "one order for every reader");
+    let straggler_at = orders[0].iter().position(|id| id == "wamid.straggler").unwrap();
+    eprintln!("feed stress: {expected} events, the straggler at place {straggler_at}");
 }

@@ -182,14 +182,13 @@ stored AS ( \
   INSERT INTO events (seq, id, instance_id, kind, conversation, payload, created_at) \
   SELECT seq, id, inst, kind, conv, payload, at FROM input), \
 placed AS ( \
-  SELECT i.seq, i.conv, i.at, i.lease, ep.id AS endpoint_id, ep.enabled, \
-         row_number() OVER (PARTITION BY ep.id, i.conv ORDER BY i.seq) = 1 \
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = ep.id AND d.conversation = i.conv \
-                           AND d.state IN (0, 1)) AS head, \
-         (SELECT max(d.id) FROM deliveries d WHERE d.endpoint_id = ep.id AND d.conversation = i.conv \
-            AND d.state IN (0, 1)) AS tail, \
-         ep.enabled AND row_number() OVER (PARTITION BY i.seq ORDER BY ep.id) <= i.hand_limit AS handed \
-  FROM input i JOIN endpoints ep ON ep.instance_id = i.inst AND (ep.events & i.bit) <> 0), \
+  SELECT t.*, t.first AND t.tail IS NULL AS head FROM ( \
+    SELECT i.seq, i.conv, i.at, i.lease, ep.id AS endpoint_id, ep.enabled, \
+           row_number() OVER (PARTITION BY ep.id, i.conv ORDER BY i.seq) = 1 AS first, \
+           (SELECT max(d.id) FROM deliveries d WHERE d.endpoint_id = ep.id AND d.conversation = i.conv \
+              AND d.state IN (0, 1)) AS tail, \
+           ep.enabled AND row_number() OVER (PARTITION BY i.seq ORDER BY ep.id) <= i.hand_limit AS handed \
+    FROM input i JOIN endpoints ep ON ep.instance_id = i.inst AND (ep.events & i.bit) <> 0) AS t), \
 inserted AS ( \
   INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
   SELECT seq, endpoint_id, conv, CASE WHEN head THEN 1 ELSE 0 END, \

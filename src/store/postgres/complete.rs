@@ -43,10 +43,7 @@ pub(super) async fn complete(
     let mut rest: Vec<&AttemptResult> = results.iter().collect();
     while !rest.is_empty() {
         // Outcomes whose delivery follows another outcome still to be written wait a round.
-        let following: HashSet<i64> = rest
-            .iter()
-            .filter_map(|r| r.follower.map(|(id, _)| id))
-            .collect();
+        let following: HashSet<i64> = rest.iter().filter_map(|r| r.follower.map(|(id, _)| id)).collect();
         let (round, later): (Vec<&AttemptResult>, Vec<&AttemptResult>) =
             rest.into_iter().partition(|r| !following.contains(&r.delivery_id));
         if round.is_empty() {
@@ -75,7 +72,8 @@ async fn lock_queues(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> 
     sqlx::query(
         "SELECT pg_advisory_xact_lock(k) FROM ( \
            SELECT DISTINCT hashtextextended(d.conversation, u.inst) AS k \
-           FROM unnest($1::INT8[], $2::INT8[]) AS u(id, inst) JOIN deliveries d ON d.id = u.id ORDER BY k \
+           FROM unnest($1::INT8[], $2::INT8[]) AS u(id, inst) JOIN deliveries d ON d.id = u.id \
+           WHERE d.id = ANY($1) ORDER BY k \
          ) AS keys",
     )
     .bind(ids)
@@ -92,7 +90,8 @@ async fn record_attempts(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<
     let n = results.len();
     let (mut seqs, mut endpoints, mut numbers) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut started, mut durations, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut responses, mut errors, mut successes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut responses, mut errors, mut successes) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for r in results {
         seqs.push(r.event_seq);
         endpoints.push(r.endpoint_id.as_str());
@@ -129,10 +128,7 @@ async fn record_attempts(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<
 /// (so every process takes those row locks in one order; the sort is stable, so one
 /// endpoint's outcomes keep theirs).
 async fn record_health(tx: &mut Tx, results: &[AttemptResult], unhealthy: &[String]) -> StoreResult<()> {
-    let mut ordered: Vec<&AttemptResult> = results
-        .iter()
-        .filter(|r| unhealthy.contains(&r.endpoint_id))
-        .collect();
+    let mut ordered: Vec<&AttemptResult> = results.iter().filter(|r| unhealthy.contains(&r.endpoint_id)).collect();
     ordered.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
     for r in ordered {
         super::catalog::record_health(tx, r).await?;
@@ -145,7 +141,8 @@ async fn record_health(tx: &mut Tx, results: &[AttemptResult], unhealthy: &[Stri
 async fn write_round(tx: &mut Tx, round: &[&AttemptResult]) -> StoreResult<Vec<i64>> {
     let n = round.len();
     let (mut ids, mut leases, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut failed, mut retry_at, mut finished_at) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut failed, mut retry_at, mut finished_at) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut followers, mut holds) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in round {
         let (state, failure) = match (r.success, r.retry_at) {
@@ -170,7 +167,7 @@ async fn write_round(tx: &mut Tx, round: &[&AttemptResult]) -> StoreResult<Vec<i
                           WHEN (SELECT enabled FROM endpoints WHERE id = d.endpoint_id) THEN u.retry_at ELSE $7 END \
          FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[], $6::INT8[]) \
            AS u(id, lease, state, failed, retry_at, finished_at) \
-         WHERE d.id = u.id AND d.state = 1 AND d.lease_until = u.lease \
+         WHERE d.id = ANY($1) AND d.id = u.id AND d.state = 1 AND d.lease_until = u.lease \
          RETURNING d.id, d.endpoint_id, d.conversation, u.state, u.finished_at",
     )
     .bind(&ids)
@@ -204,15 +201,17 @@ async fn write_round(tx: &mut Tx, round: &[&AttemptResult]) -> StoreResult<Vec<i
     // started it already.
     let promoted = sqlx::query(
         "WITH next AS ( \
-           SELECT DISTINCT ON (w.endpoint_id, w.conversation) w.id, q.at, q.follower, q.hold, \
-                  COALESCE((SELECT enabled FROM endpoints WHERE id = w.endpoint_id), FALSE) AS enabled \
+           SELECT w.id, q.at, q.follower, q.hold, \
+                  COALESCE((SELECT enabled FROM endpoints WHERE id = q.ep), FALSE) AS enabled \
            FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[]) AS q(ep, conv, at, follower, hold) \
-           JOIN deliveries w ON w.endpoint_id = q.ep AND w.conversation = q.conv AND w.state IN (0, 1) AND w.state = 0 \
-           ORDER BY w.endpoint_id, w.conversation, w.id) \
+           CROSS JOIN LATERAL ( \
+             SELECT w.id FROM deliveries w \
+             WHERE w.endpoint_id = q.ep AND w.conversation = q.conv AND w.state IN (0, 1) AND w.state = 0 \
+             ORDER BY w.id LIMIT 1) AS w) \
          UPDATE deliveries d SET state = 1, \
            lease_until = CASE WHEN d.id = next.follower THEN next.hold END, \
            next_at = CASE WHEN NOT next.enabled THEN $6 WHEN d.id = next.follower THEN next.hold ELSE next.at END \
-         FROM next WHERE d.id = next.id \
+         FROM next WHERE d.id = next.id AND d.state = 0 \
          RETURNING d.id, d.lease_until, d.next_at",
     )
     .bind(&queue_endpoints)

@@ -170,9 +170,11 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
 async fn insert_messages(tx: &mut super::Tx, batch: &[Inbound]) -> StoreResult<Vec<bool>> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
-    let (mut instances, mut customers, mut businesses) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut instances, mut customers, mut businesses) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut kinds, mut bodies, mut details) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut statuses, mut times, mut directions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut statuses, mut times, mut directions) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for b in batch {
         let m = &b.message;
         ids.push(m.message_id.as_str());

@@ -15,6 +15,7 @@ mod catalog;
 mod channel_sends;
 mod complete;
 mod ingest;
+mod instance_cache;
 mod messages;
 mod outbox;
 
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_meta.sql"),
     include_str!("migrations/0003_endpoint_health.sql"),
     include_str!("migrations/0004_commit_ordered_feed.sql"),
+    include_str!("migrations/0005_instance_notices.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -52,11 +54,16 @@ const EVENTS_CHANNEL: &str = "botlinkd_events";
 /// The channel recorded attempts are announced on.
 const ATTEMPTS_CHANNEL: &str = "botlinkd_attempts";
 
+/// The channel changed instances are announced on (by a trigger, see migration 0005).
+const INSTANCES_CHANNEL: &str = "botlinkd_instances";
+
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
     /// The group commit for customers' messages.
     ingest: ingest::Ingest,
+    /// Instances looked up by App Key.
+    instances: Arc<instance_cache::InstanceCache>,
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
     /// This process's mark on the notices it sends, so it skips its own.
     origin: String,
@@ -80,14 +87,25 @@ impl PgStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let origin = crate::ids::api_key();
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen_all([EVENTS_CHANNEL, ATTEMPTS_CHANNEL]).await?;
+        listener
+            .listen_all([EVENTS_CHANNEL, ATTEMPTS_CHANNEL, INSTANCES_CHANNEL])
+            .await?;
         let own = origin.clone();
+        let instances = Arc::new(instance_cache::InstanceCache::default());
+        let cache = instances.clone();
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
                     Ok(notification) => {
                         let notice = match notification.channel() {
                             EVENTS_CHANNEL => parse_event_notice(notification.payload()),
+                            INSTANCES_CHANNEL => {
+                                match notification.payload().parse() {
+                                    Ok(id) => cache.forget(id),
+                                    Err(_) => cache.clear(),
+                                }
+                                continue;
+                            }
                             _ => parse_attempt_notice(notification.payload(), &own),
                         };
                         if let Some(notice) = notice
@@ -98,6 +116,8 @@ impl PgStore {
                     }
                     // The listener reconnects by itself on the next `recv`.
                     Err(error) => {
+                        // Instance changes may go unheard meanwhile: look everything up afresh.
+                        cache.clear();
                         tracing::warn!(error = %error, "postgres notifications interrupted; reconnecting");
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
@@ -106,6 +126,7 @@ impl PgStore {
         });
         Ok(Self {
             ingest: ingest::Ingest::start(pool.clone()),
+            instances,
             pool,
             notices: Mutex::new(Some(rx)),
             origin,
@@ -205,11 +226,21 @@ impl Store for PgStore {
     }
 
     async fn instance_by_app_key(&self, app_key: &str) -> StoreResult<Option<(Instance, AuthKeyHash)>> {
-        catalog::instance_by_app_key(&self.pool, app_key).await
+        if let Some(found) = self.instances.get(app_key) {
+            return Ok(Some(found));
+        }
+        let ticket = self.instances.ticket();
+        let found = catalog::instance_by_app_key(&self.pool, app_key).await?;
+        if let Some((instance, hash)) = &found {
+            self.instances.put(app_key, instance.clone(), *hash, ticket);
+        }
+        Ok(found)
     }
 
     async fn rotate_keys(&self, instance_id: i64, keys: &Credentials) -> StoreResult<Option<Instance>> {
-        catalog::rotate_keys(&self.pool, instance_id, keys).await
+        let rotated = catalog::rotate_keys(&self.pool, instance_id, keys).await;
+        self.instances.forget(instance_id);
+        rotated
     }
 
     async fn instance_by_id(&self, instance_id: i64) -> StoreResult<Option<Instance>> {
@@ -217,7 +248,9 @@ impl Store for PgStore {
     }
 
     async fn set_channel(&self, instance_id: i64, change: ChannelChange) -> StoreResult<Option<Instance>> {
-        catalog::set_channel(&self.pool, instance_id, &change).await
+        let changed = catalog::set_channel(&self.pool, instance_id, &change).await;
+        self.instances.forget(instance_id);
+        changed
     }
 
     async fn meta_instances(&self) -> StoreResult<Vec<Instance>> {
@@ -230,7 +263,9 @@ impl Store for PgStore {
         attention: Option<String>,
         if_meta: Option<String>,
     ) -> StoreResult<()> {
-        catalog::set_attention(&self.pool, instance_id, attention.as_deref(), if_meta.as_deref()).await
+        let flagged = catalog::set_attention(&self.pool, instance_id, attention.as_deref(), if_meta.as_deref()).await;
+        self.instances.forget(instance_id);
+        flagged
     }
 
     async fn create_endpoint(&self, new: NewEndpoint, secret: SigningSecret, now: Millis) -> StoreResult<Endpoint> {

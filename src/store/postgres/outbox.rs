@@ -12,8 +12,7 @@ use super::append::FEED_SHIFT;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
 use crate::store::{
-    AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError,
-    StoreResult, rfc3339,
+    AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError, StoreResult, rfc3339,
 };
 use crate::webhooks::SigningSecret;
 
