@@ -56,7 +56,10 @@ async fn create_instance_with_id(db: &TestDb, dir: &std::path::Path) -> (i64, St
     )
     .unwrap();
     (
-        created["instance_id"].as_i64().unwrap(),
+        created["instance_id"]
+            .as_i64()
+            .or_else(|| created["instance_id"].as_str()?.parse().ok())
+            .unwrap(),
         created["app_key"].as_str().unwrap().into(),
         created["auth_key"].as_str().unwrap().into(),
     )
