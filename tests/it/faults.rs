@@ -458,3 +458,100 @@ async fn postgres_connections_cut_under_load_lose_nothing_that_was_accepted() {
         "PostgreSQL connections cut 3 times ({cuts} connections; {failed} API calls refused meanwhile)"
     ));
 }
+
+/// Connections cut while many callers' messages share a group commit: a batch that loses its
+/// connection fails whole (every caller in it gets 503), and nothing is ever half-written:
+/// each stored message has its event, each event its delivery, and each conversation counts
+/// exactly its messages.
+#[tokio::test]
+async fn postgres_connections_cut_in_the_middle_of_batches_fail_whole_batches() {
+    let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast(100, 50)).await;
+    let database = app.postgres_database().unwrap();
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    // Sixteen senders at once (so batches hold several callers), each with conversations of
+    // its own and one message at a time (so each conversation has one order).
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..16 {
+        let (base, keys) = (app.base.clone(), app.keys.clone());
+        senders.spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut sent, mut refused) = (Vec::new(), 0);
+            for i in 0..40 {
+                let customer = format!("44770{sender:02}{:05}", i % 3);
+                let response = client
+                    .post(format!("{base}/v1/sandbox/inbound"))
+                    .basic_auth(&keys.app_key, Some(&keys.auth_key))
+                    .json(&json!({"from": customer, "body": format!("{sender}-{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    201 => {
+                        let body: Value = response.json().await.unwrap();
+                        sent.push((customer, body["message_id"].as_str().unwrap().to_string()));
+                    }
+                    503 => refused += 1,
+                    other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+                }
+            }
+            (sent, refused)
+        });
+    }
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&crate::harness::postgres_admin_url())
+        .await
+        .unwrap();
+    let mut cuts = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        cuts += killed.len();
+    }
+    let (mut sent, mut refused) = (Vec::new(), 0);
+    while let Some(done) = senders.join_next().await {
+        let (s, r) = done.unwrap();
+        sent.extend(s);
+        refused += r;
+    }
+    assert!(cuts > 0, "connections were cut");
+    let tally = settle(&app, &receiver, &sent, 0).await;
+
+    let url = crate::harness::postgres_admin_url();
+    let url = format!("{}/{database}", url.rsplit_once('/').unwrap().0);
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    for (what, sql) in [
+        (
+            "messages without their event",
+            "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS \
+               (SELECT 1 FROM events e WHERE e.kind = 'message' AND e.payload::jsonb #>> '{data,message_id}' = m.id)",
+        ),
+        (
+            "events without their message",
+            "SELECT COUNT(*) FROM events e WHERE e.kind = 'message' AND NOT EXISTS \
+               (SELECT 1 FROM messages m WHERE m.id = e.payload::jsonb #>> '{data,message_id}')",
+        ),
+        (
+            "events without their delivery",
+            "SELECT COUNT(*) FROM events e WHERE e.kind = 'message' AND NOT EXISTS \
+               (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+        ),
+        (
+            "conversations whose count is off",
+            "SELECT COUNT(*) FROM conversations c WHERE c.message_count <> \
+               (SELECT COUNT(*) FROM messages m WHERE m.instance_id = c.instance_id AND m.customer = c.customer)",
+        ),
+    ] {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap();
+        assert_eq!(count, 0, "{what}");
+    }
+    tally.report(&format!(
+        "PostgreSQL connections cut 4 times under 16 concurrent senders ({cuts} connections; {refused} API calls refused with 503)"
+    ));
+}
