@@ -1,5 +1,6 @@
 //! Storage: the [`Store`] trait the rest of the program talks to, the records it returns,
-//! and its backends (today [`sqlite`]).
+//! the delivery [`rules`] both backends keep, and the backends: [`sqlite`] (one process, the
+//! default) and [`postgres`] (any number of processes on one database).
 //!
 //! The store owns three invariants that everything else relies on:
 //! 1. **Outbox.** An event and its deliveries are written in the same transaction as the
@@ -13,6 +14,7 @@
 //! The store never imports HTTP types; it knows the domain types and SQL, nothing else.
 
 pub mod postgres;
+pub mod rules;
 pub mod sqlite;
 
 use std::sync::Arc;

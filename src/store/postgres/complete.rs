@@ -9,23 +9,24 @@
 //! becoming due.
 //!
 //! A batch may hold a follower's outcome together with the outcome of the delivery it
-//! followed; the follower's row only becomes the head when the leader's completion promotes
-//! it. So the batch is written in rounds: first every outcome whose delivery does not follow
-//! another outcome of the batch, then those that follow one of the first round, and so on.
-//! Each round is two statements, whatever its size.
+//! followed (under load, whole chains: a busy conversation's events each start the moment the
+//! one before succeeds). A follower's row is still `waiting` until its leader's completion
+//! promotes it, and promoting it only to finish it in the same transaction would cost two
+//! statements per link. So a batch is written in two moves and one promotion: first every
+//! outcome whose delivery follows no other outcome of the batch (guarded by its lease); then,
+//! in one statement, every follower whose leader was moved and succeeded, straight from
+//! `waiting` (guarded by that state: its leader was its queue's head until a moment ago, and
+//! the conversation is locked); then the next delivery of each queue whose last moved delivery
+//! finished becomes the head.
 
 use std::collections::HashSet;
 
 use sqlx::Row;
 
 use super::Tx;
-use super::outbox::PAUSED;
 use crate::clock::Millis;
+use crate::store::rules::{self, DeliveryState, PAUSED};
 use crate::store::{AttemptResult, DueDelivery, HandOver, StoreResult};
-
-const PENDING: i16 = 1;
-const DELIVERED: i16 = 2;
-const DEAD: i16 = 3;
 
 /// Records a batch of outcomes; returns the promoted deliveries it claimed for the engine
 /// (with `hand_over`, up to its limit).
@@ -34,26 +35,37 @@ pub(super) async fn complete(
     results: &[AttemptResult],
     hand_over_to: Option<HandOver>,
 ) -> StoreResult<Vec<DueDelivery>> {
-    lock_queues(tx, results).await?;
+    // The attempts and the endpoints' health first: they touch no queue, so the
+    // conversations stay locked only for the moves below (and the commit).
     let unhealthy = record_attempts(tx, results).await?;
     if !unhealthy.is_empty() {
         record_health(tx, results, &unhealthy).await?;
     }
-    let mut promoted = Vec::new();
-    let mut rest: Vec<&AttemptResult> = results.iter().collect();
-    while !rest.is_empty() {
-        // Outcomes whose delivery follows another outcome still to be written wait a round.
-        let following: HashSet<i64> = rest.iter().filter_map(|r| r.follower.map(|(id, _)| id)).collect();
-        let (round, later): (Vec<&AttemptResult>, Vec<&AttemptResult>) =
-            rest.into_iter().partition(|r| !following.contains(&r.delivery_id));
-        if round.is_empty() {
-            // A cycle cannot happen (a delivery follows an older one); write the rest as one.
-            promoted.extend(write_round(tx, &later).await?);
-            break;
-        }
-        promoted.extend(write_round(tx, &round).await?);
-        rest = later;
+    lock_queues(tx, results).await?;
+    let in_batch: HashSet<i64> = results.iter().filter_map(|r| r.follower.map(|(id, _)| id)).collect();
+    let (leaders, followers): (Vec<&AttemptResult>, Vec<&AttemptResult>) =
+        results.iter().partition(|r| !in_batch.contains(&r.delivery_id));
+    let mut moved = move_deliveries(tx, &leaders, Guard::Lease).await?;
+    // Follow each chain from the leaders that moved and succeeded, as far as it goes.
+    let mut chained: Vec<&AttemptResult> = Vec::new();
+    let mut next: Vec<(i64, Millis)> = leaders
+        .iter()
+        .filter(|r| r.success && moved.iter().any(|m| m.id == r.delivery_id))
+        .filter_map(|r| r.follower)
+        .collect();
+    while !next.is_empty() {
+        let found: Vec<&AttemptResult> = followers
+            .iter()
+            .copied()
+            .filter(|f| next.contains(&(f.delivery_id, f.lease_until)))
+            .collect();
+        next = found.iter().filter(|f| f.success).filter_map(|f| f.follower).collect();
+        chained.extend(found);
     }
+    if !chained.is_empty() {
+        moved.extend(move_deliveries(tx, &chained, Guard::Waiting).await?);
+    }
+    let mut promoted = promote(tx, results, &moved).await?;
     match hand_over_to {
         // The conversations' next events go out at once, claimed here: no claim round trip
         // between two events of one conversation.
@@ -136,77 +148,120 @@ async fn record_health(tx: &mut Tx, results: &[AttemptResult], unhealthy: &[Stri
     Ok(())
 }
 
-/// Moves one round's deliveries on and promotes the next delivery of each finished queue;
-/// answers the promoted deliveries that are due now (not paused, not already on their way).
-async fn write_round(tx: &mut Tx, round: &[&AttemptResult]) -> StoreResult<Vec<i64>> {
-    let n = round.len();
+/// Which rows an outcome may move.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// The queue's head, still under the lease the attempt was made with.
+    Lease,
+    /// A follower whose leader this batch has just finished: still `waiting`.
+    Waiting,
+}
+
+/// A delivery an outcome moved.
+struct Moved {
+    id: i64,
+    endpoint_id: String,
+    conversation: String,
+    state: DeliveryState,
+}
+
+/// Moves deliveries on as their outcomes say (see [`rules::after_attempt`]): a retry stays
+/// pending with its next time (paused if its endpoint was disabled); a delivered or dead
+/// delivery leaves its queue. Answers the rows that moved.
+async fn move_deliveries(tx: &mut Tx, outcomes: &[&AttemptResult], guard: Guard) -> StoreResult<Vec<Moved>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = outcomes.len();
     let (mut ids, mut leases, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut failed, mut retry_at, mut finished_at) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut followers, mut holds) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for r in round {
-        let (state, failure) = match (r.success, r.retry_at) {
-            (true, _) => (DELIVERED, 0),
-            (false, Some(_)) => (PENDING, 1),
-            (false, None) => (DEAD, 1),
-        };
+    let (mut failed, mut retry_at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for r in outcomes {
+        let (state, failure) = rules::after_attempt(r);
         ids.push(r.delivery_id);
         leases.push(r.lease_until);
-        states.push(state);
+        states.push(state.code());
         failed.push(failure);
         retry_at.push(r.retry_at.unwrap_or(PAUSED));
-        finished_at.push(r.started_at + r.duration_ms);
-        followers.push(r.follower.map(|(id, _)| id));
-        holds.push(r.follower.map(|(_, lease)| lease));
     }
-    // A retry stays pending with its next time (paused if its endpoint was disabled); a
-    // delivered or dead delivery leaves the queue.
-    let finished = sqlx::query(
+    let guard = match guard {
+        Guard::Lease => "d.state = 1 AND d.lease_until = u.lease",
+        Guard::Waiting => "d.state = 0",
+    };
+    let rows = sqlx::query(&format!(
         "UPDATE deliveries d SET state = u.state, failures = d.failures + u.failed, lease_until = NULL, \
            next_at = CASE WHEN u.state <> 1 THEN d.next_at \
-                          WHEN (SELECT enabled FROM endpoints WHERE id = d.endpoint_id) THEN u.retry_at ELSE $7 END \
-         FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[], $6::INT8[]) \
-           AS u(id, lease, state, failed, retry_at, finished_at) \
-         WHERE d.id = ANY($1) AND d.id = u.id AND d.state = 1 AND d.lease_until = u.lease \
-         RETURNING d.id, d.endpoint_id, d.conversation, u.state, u.finished_at",
-    )
+                          WHEN (SELECT enabled FROM endpoints WHERE id = d.endpoint_id) THEN u.retry_at ELSE $6 END \
+         FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[]) AS u(id, lease, state, failed, retry_at) \
+         WHERE d.id = ANY($1) AND d.id = u.id AND {guard} \
+         RETURNING d.id, d.endpoint_id, d.conversation, u.state"
+    ))
     .bind(&ids)
     .bind(&leases)
     .bind(&states)
     .bind(&failed)
     .bind(&retry_at)
-    .bind(&finished_at)
     .bind(PAUSED)
     .fetch_all(&mut **tx)
     .await?;
-    let (mut queue_endpoints, mut queue_conversations, mut queue_times) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut queue_followers, mut queue_holds) = (Vec::new(), Vec::new());
-    for row in &finished {
-        if row.try_get::<i16, _>("state")? == PENDING {
-            continue;
+    rows.iter()
+        .map(|row| {
+            Ok(Moved {
+                id: row.try_get("id")?,
+                endpoint_id: row.try_get("endpoint_id")?,
+                conversation: row.try_get("conversation")?,
+                state: DeliveryState::from_code(row.try_get::<i16, _>("state")?.into())?,
+            })
+        })
+        .collect()
+}
+
+/// Promotes the next delivery of each queue whose last moved delivery finished; answers the
+/// promoted deliveries that are due now (not paused, not already on their way).
+async fn promote(tx: &mut Tx, results: &[AttemptResult], moved: &[Moved]) -> StoreResult<Vec<i64>> {
+    // The last moved delivery of each queue (a chain's end): the queue goes on after it,
+    // unless it is pending again (a retry), and then the queue waits for it.
+    let mut last: Vec<&Moved> = Vec::new();
+    for m in moved {
+        match last
+            .iter_mut()
+            .find(|l| l.endpoint_id == m.endpoint_id && l.conversation == m.conversation)
+        {
+            Some(l) if l.id < m.id => *l = m,
+            Some(_) => {}
+            None => last.push(m),
         }
-        let id: i64 = row.try_get("id")?;
-        let at = ids.iter().position(|&d| d == id).unwrap_or_default();
-        queue_endpoints.push(row.try_get::<String, _>("endpoint_id")?);
-        queue_conversations.push(row.try_get::<String, _>("conversation")?);
-        queue_times.push(row.try_get::<Millis, _>("finished_at")?);
-        queue_followers.push(followers[at]);
-        queue_holds.push(holds[at]);
+    }
+    let (mut queue_endpoints, mut queue_conversations, mut queue_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut queue_heads, mut queue_followers, mut queue_holds) = (Vec::new(), Vec::new(), Vec::new());
+    for m in last.into_iter().filter(|m| m.state.is_finished()) {
+        let Some(r) = results.iter().find(|r| r.delivery_id == m.id) else {
+            continue;
+        };
+        queue_heads.push(m.id);
+        queue_endpoints.push(m.endpoint_id.as_str());
+        queue_conversations.push(m.conversation.as_str());
+        queue_times.push(r.started_at + r.duration_ms);
+        queue_followers.push(r.follower.map(|(id, _)| id));
+        queue_holds.push(r.follower.map(|(_, lease)| lease));
     }
     if queue_endpoints.is_empty() {
         return Ok(Vec::new());
     }
     // The oldest waiting delivery of each finished queue becomes its head: due at once,
     // paused if its endpoint is disabled, or held under the follower's lease if the engine
-    // started it already.
+    // started it already. It comes after the finished head (`w.id > q.head`), which also
+    // keeps the index scan clear of the entries of the queue's delivered rows that vacuum
+    // has not removed yet.
     let promoted = sqlx::query(
         "WITH next AS ( \
            SELECT w.id, q.at, q.follower, q.hold, \
                   COALESCE((SELECT enabled FROM endpoints WHERE id = q.ep), FALSE) AS enabled \
-           FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[]) AS q(ep, conv, at, follower, hold) \
+           FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[], $7::INT8[]) \
+             AS q(ep, conv, at, follower, hold, head) \
            CROSS JOIN LATERAL ( \
              SELECT w.id FROM deliveries w \
-             WHERE w.endpoint_id = q.ep AND w.conversation = q.conv AND w.state IN (0, 1) AND w.state = 0 \
+             WHERE w.endpoint_id = q.ep AND w.conversation = q.conv AND w.id > q.head \
+               AND w.state IN (0, 1) AND w.state = 0 \
              ORDER BY w.id LIMIT 1) AS w) \
          UPDATE deliveries d SET state = 1, \
            lease_until = CASE WHEN d.id = next.follower THEN next.hold END, \
@@ -220,6 +275,7 @@ async fn write_round(tx: &mut Tx, round: &[&AttemptResult]) -> StoreResult<Vec<i
     .bind(&queue_followers)
     .bind(&queue_holds)
     .bind(PAUSED)
+    .bind(&queue_heads)
     .fetch_all(&mut **tx)
     .await?;
     let mut due = Vec::new();

@@ -538,8 +538,8 @@ impl Store for PgStore {
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.begin().await?;
-        let handed = complete::complete(&mut tx, &results, hand_over).await?;
-        // Tell the other processes' live watchers (the portal's monitor) about each attempt.
+        // Tell the other processes' live watchers (the portal's monitor) about each attempt
+        // (sent when the transaction commits).
         let payloads: Vec<String> = results
             .iter()
             .map(|result| {
@@ -556,6 +556,7 @@ impl Store for PgStore {
             .bind(payloads)
             .execute(&mut *tx)
             .await?;
+        let handed = complete::complete(&mut tx, &results, hand_over).await?;
         tx.commit().await?;
         Ok(handed)
     }

@@ -11,17 +11,13 @@ use super::Tx;
 use super::append::FEED_SHIFT;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
+use crate::store::rules::{self, DeliveryState, Latest, ResendStep};
 use crate::store::{
     AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError, StoreResult, rfc3339,
 };
 use crate::webhooks::SigningSecret;
 
-const WAITING: i16 = 0;
-const PENDING: i16 = 1;
-const DELIVERED: i16 = 2;
-
-/// `next_at` of the pending deliveries of a disabled endpoint: never due until it is enabled.
-pub(super) const PAUSED: Millis = i64::MAX;
+pub(super) use crate::store::rules::PAUSED;
 
 /// Adds one delivery at the tail of its conversation's queue.
 async fn enqueue(
@@ -156,28 +152,20 @@ pub(super) async fn list_attempts(pool: &PgPool, event_seq: i64) -> StoreResult<
 
 pub(super) async fn delivery_statuses(pool: &PgPool, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
     let rows = sqlx::query(
-        "SELECT endpoint_id, state, failures + attempt_offset + (CASE WHEN state = 2 THEN 1 ELSE 0 END) AS attempts, \
-                next_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
+        "SELECT endpoint_id, state, failures, attempt_offset, next_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
     )
     .bind(event_seq)
     .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|r| {
-            let state: i16 = r.try_get("state")?;
-            let attempts: i32 = r.try_get("attempts")?;
-            let next_at: Millis = r.try_get("next_at")?;
-            Ok(DeliveryStatus {
-                endpoint_id: r.try_get("endpoint_id")?,
-                state: match state {
-                    WAITING => "waiting",
-                    PENDING => "pending",
-                    DELIVERED => "delivered",
-                    _ => "dead",
-                },
-                attempts: attempts as u32,
-                next_attempt_at: (state == PENDING && next_at != PAUSED).then(|| rfc3339(next_at)),
-            })
+            Ok(rules::delivery_status(
+                r.try_get("endpoint_id")?,
+                DeliveryState::from_code(r.try_get::<i16, _>("state")?.into())?,
+                r.try_get::<i32, _>("failures")?.into(),
+                r.try_get::<i32, _>("attempt_offset")?.into(),
+                r.try_get("next_at")?,
+            ))
         })
         .collect()
 }
@@ -202,46 +190,51 @@ pub(super) async fn resend(tx: &mut Tx, event_seq: i64, endpoint_id: Option<&str
     for target in targets {
         let endpoint: String = target.try_get("id")?;
         let bits: i16 = target.try_get("events")?;
-        let existing = sqlx::query(
-            "SELECT id, state, failures + attempt_offset + (CASE WHEN state = 2 THEN 1 ELSE 0 END) AS attempts \
-             FROM deliveries WHERE event_seq = $1 AND endpoint_id = $2 ORDER BY id DESC LIMIT 1",
+        let latest = sqlx::query(
+            "SELECT id, state, failures, attempt_offset FROM deliveries WHERE event_seq = $1 AND endpoint_id = $2 \
+             ORDER BY id DESC LIMIT 1",
         )
         .bind(event_seq)
         .bind(&endpoint)
         .fetch_optional(&mut **tx)
         .await?;
-        match existing {
+        let latest = match latest {
             Some(row) => {
-                let id: i64 = row.try_get("id")?;
-                let state: i16 = row.try_get("state")?;
-                let attempts: i32 = row.try_get("attempts")?;
-                match state {
-                    PENDING => {
-                        let moved = sqlx::query(
-                            "UPDATE deliveries SET next_at = $2 WHERE id = $1 AND lease_until IS NULL AND next_at != $3",
-                        )
-                        .bind(id)
-                        .bind(now)
-                        .bind(PAUSED)
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected();
-                        if moved == 0 {
-                            continue;
-                        }
-                    }
-                    WAITING => continue,
-                    _ => {
-                        enqueue(tx, event_seq, &endpoint, &conversation, attempts, now).await?;
-                    }
+                let state = DeliveryState::from_code(row.try_get::<i16, _>("state")?.into())?;
+                Some(Latest {
+                    delivery_id: row.try_get("id")?,
+                    state,
+                    attempts: rules::attempts_made(
+                        state,
+                        row.try_get::<i32, _>("failures")?.into(),
+                        row.try_get::<i32, _>("attempt_offset")?.into(),
+                    ),
+                })
+            }
+            None => None,
+        };
+        // A test event is only ever delivered where it was sent.
+        let subscribed = kind != EventKind::Test && crate::webhooks::EventFilter::from_bits(bits as u8).accepts(kind);
+        match rules::resend_step(latest, endpoint_id.is_some(), subscribed) {
+            ResendStep::MakeDue(id) => {
+                // Not while an attempt is running or the endpoint is paused.
+                let moved = sqlx::query(
+                    "UPDATE deliveries SET next_at = $2 WHERE id = $1 AND lease_until IS NULL AND next_at != $3",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(PAUSED)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    continue;
                 }
             }
-            None if endpoint_id.is_some()
-                || (kind != EventKind::Test && crate::webhooks::EventFilter::from_bits(bits as u8).accepts(kind)) =>
-            {
-                enqueue(tx, event_seq, &endpoint, &conversation, 0, now).await?;
+            ResendStep::Nothing => continue,
+            ResendStep::Enqueue { attempt_offset } => {
+                enqueue(tx, event_seq, &endpoint, &conversation, attempt_offset as i32, now).await?;
             }
-            None => continue,
         }
         scheduled += 1;
     }

@@ -8,18 +8,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::corrupt;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
+use crate::store::rules::{self, DeliveryState, Latest, ResendStep};
 use crate::store::{
     AttemptRecord, AttemptResult, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreResult, rfc3339,
 };
 use crate::webhooks::{EventFilter, SigningSecret};
 
-const WAITING: i64 = 0;
-const PENDING: i64 = 1;
-const DELIVERED: i64 = 2;
-const DEAD: i64 = 3;
+const WAITING: i16 = DeliveryState::Waiting.code();
+const PENDING: i16 = DeliveryState::Pending.code();
 
-/// `next_at` of the pending deliveries of a disabled endpoint: never due until it is enabled.
-pub(super) const PAUSED: Millis = i64::MAX;
+pub(super) use crate::store::rules::PAUSED;
 
 /// Appends an event to the outbox and creates a delivery for each endpoint of the instance
 /// whose filter accepts it. A disabled endpoint's deliveries wait, paused, until it is
@@ -60,8 +58,8 @@ pub(super) fn append(
         let room = hand_over.filter(|h| target.enabled && handed.len() < h.limit);
         let (state, next_at, lease_until) = match (room, tail) {
             (Some(h), None) => (PENDING, h.lease_until, Some(h.lease_until)),
-            (_, Some(_)) => (WAITING, if target.enabled { e.created_at } else { PAUSED }, None),
-            (None, None) => (PENDING, if target.enabled { e.created_at } else { PAUSED }, None),
+            (_, Some(_)) => (WAITING, rules::due_at(target.enabled, e.created_at), None),
+            (None, None) => (PENDING, rules::due_at(target.enabled, e.created_at), None),
         };
         conn.prepare_cached(
             "INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
@@ -226,24 +224,24 @@ pub(super) fn list_attempts(conn: &Connection, event_seq: i64) -> StoreResult<Ve
 
 pub(super) fn delivery_statuses(conn: &Connection, event_seq: i64) -> StoreResult<Vec<DeliveryStatus>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT endpoint_id, state, failures + attempt_offset + (state = 2), next_at, lease_until FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+        "SELECT endpoint_id, state, failures, attempt_offset, next_at FROM deliveries WHERE event_seq = ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([event_seq], |r| {
-        let state: i64 = r.get(1)?;
-        let next_at: Millis = r.get(3)?;
-        Ok(DeliveryStatus {
-            endpoint_id: r.get(0)?,
-            state: match state {
-                WAITING => "waiting",
-                PENDING => "pending",
-                DELIVERED => "delivered",
-                _ => "dead",
-            },
-            attempts: r.get(2)?,
-            next_attempt_at: (state == PENDING && next_at != PAUSED).then(|| rfc3339(next_at)),
+    let rows: Vec<(String, i64, i64, i64, Millis)> = stmt
+        .query_map([event_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(endpoint_id, state, failures, offset, next_at)| {
+            Ok(rules::delivery_status(
+                endpoint_id,
+                DeliveryState::from_code(state)?,
+                failures,
+                offset,
+                next_at,
+            ))
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect()
 }
 
 /// Delivers an event again: a finished delivery gets a new one at the tail of its
@@ -263,17 +261,31 @@ pub(super) fn resend(conn: &Connection, event_seq: i64, endpoint_id: Option<&str
         .collect::<Result<_, _>>()?;
     let mut scheduled = 0;
     for (endpoint, bits) in targets {
-        let existing: Option<(i64, i64, i64)> = conn
+        let latest: Option<(i64, i64, i64, i64)> = conn
             .prepare_cached(
-                "SELECT id, state, failures + attempt_offset + (state = 2) FROM deliveries \
+                "SELECT id, state, failures, attempt_offset FROM deliveries \
                  WHERE event_seq = ?1 AND endpoint_id = ?2 ORDER BY id DESC LIMIT 1",
             )?
-            .query_row(params![event_seq, endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![event_seq, endpoint], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        match existing {
-            // Already on its way: pull a scheduled retry forward (unless an attempt is running
-            // or the endpoint is paused).
-            Some((id, PENDING, _)) => {
+        let latest = match latest {
+            Some((delivery_id, state, failures, offset)) => {
+                let state = DeliveryState::from_code(state)?;
+                Some(Latest {
+                    delivery_id,
+                    state,
+                    attempts: rules::attempts_made(state, failures, offset),
+                })
+            }
+            None => None,
+        };
+        // A test event is only ever delivered where it was sent.
+        let subscribed = kind != EventKind::Test && EventFilter::from_bits(bits).accepts(kind);
+        match rules::resend_step(latest, endpoint_id.is_some(), subscribed) {
+            ResendStep::MakeDue(id) => {
+                // Not while an attempt is running or the endpoint is paused.
                 let moved = conn
                     .prepare_cached(
                         "UPDATE deliveries SET next_at = ?2 \
@@ -284,19 +296,17 @@ pub(super) fn resend(conn: &Connection, event_seq: i64, endpoint_id: Option<&str
                     continue;
                 }
             }
-            // Queued behind an earlier event of its conversation: it goes when its turn comes.
-            Some((_, WAITING, _)) => continue,
-            Some((_, _, attempts_so_far)) => {
-                enqueue(conn, event_seq, &endpoint, &conversation, attempts_so_far, now)?;
+            ResendStep::Nothing => continue,
+            ResendStep::Enqueue { attempt_offset } => {
+                enqueue(
+                    conn,
+                    event_seq,
+                    &endpoint,
+                    &conversation,
+                    i64::from(attempt_offset),
+                    now,
+                )?;
             }
-            // Never delivered there: a named endpoint gets it; otherwise only the endpoints
-            // that subscribe to it (a test event only ever goes where it was sent).
-            None if endpoint_id.is_some()
-                || (kind != EventKind::Test && EventFilter::from_bits(bits).accepts(kind)) =>
-            {
-                enqueue(conn, event_seq, &endpoint, &conversation, 0, now)?;
-            }
-            None => continue,
         }
         scheduled += 1;
     }
@@ -448,7 +458,8 @@ pub(super) fn complete(
             .execute(params![r.delivery_id, retry_at, r.lease_until, PAUSED])?;
             continue;
         }
-        let (state, failed) = if r.success { (DELIVERED, 0) } else { (DEAD, 1) };
+        let (state, failed) = rules::after_attempt(r);
+        let state = state.code();
         // A read, then an update by rowid: an `UPDATE … RETURNING` would have SQLite build a
         // temporary table and a statement journal for the one row.
         let queue: Option<(String, String)> = conn
@@ -519,7 +530,7 @@ fn promote_next(
     };
     let enabled = enabled.unwrap_or(false);
     conn.prepare_cached("UPDATE deliveries SET state = 1, next_at = ?2 WHERE id = ?1")?
-        .execute(params![id, if enabled { now } else { PAUSED }])?;
+        .execute(params![id, rules::due_at(enabled, now)])?;
     Ok(Some((id, !enabled)))
 }
 
