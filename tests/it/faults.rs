@@ -403,6 +403,28 @@ async fn a_full_disk_refuses_new_messages_plainly_and_loses_none_it_took() {
     ));
 }
 
+/// Terminates every connection to `database` `times` times, `every` apart (what a PostgreSQL
+/// restart does to them); answers how many were cut.
+async fn cut_connections(database: &str, times: usize, every: Duration) -> usize {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&crate::harness::postgres_admin_url())
+        .await
+        .unwrap();
+    let mut cuts = 0;
+    for _ in 0..times {
+        tokio::time::sleep(every).await;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        cuts += killed.len();
+    }
+    cuts
+}
+
 #[tokio::test]
 async fn postgres_connections_cut_under_load_lose_nothing_that_was_accepted() {
     let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast(100, 50)).await;
@@ -435,22 +457,7 @@ async fn postgres_connections_cut_under_load_lose_nothing_that_was_accepted() {
         }
         (sent, failed)
     });
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&crate::harness::postgres_admin_url())
-        .await
-        .unwrap();
-    let mut cuts = 0;
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&database)
-        .fetch_all(&mut admin)
-        .await
-        .unwrap();
-        cuts += killed.len();
-    }
+    let cuts = cut_connections(&database, 3, Duration::from_millis(300)).await;
     let (sent, failed) = stream.await.unwrap();
     assert!(cuts > 0, "connections were cut");
     let tally = settle(&app, &receiver, &sent, 0).await;
@@ -498,22 +505,7 @@ async fn postgres_connections_cut_in_the_middle_of_batches_fail_whole_batches() 
             (sent, refused)
         });
     }
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&crate::harness::postgres_admin_url())
-        .await
-        .unwrap();
-    let mut cuts = 0;
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&database)
-        .fetch_all(&mut admin)
-        .await
-        .unwrap();
-        cuts += killed.len();
-    }
+    let cuts = cut_connections(&database, 4, Duration::from_millis(150)).await;
     let (mut sent, mut refused) = (Vec::new(), 0);
     while let Some(done) = senders.join_next().await {
         let (s, r) = done.unwrap();
@@ -523,6 +515,7 @@ async fn postgres_connections_cut_in_the_middle_of_batches_fail_whole_batches() 
     assert!(cuts > 0, "connections were cut");
     let tally = settle(&app, &receiver, &sent, 0).await;
 
+    use sqlx::Connection;
     let url = crate::harness::postgres_admin_url();
     let url = format!("{}/{database}", url.rsplit_once('/').unwrap().0);
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
