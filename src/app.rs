@@ -144,6 +144,12 @@ impl App {
 
     /// Announces committed events to the engine and the feed.
     pub fn published(&self, records: &[EventRecord]) {
+        self.publish(records, true);
+    }
+
+    /// Announces committed events to the feed, and to the engine if their write may have
+    /// left deliveries due for the claim loop (it had no hand-over, or one that filled up).
+    fn publish(&self, records: &[EventRecord], wake_engine: bool) {
         if let Some(max) = records.iter().map(|r| r.seq).max() {
             self.feed.send_if_modified(|latest| {
                 let newer = max > *latest;
@@ -152,7 +158,9 @@ impl App {
                 }
                 newer
             });
-            self.engine.wake();
+            if wake_engine {
+                self.engine.wake();
+            }
         }
         for record in records {
             self.metrics.event(record.kind.as_str());
@@ -160,8 +168,9 @@ impl App {
         }
     }
 
-    /// Announces an event committed elsewhere (another process on the same database).
-    pub fn announce(&self, instance_id: i64, seq: i64) {
+    /// Announces an event committed elsewhere (another process on the same database); `due`
+    /// says its write may have left deliveries for this engine's claim loop.
+    pub fn announce(&self, instance_id: i64, seq: i64, due: bool) {
         self.feed.send_if_modified(|latest| {
             let newer = seq > *latest;
             if newer {
@@ -169,7 +178,9 @@ impl App {
             }
             newer
         });
-        self.engine.wake();
+        if due {
+            self.engine.wake();
+        }
         self.live.events(instance_id, seq);
     }
 
@@ -235,8 +246,9 @@ impl App {
             return Ok(None);
         };
         // The new event's deliveries leave at once, claimed by the write that stored them.
+        let all_handed = hand_over.is_some_and(|h| handed.len() < h.limit);
         self.engine.start(handed);
-        self.published(std::slice::from_ref(&stored));
+        self.publish(std::slice::from_ref(&stored), !all_handed);
         Ok(Some(stored))
     }
 

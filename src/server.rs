@@ -106,7 +106,7 @@ impl Server {
                     tokio::select! {
                         _ = workers.cancelled() => return,
                         notice = notices.recv() => match notice {
-                            Some(store::ClusterNotice::Event { instance_id, seq }) => app.announce(instance_id, seq),
+                            Some(store::ClusterNotice::Event { instance_id, seq, due }) => app.announce(instance_id, seq, due),
                             Some(store::ClusterNotice::Attempt(notice)) => app.live.attempt(notice),
                             None => return,
                         },

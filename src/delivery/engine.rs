@@ -32,8 +32,6 @@ use crate::webhooks::AddressPolicy;
 const CLAIM_BATCH: usize = 256;
 /// The most deliveries of one new event its write claims for the engine.
 const INGEST_HAND_OVER: usize = 4;
-/// Completions of at most this many outcomes claim the next deliveries themselves.
-const LIGHT_BATCH: usize = 8;
 /// The most outcomes recorded in one go.
 const COMPLETE_BATCH: usize = 512;
 /// The longest `Retry-After` a receiver can ask for.
@@ -80,6 +78,10 @@ struct Inner {
     launcher: Mutex<Option<mpsc::WeakSender<AttemptResult>>>,
     /// Set when `run` is stopping: nothing more is handed over.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set when the last claim may have left due deliveries behind (no free slot, an
+    /// endpoint at its cap, or a full batch): then every finished attempt wakes the claim
+    /// loop. Otherwise only what may have made deliveries due without handing them over does.
+    more_due: std::sync::atomic::AtomicBool,
     /// Deliveries waiting behind one this engine may be attempting.
     followers: Followers,
     /// While `run` runs: the runtime it runs on, where every attempt task is started.
@@ -113,6 +115,7 @@ impl Engine {
                 endpoint_gates: Mutex::new(HashMap::new()),
                 launcher: Mutex::new(None),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                more_due: std::sync::atomic::AtomicBool::new(false),
                 followers: Followers::default(),
                 runtime: Mutex::new(None),
             }),
@@ -297,6 +300,7 @@ impl Engine {
             .max_in_flight
             .saturating_sub(inner.in_flight.load(Ordering::Acquire));
         if free == 0 {
+            inner.more_due.store(true, Ordering::Release);
             return 0;
         }
         let skip: Vec<String> = {
@@ -308,6 +312,7 @@ impl Engine {
                 .collect()
         };
         let limit = free.min(CLAIM_BATCH);
+        let capped = !skip.is_empty();
         let now = inner.clock.now_ms();
         let due = match inner.store.claim_due(now, limit as u32, skip, self.lease_until()).await {
             Ok(due) => due,
@@ -317,6 +322,7 @@ impl Engine {
             }
         };
         let claimed = due.len();
+        inner.more_due.store(claimed == limit || capped, Ordering::Release);
         self.launch(due, done);
         claimed
     }
@@ -430,11 +436,12 @@ impl Engine {
         }
     }
 
-    /// Records attempt outcomes in batches until every sender is gone. A small completion
-    /// also claims the next delivery of every conversation it finished (while the engine
-    /// runs and has free slots), and this starts those at once: one conversation's events
-    /// follow each other without waiting for the claim loop. Under load (large batches) the
-    /// claim loop's batched claims are cheaper, and it is awake anyway.
+    /// Records attempt outcomes in batches until every sender is gone. A completion also
+    /// claims the next delivery of every conversation it finished (while the engine runs and
+    /// has free slots), and this starts those at once: one conversation's events follow each
+    /// other without waiting for the claim loop. The claim loop is woken only when it may
+    /// have work: an outcome failed (a retry to schedule), the completion may have made more
+    /// deliveries due than it handed over, or the last claim left due deliveries behind.
     async fn record_outcomes(
         self,
         mut outcomes: mpsc::Receiver<AttemptResult>,
@@ -447,21 +454,18 @@ impl Engine {
             let mut backoff = Duration::from_millis(50);
             // An outcome is never dropped: if the store fails, try again until it answers.
             // (Should the process die meanwhile, the lease hands the delivery back.)
-            let handed = loop {
+            let (handed, hand_over) = loop {
                 let free = self
                     .inner
                     .max_in_flight
                     .saturating_sub(self.inner.in_flight.load(Ordering::Acquire));
-                // Only for small batches: then a conversation's next event would otherwise
-                // wait for a claim round trip; under load the batched claim is cheaper.
-                let light = results.len() <= LIGHT_BATCH;
-                let hand_over = (light && !shutdown.is_cancelled() && free > 0).then(|| HandOver {
+                let hand_over = (!shutdown.is_cancelled() && free > 0).then(|| HandOver {
                     now: self.inner.clock.now_ms(),
                     lease_until: self.lease_until(),
                     limit: free,
                 });
                 match self.inner.store.complete(results.clone(), hand_over).await {
-                    Ok(handed) => break handed,
+                    Ok(handed) => break (handed, hand_over),
                     Err(StoreError::Closed) => return,
                     Err(error) => {
                         tracing::error!(error = %error, "recording delivery outcomes failed; retrying");
@@ -471,12 +475,15 @@ impl Engine {
                 }
             };
             self.inner.live.attempts(&results);
+            let all_handed = hand_over.is_some_and(|h| handed.len() < h.limit);
             match done.upgrade() {
                 Some(done) => self.launch(handed, &done),
                 // Stopping: what was handed over returns to the queue when its lease ends.
                 None => drop(handed),
             }
-            self.wake();
+            if !all_handed || results.iter().any(|r| !r.success) || self.inner.more_due.load(Ordering::Acquire) {
+                self.wake();
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum ClusterNotice {
         instance_id: i64,
         /// The newest feed position.
         seq: i64,
+        /// Whether the write may have left deliveries due for a claim loop.
+        due: bool,
     },
     /// A delivery attempt was recorded.
     Attempt(crate::live::AttemptNotice),

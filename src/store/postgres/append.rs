@@ -20,9 +20,10 @@
 //! other in a circle. Conversations of one instance no longer queue behind one another; only
 //! writes to the same conversation do.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 
 use super::Tx;
 use super::outbox::PAUSED;
@@ -79,7 +80,8 @@ pub(super) struct Appended {
     pub handed: Vec<DueDelivery>,
 }
 
-/// Appends events with a delivery for each endpoint whose filter accepts them, in one
+/// Appends events with a delivery for each endpoint whose filter accepts them, and
+/// announces them to every process (on [`super::EVENTS_CHANNEL`], when it commits), in one
 /// statement. A delivery is the head of its queue (`pending`) when nothing of its queue is
 /// unfinished and no earlier event of this append goes to the same queue; otherwise it waits
 /// behind. A disabled endpoint's deliveries are paused. With a hand-over, up to its limit of
@@ -95,34 +97,43 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
             handed: Vec::new(),
         });
     }
-    let n = events.len();
-    let mut columns = Columns::with_capacity(n);
-    for (index, e) in events.iter().enumerate() {
-        columns.push(index as i64, e);
-    }
-    let rows = sqlx::query(APPEND)
-        .bind(&columns.index)
-        .bind(&columns.id)
-        .bind(&columns.instance)
-        .bind(&columns.kind)
-        .bind(&columns.conversation)
-        .bind(&columns.payload)
-        .bind(&columns.created_at)
-        .bind(&columns.bit)
-        .bind(&columns.hand_limit)
-        .bind(&columns.lease)
-        .bind(PAUSED)
-        .fetch_all(&mut **tx)
-        .await?;
+    static APPEND: LazyLock<String> = LazyLock::new(|| statement("", "", ""));
+    let columns = Columns::new(events);
+    let rows = columns.bind(sqlx::query(&APPEND)).fetch_all(&mut **tx).await?;
+    read_appended(&rows, events, |_| true)
+}
+
+/// The text of an append statement (see [`append`]): `before` adds CTEs ahead of the
+/// events' `input`, `filter` a condition on each event row `i` (its index is `i.idx`), and
+/// `columns` more columns to the answer. The events take parameters `$1` to `$12`
+/// (see [`Columns::bind`]); whatever the additions use comes after.
+pub(super) fn statement(before: &str, filter: &str, columns: &str) -> String {
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {filter}")
+    };
+    format!("WITH {before} input AS ({INPUT} {filter}), {APPEND_CTES} SELECT {columns} {APPEND_ANSWER}")
+}
+
+/// Reads what an append statement answered into its events' records (of those `stored`
+/// says were written, by index into `events`) and the deliveries it handed over.
+pub(super) fn read_appended(
+    rows: &[PgRow],
+    events: &[NewEvent<'_>],
+    stored: impl Fn(usize) -> bool,
+) -> StoreResult<Appended> {
     let xid: i64 = rows
         .first()
         .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?
         .try_get("xid")?;
+    let position = |index: usize| (xid << FEED_SHIFT) | index as i64;
     let records: Vec<EventRecord> = events
         .iter()
         .enumerate()
+        .filter(|(index, _)| stored(*index))
         .map(|(index, e)| EventRecord {
-            seq: (xid << FEED_SHIFT) | index as i64,
+            seq: position(index),
             id: e.draft.id.clone(),
             instance_id: e.instance_id,
             kind: e.draft.kind,
@@ -132,8 +143,8 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
         })
         .collect();
     let mut handed = Vec::new();
-    let mut payloads: Vec<Option<Arc<str>>> = vec![None; n];
-    for row in &rows {
+    let mut payloads: Vec<Option<Arc<str>>> = vec![None; events.len()];
+    for row in rows {
         let Some(delivery_id) = row.try_get::<Option<i64>, _>("id")? else {
             continue;
         };
@@ -148,7 +159,7 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
             .clone();
         handed.push(DueDelivery {
             delivery_id,
-            event_seq: records[index].seq,
+            event_seq: position(index),
             event_id: event.draft.id.clone(),
             instance_id: event.instance_id,
             endpoint_id: row.try_get("endpoint_id")?,
@@ -167,17 +178,21 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
     Ok(Appended { records, handed })
 }
 
-/// The append statement. `input` numbers the events in the transaction; `placed` decides
-/// each delivery's place in its queue (the first of this append to a queue is its head when
-/// the queue has nothing unfinished); the insert numbers deliveries in event order, so a
-/// queue's row ids follow its events; the last part returns the transaction id (always one
-/// row) and the deliveries handed over, each waiting one with the delivery ahead of it.
-const APPEND: &str = "\
-WITH input AS ( \
-  SELECT (pg_current_xact_id()::TEXT::INT8 << 20) | i.idx AS seq, i.* \
-  FROM unnest($1::INT8[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::INT8[], $8::INT2[], \
-              $9::INT8[], $10::INT8[]) \
-       AS i(idx, id, inst, kind, conv, payload, at, bit, hand_limit, lease)), \
+/// The events of an append, numbered in the transaction: each event's feed position is the
+/// transaction id and its index (`idx`).
+const INPUT: &str = "\
+SELECT (pg_current_xact_id()::TEXT::INT8 << 20) | i.idx AS seq, i.* \
+FROM unnest($1::INT8[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::INT8[], $8::INT2[], \
+            $9::INT8[], $10::INT8[]) \
+     AS i(idx, id, inst, kind, conv, payload, at, bit, hand_limit, lease)";
+
+/// The rest of the append: `stored` writes the events; `placed` decides each delivery's
+/// place in its queue (the first of this append to a queue is its head when the queue has
+/// nothing unfinished); `inserted` numbers deliveries in event order, so a queue's row ids
+/// follow its events; `handed` pairs each waiting delivery with the one ahead of it;
+/// `notified` announces each instance's newest position (sent at commit), marked `handed`
+/// when no delivery was left due for a claim loop (every head went to this process's engine).
+const APPEND_CTES: &str = "\
 stored AS ( \
   INSERT INTO events (seq, id, instance_id, kind, conversation, payload, created_at) \
   SELECT seq, id, inst, kind, conv, payload, at FROM input), \
@@ -202,12 +217,23 @@ handed AS ( \
          p.handed, ep.url, ep.secret, \
          CASE WHEN ep.previous_secret_until > p.at THEN ep.previous_secret END AS previous_secret \
   FROM inserted d JOIN placed p ON p.seq = d.event_seq AND p.endpoint_id = d.endpoint_id \
-  JOIN endpoints ep ON ep.id = d.endpoint_id) \
-SELECT pg_current_xact_id()::TEXT::INT8 AS xid, h.* \
+  JOIN endpoints ep ON ep.id = d.endpoint_id), \
+notified AS ( \
+  SELECT pg_notify($12, i.inst::TEXT || ':' || max(i.seq)::TEXT || \
+                        CASE WHEN bool_or(p.head AND p.enabled AND NOT p.handed) THEN '' ELSE ':handed' END) \
+  FROM input i LEFT JOIN placed p ON p.seq = i.seq GROUP BY i.inst)";
+
+/// The answer: always one row with the transaction id (`xid`), then one per delivery handed
+/// over. Counting `notified` makes it run.
+const APPEND_ANSWER: &str = "\
+pg_current_xact_id()::TEXT::INT8 AS xid, (SELECT count(*) FROM notified) AS notices, h.* \
 FROM (SELECT 1) AS one LEFT JOIN handed h ON h.handed";
 
+/// A query with its parameters.
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// The events of an append as the statement's parallel arrays.
-struct Columns<'a> {
+pub(super) struct Columns<'a> {
     index: Vec<i64>,
     id: Vec<&'a str>,
     instance: Vec<i64>,
@@ -221,6 +247,32 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// The columns of these events, each indexed by its place in the slice.
+    pub(super) fn new(events: &[NewEvent<'a>]) -> Self {
+        let mut columns = Self::with_capacity(events.len());
+        for (index, e) in events.iter().enumerate() {
+            columns.push(index as i64, e);
+        }
+        columns
+    }
+
+    /// Binds `$1` to `$12` of an append statement.
+    pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.index)
+            .bind(&self.id)
+            .bind(&self.instance)
+            .bind(&self.kind)
+            .bind(&self.conversation)
+            .bind(&self.payload)
+            .bind(&self.created_at)
+            .bind(&self.bit)
+            .bind(&self.hand_limit)
+            .bind(&self.lease)
+            .bind(PAUSED)
+            .bind(super::EVENTS_CHANNEL)
+    }
+
     fn with_capacity(n: usize) -> Self {
         Self {
             index: Vec::with_capacity(n),

@@ -183,24 +183,30 @@ async fn move_deliveries(tx: &mut Tx, outcomes: &[&AttemptResult], guard: Guard)
         failed.push(failure);
         retry_at.push(r.retry_at.unwrap_or(PAUSED));
     }
-    let guard = match guard {
-        Guard::Lease => "d.state = 1 AND d.lease_until = u.lease",
-        Guard::Waiting => "d.state = 0",
+    // The guard goes in as a column (the state each row must still be in), not as SQL text:
+    // a constant `state = 1` would let the planner reach the rows through the small partial
+    // index of pending heads and then compare every row with every outcome; as a column, the
+    // only way in is the primary key, one lookup per outcome.
+    let expected = match guard {
+        Guard::Lease => DeliveryState::Pending.code(),
+        Guard::Waiting => DeliveryState::Waiting.code(),
     };
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "UPDATE deliveries d SET state = u.state, failures = d.failures + u.failed, lease_until = NULL, \
            next_at = CASE WHEN u.state <> 1 THEN d.next_at \
                           WHEN (SELECT enabled FROM endpoints WHERE id = d.endpoint_id) THEN u.retry_at ELSE $6 END \
-         FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[]) AS u(id, lease, state, failed, retry_at) \
-         WHERE d.id = ANY($1) AND d.id = u.id AND {guard} \
-         RETURNING d.id, d.endpoint_id, d.conversation, u.state"
-    ))
+         FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[], $7::INT2[]) \
+           AS u(id, lease, state, failed, retry_at, expected) \
+         WHERE d.id = u.id AND d.state = u.expected AND (u.expected = 0 OR d.lease_until = u.lease) \
+         RETURNING d.id, d.endpoint_id, d.conversation, u.state",
+    )
     .bind(&ids)
     .bind(&leases)
     .bind(&states)
     .bind(&failed)
     .bind(&retry_at)
     .bind(PAUSED)
+    .bind(vec![expected; n])
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()

@@ -2,9 +2,10 @@
 //!
 //! `record_inbound` is the write every customer message makes, and under load many arrive at
 //! once. Each call hands its message to this module's dispatcher, which gathers whatever is
-//! queued into a batch and writes the batch in one transaction with a handful of set-based
-//! statements (each takes arrays and writes all the batch's rows), then commits once: one
-//! WAL flush and a few round trips for dozens of messages instead of for each. No caller is
+//! queued into a batch and writes the batch in one transaction of four round trips: begin, the
+//! conversation locks, one set-based statement that takes the batch as arrays and writes its
+//! messages, conversations, events and deliveries (and the notice to other processes), and
+//! the commit: one WAL flush for dozens of messages instead of for each. No caller is
 //! answered before the commit returns, and `synchronous_commit` stays as the server has it,
 //! so an answered message is durable.
 //!
@@ -18,9 +19,9 @@
 //! caller gets the error (a 503) and nothing of the batch was written.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::append::{self, NewEvent};
@@ -127,27 +128,39 @@ async fn write_and_answer(pool: &PgPool, requests: Vec<Request>) {
     }
 }
 
-/// Writes a batch in one transaction; answers each message's outcome in order.
+/// Writes a batch in one transaction: the conversation locks, then one statement (see
+/// [`INGEST`]), then the commit. Answers each message's outcome in order.
 async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Recorded>> {
+    static STATEMENT: LazyLock<String> =
+        LazyLock::new(|| append::statement(INGEST, "i.idx IN (SELECT idx FROM fresh)", FRESH));
     let mut tx = pool.begin().await?;
     append::lock_conversations(
         &mut tx,
         batch.iter().map(|b| (b.instance_id, b.event.conversation.as_str())),
     )
     .await?;
-    let stored = insert_messages(&mut tx, batch).await?;
-    let fresh: Vec<NewEvent<'_>> = batch
+    let events: Vec<NewEvent<'_>> = batch
         .iter()
-        .zip(&stored)
-        .filter(|(_, stored)| **stored)
-        .map(|(b, _)| NewEvent {
+        .map(|b| NewEvent {
             instance_id: b.instance_id,
             draft: &b.event,
             hand_over: b.hand_over,
         })
         .collect();
-    let appended = append::append(&mut tx, &fresh).await?;
-    super::notify_events(&mut tx, &appended.records).await?;
+    let event_columns = append::Columns::new(&events);
+    let message_columns = MessageColumns::new(batch);
+    let rows = message_columns
+        .bind(event_columns.bind(sqlx::query(&STATEMENT)))
+        .fetch_all(&mut *tx)
+        .await?;
+    let fresh: Vec<i64> = rows
+        .first()
+        .map(|row| row.try_get::<Option<Vec<i64>>, _>("fresh"))
+        .transpose()?
+        .flatten()
+        .unwrap_or_default();
+    let stored = |index: usize| fresh.binary_search(&(index as i64)).is_ok();
+    let appended = append::read_appended(&rows, &events, stored)?;
     tx.commit().await?;
 
     let mut handed: HashMap<i64, Vec<DueDelivery>> = HashMap::new();
@@ -155,120 +168,107 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
         handed.entry(due.event_seq).or_default().push(due);
     }
     let mut records = appended.records.into_iter();
-    Ok(stored
-        .iter()
-        .map(|&stored| {
-            let record = records.next().filter(|_| stored)?;
+    Ok((0..batch.len())
+        .map(|index| {
+            if !stored(index) {
+                return None;
+            }
+            let record = records.next()?;
             let due = handed.remove(&record.seq).unwrap_or_default();
             Some((record, due))
         })
         .collect())
 }
 
-/// Inserts the batch's messages (a message whose id is stored already is skipped) and moves
-/// their conversations to the top; answers, for each, whether it was new.
-async fn insert_messages(tx: &mut super::Tx, batch: &[Inbound]) -> StoreResult<Vec<bool>> {
-    let n = batch.len();
-    let mut ids = Vec::with_capacity(n);
-    let (mut instances, mut customers, mut businesses) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut kinds, mut bodies, mut details) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut statuses, mut times, mut directions) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for b in batch {
-        let m = &b.message;
-        ids.push(m.message_id.as_str());
-        instances.push(b.instance_id);
-        directions.push(m.direction.as_str());
-        customers.push(m.customer.as_str());
-        businesses.push(m.business.as_str());
-        kinds.push(m.kind.as_str());
-        bodies.push(m.body.as_str());
-        details.push(serde_json::Value::Object(m.detail.clone()).to_string());
-        statuses.push(m.status.as_str());
-        times.push(m.created_at);
-    }
-    let inserted: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
-         SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], \
-                              $8::TEXT[], $9::TEXT[], $10::INT8[]) \
-         ON CONFLICT (id) DO NOTHING RETURNING id, seq",
-    )
-    .bind(&ids)
-    .bind(&instances)
-    .bind(&directions)
-    .bind(&customers)
-    .bind(&businesses)
-    .bind(&kinds)
-    .bind(&bodies)
-    .bind(&details)
-    .bind(&statuses)
-    .bind(&times)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut seqs: HashMap<&str, i64> = inserted.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-    // A message id twice in one batch: the first is stored, the second is a repeat.
-    let stored: Vec<Option<i64>> = ids.iter().map(|id| seqs.remove(id)).collect();
-    update_conversations(tx, batch, &stored).await?;
-    Ok(stored.iter().map(Option::is_some).collect())
+/// The batch's messages and conversations, ahead of its events (see [`append::statement`]).
+/// `first` keeps one message per id (the earliest of the batch; a later one is a repeat);
+/// `kept` stores those not stored before; `fresh` are the batch indexes of the new ones,
+/// whose events the append then writes; `talks` moves each conversation to its newest
+/// message, counts its messages, keeps the newest name, and adds them to its unread count
+/// (every message here is a customer's: a business's reply, which resets the count, is
+/// written by `record_outbound`).
+const INGEST: &str = "\
+m AS ( \
+  SELECT * FROM unnest($1::INT8[], $13::TEXT[], $3::INT8[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], \
+                       $18::TEXT[], $19::TEXT[], $20::TEXT[], $21::INT8[], $22::TEXT[]) \
+    AS m(idx, id, inst, dir, customer, business, kind, body, detail, status, at, name)), \
+first AS (SELECT DISTINCT ON (id) * FROM m ORDER BY id, idx), \
+kept AS ( \
+  INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
+  SELECT id, inst, dir, customer, business, kind, body, detail, status, at FROM first ORDER BY idx \
+  ON CONFLICT (id) DO NOTHING RETURNING id, seq), \
+fresh AS (SELECT f.idx, f.inst, f.customer, f.name, k.seq FROM kept k JOIN first f ON f.id = k.id), \
+talks AS ( \
+  INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
+  SELECT inst, customer, (array_agg(name ORDER BY idx DESC) FILTER (WHERE name IS NOT NULL))[1], \
+         max(seq), count(*), count(*) \
+  FROM fresh GROUP BY inst, customer \
+  ON CONFLICT (instance_id, customer) DO UPDATE SET \
+    last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq), \
+    message_count = conversations.message_count + EXCLUDED.message_count, \
+    name = COALESCE(EXCLUDED.name, conversations.name), \
+    unread = conversations.unread + EXCLUDED.unread),";
+
+/// The batch indexes of the new messages, in order.
+const FRESH: &str = "(SELECT array_agg(idx ORDER BY idx) FROM fresh) AS fresh,";
+
+/// The batch's messages as the ingest statement's parallel arrays (`$13` to `$22`; the
+/// index and instance are the events' `$1` and `$3`).
+struct MessageColumns<'a> {
+    ids: Vec<&'a str>,
+    directions: Vec<&'static str>,
+    customers: Vec<&'a str>,
+    businesses: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    details: Vec<String>,
+    statuses: Vec<&'static str>,
+    times: Vec<i64>,
+    names: Vec<Option<&'a str>>,
 }
 
-/// Moves each conversation to its newest message of the batch, counts its messages, keeps
-/// the newest name, and adds the batch's messages to its unread count (every message here is
-/// a customer's: a business's reply, which resets the count, is written by `record_outbound`).
-async fn update_conversations(tx: &mut super::Tx, batch: &[Inbound], stored: &[Option<i64>]) -> StoreResult<()> {
-    struct Change<'a> {
-        name: Option<&'a str>,
-        last_seq: i64,
-        count: i64,
+impl<'a> MessageColumns<'a> {
+    fn new(batch: &'a [Inbound]) -> Self {
+        let mut c = Self {
+            ids: Vec::with_capacity(batch.len()),
+            directions: Vec::with_capacity(batch.len()),
+            customers: Vec::with_capacity(batch.len()),
+            businesses: Vec::with_capacity(batch.len()),
+            kinds: Vec::with_capacity(batch.len()),
+            bodies: Vec::with_capacity(batch.len()),
+            details: Vec::with_capacity(batch.len()),
+            statuses: Vec::with_capacity(batch.len()),
+            times: Vec::with_capacity(batch.len()),
+            names: Vec::with_capacity(batch.len()),
+        };
+        for b in batch {
+            let m = &b.message;
+            debug_assert_eq!(m.direction, Direction::Inbound);
+            c.ids.push(m.message_id.as_str());
+            c.directions.push(m.direction.as_str());
+            c.customers.push(m.customer.as_str());
+            c.businesses.push(m.business.as_str());
+            c.kinds.push(m.kind.as_str());
+            c.bodies.push(m.body.as_str());
+            c.details.push(serde_json::Value::Object(m.detail.clone()).to_string());
+            c.statuses.push(m.status.as_str());
+            c.times.push(m.created_at);
+            c.names.push(m.customer_name.as_deref());
+        }
+        c
     }
-    let mut changes: HashMap<(i64, &str), Change<'_>> = HashMap::new();
-    let mut order = Vec::new();
-    for (b, seq) in batch.iter().zip(stored) {
-        let Some(seq) = *seq else { continue };
-        debug_assert_eq!(b.message.direction, Direction::Inbound);
-        let key = (b.instance_id, b.message.customer.as_str());
-        let change = changes.entry(key).or_insert_with(|| {
-            order.push(key);
-            Change {
-                name: None,
-                last_seq: seq,
-                count: 0,
-            }
-        });
-        change.count += 1;
-        change.last_seq = change.last_seq.max(seq);
-        change.name = b.message.customer_name.as_deref().or(change.name);
+
+    fn bind<'q>(&'q self, query: append::PgQuery<'q>) -> append::PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.directions)
+            .bind(&self.customers)
+            .bind(&self.businesses)
+            .bind(&self.kinds)
+            .bind(&self.bodies)
+            .bind(&self.details)
+            .bind(&self.statuses)
+            .bind(&self.times)
+            .bind(&self.names)
     }
-    if order.is_empty() {
-        return Ok(());
-    }
-    let (mut instances, mut customers, mut names, mut last, mut counts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for key in &order {
-        let change = &changes[key];
-        instances.push(key.0);
-        customers.push(key.1);
-        names.push(change.name);
-        last.push(change.last_seq);
-        counts.push(change.count);
-    }
-    sqlx::query(
-        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
-         SELECT i, c, n, s, k, k FROM unnest($1::INT8[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::INT8[]) \
-           AS x(i, c, n, s, k) \
-         ON CONFLICT (instance_id, customer) DO UPDATE SET \
-           last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq), \
-           message_count = conversations.message_count + EXCLUDED.message_count, \
-           name = COALESCE(EXCLUDED.name, conversations.name), \
-           unread = conversations.unread + EXCLUDED.unread",
-    )
-    .bind(&instances)
-    .bind(&customers)
-    .bind(&names)
-    .bind(&last)
-    .bind(&counts)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

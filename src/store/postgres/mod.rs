@@ -97,8 +97,8 @@ impl PgStore {
             loop {
                 match listener.recv().await {
                     Ok(notification) => {
-                        let notice = match notification.channel() {
-                            EVENTS_CHANNEL => parse_event_notice(notification.payload()),
+                        let notices = match notification.channel() {
+                            EVENTS_CHANNEL => parse_event_notice(notification.payload()).into_iter().collect(),
                             INSTANCES_CHANNEL => {
                                 match notification.payload().parse() {
                                     Ok(id) => cache.forget(id),
@@ -106,12 +106,12 @@ impl PgStore {
                                 }
                                 continue;
                             }
-                            _ => parse_attempt_notice(notification.payload(), &own),
+                            _ => parse_attempt_notices(notification.payload(), &own),
                         };
-                        if let Some(notice) = notice
-                            && tx.send(notice).is_err()
-                        {
-                            return;
+                        for notice in notices {
+                            if tx.send(notice).is_err() {
+                                return;
+                            }
                         }
                     }
                     // The listener reconnects by itself on the next `recv`.
@@ -138,29 +138,82 @@ impl PgStore {
     }
 }
 
+/// An event notice: `instance:seq`, or `instance:seq:handed` when the write left no delivery
+/// due for the other processes' claim loops.
 fn parse_event_notice(payload: &str) -> Option<ClusterNotice> {
-    let (instance, seq) = payload.split_once(':')?;
+    let mut parts = payload.split(':');
+    let instance_id = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
     Some(ClusterNotice::Event {
-        instance_id: instance.parse().ok()?,
-        seq: seq.parse().ok()?,
+        instance_id,
+        seq,
+        due: parts.next() != Some("handed"),
     })
 }
 
-/// An attempt notice from another process (`None` for this process's own, already shown).
-fn parse_attempt_notice(payload: &str, own: &str) -> Option<ClusterNotice> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        origin: String,
-        instance_id: i64,
-        notice: AttemptNotice,
+/// The most bytes of one attempts notice (PostgreSQL refuses payloads of 8,000 bytes or more).
+const ATTEMPTS_PAYLOAD_BYTES: usize = 7_000;
+
+/// One attempt in an attempts notice.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AttemptEnvelope {
+    instance_id: i64,
+    notice: AttemptNotice,
+}
+
+/// The attempts notices of a completion: this process's origin, a newline, and a JSON array
+/// of attempts, as few notices as fit (so a receiving process that finds its own origin skips
+/// the notice without parsing it). An attempt too large for a notice on its own is announced
+/// with its response excerpt shortened.
+fn attempt_payloads(origin: &str, results: &[AttemptResult]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for result in results {
+        let mut envelope = AttemptEnvelope {
+            instance_id: result.instance_id,
+            notice: AttemptNotice::from(result),
+        };
+        let mut item = serde_json::to_string(&envelope).unwrap_or_default();
+        if origin.len() + item.len() + 3 > ATTEMPTS_PAYLOAD_BYTES {
+            envelope.notice.response = envelope.notice.response.chars().take(200).collect();
+            envelope.notice.error = envelope.notice.error.map(|e| e.chars().take(200).collect());
+            item = serde_json::to_string(&envelope).unwrap_or_default();
+        }
+        if !current.is_empty() && current.len() + item.len() + 2 > ATTEMPTS_PAYLOAD_BYTES {
+            current.push(']');
+            payloads.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current = format!("{origin}\n[");
+        } else {
+            current.push(',');
+        }
+        current.push_str(&item);
     }
-    let envelope: Envelope = serde_json::from_str(payload).ok()?;
-    if envelope.origin == own {
-        return None;
+    if !current.is_empty() {
+        current.push(']');
+        payloads.push(current);
     }
-    let mut notice = envelope.notice;
-    notice.instance_id = envelope.instance_id;
-    Some(ClusterNotice::Attempt(notice))
+    payloads
+}
+
+/// The attempts in another process's notice (none for this process's own, already shown).
+fn parse_attempt_notices(payload: &str, own: &str) -> Vec<ClusterNotice> {
+    let Some((origin, attempts)) = payload.split_once('\n') else {
+        return Vec::new();
+    };
+    if origin == own {
+        return Vec::new();
+    }
+    let envelopes: Vec<AttemptEnvelope> = serde_json::from_str(attempts).unwrap_or_default();
+    envelopes
+        .into_iter()
+        .map(|e| {
+            let mut notice = e.notice;
+            notice.instance_id = e.instance_id;
+            ClusterNotice::Attempt(notice)
+        })
+        .collect()
 }
 
 /// Applies the migrations the database has not seen, one process at a time.
@@ -185,28 +238,6 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
         tracing::info!(version = index + 1, "applied postgres migration");
     }
     tx.commit().await?;
-    Ok(())
-}
-
-/// Announces committed events to every process (delivered when the transaction commits):
-/// one notice per instance, with its newest feed position.
-async fn notify_events(tx: &mut Tx, records: &[EventRecord]) -> StoreResult<()> {
-    let mut newest: Vec<(i64, i64)> = Vec::new();
-    for record in records {
-        match newest.iter_mut().find(|(instance, _)| *instance == record.instance_id) {
-            Some((_, seq)) => *seq = (*seq).max(record.seq),
-            None => newest.push((record.instance_id, record.seq)),
-        }
-    }
-    if newest.is_empty() {
-        return Ok(());
-    }
-    let payloads: Vec<String> = newest.iter().map(|(i, seq)| format!("{i}:{seq}")).collect();
-    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
-        .bind(EVENTS_CHANNEL)
-        .bind(payloads)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
@@ -363,7 +394,6 @@ impl Store for PgStore {
             })
             .collect();
         let records = append::append(&mut tx, &new_events).await?.records;
-        notify_events(&mut tx, &records).await?;
         tx.commit().await?;
         Ok(records)
     }
@@ -381,9 +411,6 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         append::lock_conversations(&mut tx, [(change.instance_id, change.event.conversation.as_str())]).await?;
         let outcome = messages::apply_status(&mut tx, &change).await?;
-        if let StatusOutcome::Applied(record) = &outcome {
-            notify_events(&mut tx, std::slice::from_ref(record)).await?;
-        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -540,17 +567,7 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt
         // (sent when the transaction commits).
-        let payloads: Vec<String> = results
-            .iter()
-            .map(|result| {
-                serde_json::json!({
-                    "origin": self.origin,
-                    "instance_id": result.instance_id,
-                    "notice": AttemptNotice::from(result),
-                })
-                .to_string()
-            })
-            .collect();
+        let payloads = attempt_payloads(&self.origin, &results);
         sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
             .bind(ATTEMPTS_CHANNEL)
             .bind(payloads)
@@ -621,5 +638,98 @@ impl Store for PgStore {
 
     fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<ClusterNotice>> {
         self.notices.lock().expect("notices lock").take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(instance_id: i64, response: String) -> AttemptResult {
+        AttemptResult {
+            delivery_id: 1,
+            event_seq: 1,
+            event_id: "evt_1".into(),
+            instance_id,
+            endpoint_id: "ep_1".into(),
+            attempt: 1,
+            started_at: 0,
+            duration_ms: 3,
+            status_code: Some(200),
+            response,
+            error: None,
+            success: true,
+            retry_at: None,
+            retry_after: None,
+            lease_until: 0,
+            disable_after: None,
+            follower: None,
+        }
+    }
+
+    fn instances(notices: &[ClusterNotice]) -> Vec<i64> {
+        notices
+            .iter()
+            .map(|n| match n {
+                ClusterNotice::Attempt(a) => a.instance_id,
+                ClusterNotice::Event { .. } => panic!("an event notice among attempts"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_completion_is_announced_in_as_few_notices_as_fit_and_read_back_whole() {
+        // 1 KB answers (an excerpt's most) escaped by JSON to about 6 KB: one per notice.
+        let control = "\u{1}".repeat(1024);
+        let results: Vec<AttemptResult> = (0..40)
+            .map(|i| {
+                attempt(
+                    i,
+                    if i % 10 == 9 {
+                        control.clone()
+                    } else {
+                        format!("ok {i}")
+                    },
+                )
+            })
+            .collect();
+        let payloads = attempt_payloads("origin-a", &results);
+        assert!(payloads.len() < results.len() / 2, "{} notices", payloads.len());
+        assert!(payloads.iter().all(|p| p.len() < 8_000));
+        let read: Vec<ClusterNotice> = payloads
+            .iter()
+            .flat_map(|p| parse_attempt_notices(p, "origin-b"))
+            .collect();
+        assert_eq!(instances(&read), (0..40).collect::<Vec<_>>());
+        // A process skips its own notices.
+        assert!(payloads.iter().all(|p| parse_attempt_notices(p, "origin-a").is_empty()));
+    }
+
+    #[test]
+    fn an_attempt_too_large_for_a_notice_is_announced_with_a_shorter_excerpt() {
+        let huge = "\u{1}".repeat(2_000);
+        let payloads = attempt_payloads("origin-a", &[attempt(7, huge)]);
+        assert_eq!(payloads.len(), 1);
+        assert!(payloads[0].len() < 8_000);
+        let read = parse_attempt_notices(&payloads[0], "origin-b");
+        match &read[..] {
+            [ClusterNotice::Attempt(a)] => assert_eq!(a.response.chars().count(), 200),
+            _ => panic!("one attempt expected"),
+        }
+    }
+
+    #[test]
+    fn event_notices_say_whether_the_write_left_deliveries_due() {
+        let due = |payload| match parse_event_notice(payload) {
+            Some(ClusterNotice::Event {
+                instance_id: 3,
+                seq: 9,
+                due,
+            }) => due,
+            _ => panic!("unreadable notice {payload}"),
+        };
+        assert!(due("3:9"));
+        assert!(!due("3:9:handed"));
+        assert!(parse_event_notice("3").is_none());
     }
 }
