@@ -133,7 +133,7 @@ async fn write_and_answer(pool: &PgPool, requests: Vec<Request>) {
 async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Recorded>> {
     static STATEMENT: LazyLock<String> =
         LazyLock::new(|| append::statement(INGEST, "i.idx IN (SELECT idx FROM fresh)", FRESH));
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_hot(pool).await?;
     append::lock_conversations(
         &mut tx,
         batch.iter().map(|b| (b.instance_id, b.event.conversation.as_str())),
