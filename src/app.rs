@@ -1,7 +1,48 @@
-//! The application's use cases, shared by the API, the sandbox driver and the CLI: receive a
-//! customer's message, send a reply, change a message's status. Each one writes its change
-//! and the events it causes in one transaction, then wakes the delivery engine and the
-//! event feed's long-pollers.
+//! The application's use cases, shared by the API, the sandbox driver and the `meta` channel:
+//! receive a customer's message, send a reply, mark a conversation read, change a message's
+//! status. Each one builds its event payloads once, writes its change and the events it
+//! causes in one store call (one transaction), and only after the commit publishes them.
+//!
+//! **Publishing.** After a commit, [`App::published`] moves the feed's `watch` value (the
+//! long-polls of `GET /v1/events` wait on it; a position lower than one already published
+//! does not move it), sends one `LiveItem::Events` per event on the live channel, counts the
+//! events by kind, and wakes the delivery engine. A customer's message is the exception to the
+//! wake-up: its write may claim up to four of the new event's deliveries for the engine
+//! (`Engine::hand_over`), which starts them at once (`Engine::start`), and the claim loop is
+//! woken only if there was no hand-over or it filled up, that is when deliveries may be left
+//! due. [`App::announce`] does the same, without counting, for an event another process
+//! committed, and wakes the engine only if that process's notice says deliveries may be due.
+//!
+//! [`App`] is one `Arc` of [`Shared`] (store, engine, config, live channel, metrics, the
+//! feed's `watch`, the `stopping` token that ends streams and long-polls at shutdown, the
+//! rate-limit buckets, and for `meta` the Graph client, the `channel_sends` `Notify` that wakes
+//! the send worker and the base URL media links are built on), so the clone each handler takes
+//! is one reference count.
+//!
+//! **Sends.** On the sandbox a send leaves at once (`ack.sent` in the same transaction) and its
+//! later statuses are scheduled rows. On `meta` it is stored `accepted` with its queued Graph
+//! request in the same transaction (so an accepted send is neither lost nor sent without its
+//! message), and the send worker is woken; [`App::mark_read`] queues a read receipt for the
+//! customer's newest message there. The id a send answers is botlinkd's own (`wamid.HBgL…`,
+//! shaped like Meta's), because the API answers before Meta has seen the message. Meta's
+//! wamid, known only once Meta accepts the request, is kept in `messages.external_id` to match
+//! Meta's statuses and quotes, and no API answer or event shows it, so the id a client stored
+//! from the answer is the one its acks carry. A customer's message, which Meta names first,
+//! keeps Meta's wamid, and that is what makes Meta's retries recognisable.
+//!
+//! **Idempotency-Key.** On `POST /v1/messages` the key is stored with a SHA-256 of the request
+//! body and the first answer, in the same transaction as the message ([`App::replay`] reads it
+//! back). A retry with the same key and body gets the first answer again (202, with
+//! `Idempotent-Replayed: true`); the same key with another body gets 409
+//! `idempotency_key_reused`. Keys are per instance and honoured for 24 hours
+//! ([`IDEMPOTENCY_WINDOW_MS`]); after that the key counts as new. An expired row is deleted by
+//! the send that reuses its key, and housekeeping deletes the others.
+//!
+//! **Times.** A channel may say when something happened (Meta batches and retries webhooks):
+//! the payload then carries that time, so an event says when the thing happened, not when the
+//! webhook arrived. The event's id and stored `created_at` (which retention and the dead-list
+//! time filters go by) are when botlinkd stored it; the feed is ordered by cursor, not by
+//! time. `ack.sent` and the failures the send worker decides carry botlinkd's clock.
 
 use std::sync::Arc;
 

@@ -1,9 +1,28 @@
-//! The `botlinkd` command line: `serve`, `instance create|list|rotate-keys`, `migrate`,
-//! `listen` and `events tail`.
+//! The `botlinkd` command line (clap): `serve`, `instance create|set-channel|list|rotate-keys`,
+//! `migrate`, `listen`, `events tail`, `config default` and `healthcheck`.
 //!
 //! Every flag can also be set through a `BOTLINKD_…` environment variable (shown in
-//! `--help`). Keys are printed only to stdout, for the operator who asked for them; logs go
-//! to stderr and never contain them.
+//! `--help`, which never shows the values of the secrets' variables) or in the configuration
+//! file (see `with_config_file` below). `MetaArgs` are the `--channel` and `--meta-…` settings
+//! that `instance create` and `instance set-channel` share. Keys are printed only to stdout,
+//! for the operator who asked for them; logs go to stderr and never contain them. `serve`
+//! prints the portal's link and the database URL redacted (`migrate` the redacted URL), and
+//! cancels its shutdown token on Ctrl-C or `SIGTERM`. Logging goes through
+//! `tracing-subscriber`, filtered by `BOTLINKD_LOG`, as text or as flattened JSON lines
+//! (`--log-format`).
+//!
+//! `with_config_file` runs before clap parses anything: it finds `--config` /
+//! `BOTLINKD_CONFIG`, asks `settable_flags` for the long names clap knows (the global ones and
+//! `serve`'s, minus `config`, `help` and `version`), and splices the file's settings into the
+//! arguments as flags (see [`crate::config_file`]): global ones after the program name,
+//! `serve` ones after the subcommand when that is `serve` (dropped for other commands),
+//! skipping any whose flag was given or whose `BOTLINKD_…` variable is set. Two unit tests
+//! keep `default-config.toml` naming exactly the settable flags and parsing as the defaults,
+//! so a new `serve` flag fails the tests until the default file documents it.
+//!
+//! `healthcheck` is in the binary because minimal container images have no `curl`: a `GET` of
+//! `--url` with a 3 s limit, exit 0 on a 2xx. It takes the URL rather than reading `listen`
+//! from the configuration, so it checks what the probe names.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

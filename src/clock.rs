@@ -1,7 +1,13 @@
 //! The one source of "now" for everything that schedules: retries, leases, sandbox receipts.
 //!
 //! Production uses the system clock. Tests use a [`Clock::manual`] clock that they move
-//! forward themselves, so retry schedules are checked without sleeping.
+//! forward themselves ([`Clock::advance`]), so retry schedules are checked without sleeping.
+//!
+//! Time is [`Millis`] (an `i64` of milliseconds since the Unix epoch) wherever it is stored or
+//! scheduled: table columns, leases, `next_at`, retry times, the time part of ids. It becomes
+//! RFC 3339 only where it is shown (`store::rfc3339`, clamped to the year 9999), and seconds
+//! in event payloads. Durations measured inside the process (attempt times, timeouts, rate
+//! buckets, cache ages) use `std::time::Instant` and are not moved by a manual clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

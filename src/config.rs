@@ -2,7 +2,11 @@
 //! with no configuration at all.
 //!
 //! The command line (flags and `BOTLINKD_…` environment variables, see [`crate::cli`]) fills
-//! a [`Config`]; tests build one with [`Config::for_tests`] and change what they need.
+//! a [`Config`]; tests build one with [`Config::for_tests`] and change what they need. Some
+//! settings are not flags and exist for tests: `sqlite_max_pages` (a cap on the SQLite file,
+//! so that the fault tests can fill "the disk"), `meta_request_timeout` (15 s) and
+//! `meta_retry_base` (2 s; the `meta` tests shorten it), besides the clock and
+//! `background_workers`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

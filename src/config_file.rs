@@ -6,6 +6,20 @@
 //! environment, the environment beats the file, and the file beats the defaults. The keys are
 //! the flags' long names with underscores; the known keys come from the command line's own
 //! definition, so the two cannot drift apart.
+//!
+//! [`requested`] finds the file's name (the flag wins over `BOTLINKD_CONFIG`);
+//! [`flags_from_file`] / [`flags_from_text`] read the TOML table and turn each key into
+//! `--key-with-dashes VALUE` (lists joined with commas, an empty value dropped), refusing a
+//! key that is not among the known ones and a value that is not a scalar or a list of
+//! scalars. [`DEFAULT`] is `default-config.toml`, embedded with `include_str!`: every settable
+//! flag at its default (`public_url` commented out, it has none).
+//!
+//! Why more flags, rather than a second configuration model with its own types, defaults and
+//! checks: the precedence (flag, environment, file, default) falls out of it, and every value
+//! is checked and reported by clap exactly as the flag would be. The price: an empty string or
+//! list in the file means "not set", so `retry_schedule = ""` cannot mean "no retries" there
+//! as `--retry-schedule ''` does; `serve` keys are dropped for other commands; and settings
+//! that are not flags (`BOTLINKD_LOG`) stay out of the file.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -2,7 +2,16 @@
 //! JSON payloads (the seed page's shapes, with optional fields added, never changed).
 //!
 //! A payload is serialised once, when the event is created, and stored as text; every
-//! delivery attempt sends those same bytes, so signatures and `webhook-id` stay stable.
+//! delivery attempt sends those same bytes under the same `webhook-id` (the event id); only
+//! `webhook-timestamp` and the signature are new per attempt.
+//!
+//! [`EventKind`]'s names are also the filter names endpoints subscribe with. Every event
+//! belongs to a conversation, the key of its delivery queues: the customer's number, so
+//! `message` events and the `ack`s of messages sent to that customer share one queue and a
+//! receiver sees a reply's acks in order with the customer's messages. A `test` event's key
+//! is its own id, so it never waits behind customer traffic. `ack` data carries an extra `to`
+//! field with the customer's number, so a receiver can route a receipt without looking the
+//! message up; it is additive, the seed's three fields keep their names and types.
 
 use serde::Serialize;
 use serde_json::{Map, Value};

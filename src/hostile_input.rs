@@ -1,6 +1,9 @@
 //! Property tests of every parser of outside bytes: whatever arrives, each answers with a
 //! value or an error, never a panic, and what it accepts keeps the invariants the rest of
-//! the program relies on. Meta's webhook payloads and signature header have their own in
+//! the program relies on: simulated customers' messages, send bodies and the Graph request
+//! built from them, compatibility forms from arbitrary bytes, webhook URLs, event filters,
+//! signing secrets and Basic credentials, 1500 cases each (docs/RELIABILITY.md lists what
+//! each checks). Meta's webhook payloads and signature header have their own in
 //! `channels::meta::normalise_tests`; phone numbers in [`crate::phone`]. The case counts
 //! bound the run (a few seconds in `cargo test`); a failure proptest finds is saved under
 //! `proptest-regressions/` and replayed first on every later run, which makes it a

@@ -2,6 +2,16 @@
 //! long behind it: events (with their deliveries and attempts) older than the retention
 //! period once every delivery of theirs is finished, and expired Idempotency-Keys.
 //! Conversation history (messages) is kept.
+//!
+//! [`step`] prunes in batches of 500 events, each its own write, until nothing is left; [`run`]
+//! repeats it every ten minutes. Events are the bulk of the database (payload, deliveries,
+//! attempts), so those older than `--retention` (30 days by default, `off` keeps them) go once
+//! no delivery of theirs is waiting or pending; an event still owed to an endpoint, even a
+//! paused one, is kept. Idempotency-Keys go after 24 hours (`IDEMPOTENCY_WINDOW_MS`). Messages
+//! and conversations are history, not outbox, and are never pruned. Pruning never lets a
+//! cursor be reused: SQLite's `events.seq` is `AUTOINCREMENT`, and PostgreSQL's positions come
+//! from transaction ids, which never repeat. On PostgreSQL each batch is selected with
+//! `SKIP LOCKED`, so the housekeeping of several processes takes different batches.
 
 use std::time::Duration;
 

@@ -3,6 +3,10 @@
 //! Identifiers carry a prefix that says what they name (`evt_`, `ep_`, `wamid.`), so a value
 //! pasted into a support ticket explains itself. All randomness comes from the OS-seeded
 //! thread RNG, which is a CSPRNG.
+//!
+//! Every identifier botlinkd makes (events, endpoints, its own message ids) starts with the
+//! time in milliseconds, so new rows land at the end of the indexes that find them by id
+//! rather than on a random page. Keys and `whsec_…` secrets are random throughout.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

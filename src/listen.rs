@@ -6,6 +6,14 @@
 //! same body bytes, `webhook-id`, `webhook-timestamp` and a `webhook-signature` made with the
 //! listener's own `whsec_` secret) and prints one line per event. `tail` prints the events as
 //! JSON lines. Both resume from the last cursor after a reconnect, so nothing is missed.
+//!
+//! [`StreamClient::follow`] reconnects with back-off from 0.5 s to 15 s and resumes from the
+//! last cursor; a 401 ends it. [`SseParser`] is a small incremental parser. [`Forwarder`]
+//! posts an event's exact payload to the `--forward-to` URL (3 s limit, no redirects, no
+//! retries). The listener signs with its own secret because it is a stream client, not an
+//! endpoint, and has no endpoint secret to use: one given on the command line, or generated and
+//! printed at start. It forwards each event once; durable, retried delivery is what endpoints
+//! are for. These are clients of `/v1/stream` over HTTP like any other.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

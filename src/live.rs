@@ -5,6 +5,14 @@
 //! A watcher that falls behind loses notifications, not data: events are always read back
 //! from the store by cursor, so the notification is only a nudge to look. Attempts are
 //! informational; a watcher that misses some reads them through the attempts API.
+//!
+//! Items ([`LiveItem`]) are only ever sent after the commit they announce: an `Events` item is
+//! an instance id and a feed position, never the events; an `Attempt` item repeats a committed
+//! `attempts` row. [`Live`] takes this process's `events` and `attempts`, and `attempt`s that
+//! other processes committed (see `store::ClusterNotice`), which enter the same channel, so a
+//! watcher does not care which process wrote an event or made an attempt; [`AttemptNotice`] is
+//! also the JSON that crosses processes. The channel holds 4096 items; a watcher that lags
+//! behind is told so by tokio.
 
 use std::sync::Arc;
 

@@ -1,8 +1,20 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 //!
-//! Counters and the latency histogram are updated as things happen (ingest, attempts); the
-//! queue figures are read from the store when the endpoint is scraped, so they are the whole
-//! database's (all processes on PostgreSQL), not just this process's. Each server has its
+//! A `prometheus-client` registry (prefix `botlinkd`): the `events_ingested` and
+//! `delivery_attempts` counter families, the `delivery_attempt_seconds` histogram (1 ms to
+//! 3 s), and gauges (`deliveries_queued`, `delivery_oldest_age_seconds`, `endpoints_disabled`,
+//! `stream_watchers`). Labels are event kinds, outcomes, status classes and delivery states,
+//! never ids, numbers, URLs or keys: metrics carry no secrets and no customer data.
+//!
+//! Counters and the latency histogram are updated as things happen: `App` counts each event
+//! it publishes after its commit, by kind (events announced by other processes are not counted
+//! again), `Engine::attempt` each attempt by outcome and status class, with its duration. The queue
+//! gauges are set by [`Metrics::render`] from a `QueueStats` the store reads when the endpoint
+//! is scraped (two queries: the unfinished deliveries, `state IN (0, 1)`, by state with their
+//! oldest event's time, and a count of disabled endpoints; paused deliveries are `pending`
+//! rows and count as such). Counting in memory would drift from the database across restarts
+//! and, on PostgreSQL, across processes; reading it makes every process report the same,
+//! whole-database figures, at the cost of a scan of the backlog per scrape. Each server has its
 //! own registry (no process-global state), so several servers can run in one test process.
 
 use std::sync::Arc;

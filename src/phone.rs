@@ -1,4 +1,5 @@
 //! `PhoneNumber`: a WhatsApp number as the digits of its E.164 form, parsed at the boundary.
+//! Property tests check that whatever parses is 6 to 15 digits.
 
 use std::fmt;
 

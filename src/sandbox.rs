@@ -3,7 +3,15 @@
 //! Customers are simulated through `POST /v1/sandbox/inbound` (see [`crate::api`]). Outgoing
 //! messages "leave" at once (`sent`), then walk to `delivered` and `read` on their own after
 //! configurable delays, or by hand through `POST /v1/sandbox/messages/{id}/status`. The
-//! future statuses are stored rows, not timers in memory, so a restart keeps them.
+//! future statuses are stored rows (`scheduled_statuses`), not timers in memory, so a restart
+//! keeps them.
+//!
+//! The driver ([`run`]) applies due statuses through `App::change_status`, like any other
+//! status change. It sleeps until the next one is due, at most a second, and is woken early
+//! only by a send that scheduled statuses (`App::sandbox_scheduled`): waking it on every event
+//! cost two reads per customer message. On PostgreSQL every process runs a driver, and two
+//! may pick the same due status; `apply_status` locks the message row and statuses only move
+//! forward, so the second finds nothing to do and publishes nothing.
 
 use std::time::Duration;
 

@@ -1,6 +1,15 @@
 //! Secrets botlinkd must keep usable (a Meta access token is sent to Meta, an app secret
-//! checks Meta's signatures) but must never show: `Debug` prints `***`, there is no
-//! `Serialize`, and comparisons run in constant time.
+//! checks Meta's signatures) but must never show: `Debug` prints `Secret(***)`, there is no
+//! `Serialize`, and comparisons ([`Secret::matches`]) run in constant time. All the API ever
+//! shows of one is [`Secret::hint`]: the last four characters of a secret of 16 or more, `…`
+//! otherwise.
+//!
+//! Meta's secrets are kept as given, in `instances.meta`. Auth Keys only need comparing and
+//! are stored hashed, but the access token must be presented to Meta and the app secret is an
+//! HMAC key (the verify token is stored the same way, to keep one form). The database, its
+//! backups and the PostgreSQL credentials are therefore what protects them. Apart from being
+//! stored, only the token leaves the process, towards Meta as a Bearer header; the app secret
+//! and the verify token are only checked against what Meta sends.
 
 use std::fmt;
 

@@ -1,6 +1,40 @@
 //! Starting and running the server: open the store, make sure there is something to try
-//! (the sandbox demo instance), start the delivery engine and the sandbox driver, serve HTTP
-//! until the shutdown token is cancelled, then stop the workers in order.
+//! (the sandbox demo instance), start the delivery engine and the other workers, serve HTTP
+//! until the shutdown token is cancelled, then stop the workers in order. [`run`] does both.
+//!
+//! **Start** ([`Server::start`]): take the serving lock (SQLite only: an exclusive lock on
+//! `<database>.lock`, held until `serve` returns, so that a second `serve` fails with
+//! `StoreError::InUse`; `instance …` and `migrate` do not take it), open the store, release
+//! the leases left in it (safe because of that lock; PostgreSQL answers 0, see
+//! `Store::release_all_leases`), create the demo instance on an empty database, read the
+//! newest event's `seq` (where cursor-less streams start), and give the app its base URL
+//! (`--public-url`, or the bound address).
+//!
+//! **Serve** ([`Server::serve`]): axum, with each connection's address (`ConnectInfo`), by
+//! which the rate limit on failed authentications counts; and, with
+//! `Config::background_workers`, the delivery engine, the sandbox driver, the `meta` send
+//! worker and housekeeping; and, when the store offers them (`take_notifications`), a task
+//! that forwards other processes' notices: `ClusterNotice::Event` to `App::announce`,
+//! `ClusterNotice::Attempt` to `Live::attempt`.
+//!
+//! The engine, its attempt tasks and its completer run on a tokio runtime of their own, two
+//! `botlinkd-delivery` worker threads beside the request workers; deliveries claimed
+//! elsewhere (by an ingest write) are spawned onto it through its `Handle`. An attempt is
+//! mostly a wait on the receiver, and threads that sleep through their waits are woken by the
+//! OS scheduler as soon as the answer arrives, even while the request workers are saturated
+//! by ingest. On the shared runtime the answer queued behind the ingest tasks, which is what
+//! one conversation's throughput (each event waits for the one before) paid for. One
+//! delivery thread was tried: it made W3 (fan-out, see BENCHMARKS.md) bound by one core.
+//!
+//! **Shutdown.** The CLI cancels the token on Ctrl-C or `SIGTERM`. `serve` then cancels
+//! `App::stopping`, which ends every open SSE stream and makes waiting long-polls answer at
+//! once; `axum::serve` stops accepting connections and waits for the requests in progress to
+//! finish. Only then are the workers cancelled: the engine stops claiming, lets its in-flight
+//! attempts finish (they are bounded by the attempt timeout) and its completer records their
+//! outcomes; the send worker finishes the Graph requests under way; the sandbox driver,
+//! housekeeping and the notice forwarder stop. `serve` returns when all of them are done, and
+//! the serving lock is released. A graceful stop therefore leaves no lease behind for other
+//! processes to wait out.
 
 use std::net::SocketAddr;
 

@@ -1,5 +1,12 @@
 //! History: `/v1/conversations` and `/v1/conversations/{number}/messages`, newest first,
-//! paged with an opaque `before` position.
+//! paged with an opaque `before` position, and `POST /v1/conversations/{number}/read`
+//! (through `App::mark_read`).
+//!
+//! **Unread counts.** `conversations.unread` counts inbound messages not yet answered or
+//! marked read. It goes up by one with each inbound message and back to 0 with each outbound
+//! one (a reply means the business read the conversation) or with `…/read`. Marking read
+//! publishes no event; on `meta` it also queues a read receipt for the customer's newest
+//! message, so their phone shows blue ticks.
 
 use axum::Router;
 use axum::extract::State;

@@ -2,6 +2,15 @@
 //! endpoint and time range), and `POST /v1/deliveries/dead/resend` delivers them again in
 //! bulk, oldest first, so each conversation keeps its order. One event at a time is
 //! `POST /v1/events/{id}/resend`.
+//!
+//! The listing selects by `endpoint_id` and by the event's time from `since` to before
+//! `until` (RFC 3339 in UTC, else 400 `invalid_time`), newest first, `limit` 1 to 500, and
+//! `next` is the last row's delivery id. The bulk resend takes the same selection, at most
+//! `RESEND_BATCH` (1000) a call, oldest first, with `more` when some remain; each is resent by
+//! the rule of a single resend. An unknown endpoint answers 404. A dead row stays in
+//! `deliveries` until retention prunes its event; only the latest delivery of an event to an
+//! endpoint counts, so an event that was resent is listed again only if the new delivery dies
+//! too (the partial index `deliveries_dead` keeps the lookup to dead rows).
 
 use axum::Router;
 use axum::extract::State;

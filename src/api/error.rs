@@ -1,8 +1,26 @@
 //! The one error type at the HTTP edge, with its stable body
 //! `{"error": {"code": "…", "message": "…"}}`.
 //!
-//! Internal errors are logged with their cause chain and answered as a generic 500, so no
-//! detail of the storage (or a secret) reaches a client.
+//! Internal errors are logged with their cause chain and answered as a generic 500
+//! (`internal`), so no detail of the storage (or a secret) reaches a client.
+//!
+//! **503 versus 500.** A storage error that retrying later may cure
+//! (`StoreError::is_unavailable`: SQLite's failed group commit, stopped writer or
+//! `SQLITE_FULL`; PostgreSQL's pool timeout, closed pool, an I/O error, or a database error of
+//! SQLSTATE class `08`, connection exception, or `57P`, such as `57P01` on a restart or a
+//! `pg_terminate_backend`) is logged and answered 503 `unavailable`. A `Conflict` is a 409.
+//! Anything else, a constraint PostgreSQL enforces or a corrupt row, is a bug or a refusal and
+//! answers the generic 500. A full disk harms nothing already written and clears when space is
+//! made, and a lost connection is replaced by the pool, so both are "try again later", not
+//! bugs. A client that retries a send after a lost connection should use an Idempotency-Key,
+//! in case the lost statement was a `COMMIT` that went through. (The fault suite's
+//! connections test accepts a 500 as well as a 503 for a call made while its connection is
+//! cut.)
+//!
+//! [`ApiError::too_many`] makes a 429 with a `Retry-After` in whole seconds, rounded up. Only
+//! a 401 for a request without any `Authorization` header carries `WWW-Authenticate: Basic`:
+//! browsers answer that challenge with a password dialog, which would pop up over the portal
+//! whenever its stored keys are wrong, so wrong keys get a plain 401.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};

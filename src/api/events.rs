@@ -1,5 +1,20 @@
 //! The event feed and delivery records: `GET /v1/events` (pull with long-polling),
 //! `GET /v1/events/{id}`, `GET /v1/events/{id}/attempts`, `POST /v1/events/{id}/resend`.
+//!
+//! **Pull cursor.** The cursor is the `events.seq` column. SQLite has one writer, so positions
+//! are handed out in commit order; PostgreSQL makes them from transaction ids and reads only
+//! below the oldest running transaction (see `store::postgres`), so either way a reader never
+//! sees a later event before an earlier one commits. Positions are shared by all instances (and
+//! on PostgreSQL are large numbers), so one instance's cursors have gaps; clients treat them as
+//! opaque strings. Test events are left out. With `wait` (up to 30 s) the request waits on the
+//! feed's `watch` value, subscribed before the read so that an event committed in between
+//! still wakes it; at shutdown (`App::stopping`) it answers at once.
+//!
+//! **Resend appends.** A resend of a delivered or dead delivery adds a new delivery at the tail
+//! of its conversation's queue, so per-conversation order still holds. A pending delivery that
+//! is not leased is made due now instead, unless it is paused (a resend does not un-pause); a
+//! waiting one is left alone. Attempt numbers carry on from the earlier delivery's, and the
+//! new delivery gets the full retry schedule again (see `store::rules::resend_step`).
 
 use std::time::Duration;
 

@@ -1,5 +1,16 @@
 //! Request extractors that answer bad input with the API's own error shape: JSON bodies,
 //! query strings, path segments, and HTTP Basic authentication with the instance's keys.
+//!
+//! [`Authed`] is the Basic check of App Key and Auth Key. No `Authorization` header at all
+//! gives the one 401 that carries `WWW-Authenticate`, and is not counted as a failure. The
+//! rate limits ([`crate::api::limits`]) are applied here: [`refuse_guesses`] answers 429
+//! `too_many_auth_failures` for an address without failures left, before anything is looked
+//! up, so no authentication failure reaches the database once an address is out of tries;
+//! [`failed_authentication`] spends one of its failures and answers 401; [`authenticate`]
+//! (shared with `/api/create-message`) does both around the key check; and [`charge`] spends
+//! one of the instance's API calls or answers 429 `rate_limited`, for every authenticated
+//! route except `POST /v1/sandbox/inbound`. `parse_basic` reads an `Authorization: Basic`
+//! value.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;

@@ -1,5 +1,9 @@
 //! Operations: `GET /healthz` (whether the server and its storage answer) and
-//! `GET /metrics` (Prometheus text format).
+//! `GET /metrics` (Prometheus text format). Neither needs keys.
+//!
+//! `/healthz` pings the store: on SQLite through the writer thread, so a stuck writer reports
+//! 503; on PostgreSQL with `SELECT 1` on the pool. `/metrics` reads `Store::queue_stats` and
+//! answers `Metrics::render` as `application/openmetrics-text; version=1.0.0`.
 
 use axum::Router;
 use axum::extract::State;

@@ -1,4 +1,6 @@
-//! `GET /v1/instance`: who these keys belong to (the portal's login check).
+//! `GET /v1/instance`: who these keys belong to (the portal's login check), as
+//! `InstanceView`: for `meta` also the settings with hints for the secrets, the callback URL
+//! to give Meta, and `attention`.
 
 use axum::Router;
 use axum::extract::State;

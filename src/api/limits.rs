@@ -1,14 +1,24 @@
 //! Rate limits at the HTTP edge, per process:
 //! - **authentication failures** per client address (wrong App Key/Auth Key, a wrong Meta
-//!   signature or verify token): a burst of 20, then one more every 3 seconds; past that,
-//!   every authentication from the address is answered 429 until the bucket refills, so
-//!   guessing keys is slow and cannot load the database;
+//!   verify token on `GET /meta/webhook`): a burst of 20, then one more every 3 seconds;
+//!   past that, every authentication from the address is answered 429 until the bucket
+//!   refills, so guessing keys is slow (about 1,200 tries an hour) and cannot load the
+//!   database. A person who mistypes a key does not meet the limit. The right keys are refused
+//!   too while the address is out of tries; otherwise a correct guess would still be told
+//!   apart from a wrong one, and the limit would not slow guessing. `POST /meta/webhook` is
+//!   exempt: behind a reverse proxy Meta shares the proxy's address with every client, and
+//!   one client's wrong keys must not turn Meta away;
 //! - **API calls** per instance (`--api-rate-limit`, 200 a second with a burst of twice
-//!   that by default), except the sandbox's simulated customers, which stand in for
-//!   WhatsApp's own traffic.
+//!   that by default), so that one instance's runaway client cannot take the server from the
+//!   others, except the sandbox's simulated customers, which stand in for WhatsApp's own
+//!   traffic (not limited on the `meta` channel either; the benchmarks and the fault suite load
+//!   the server through them).
 //!
-//! Both are token buckets kept in memory. Behind a reverse proxy every client has the
-//! proxy's address, so the authentication limit is then shared by all of them.
+//! Both are token buckets ([`Buckets`]) kept in memory, per process, which keeps them off the
+//! database: `take` spends a token, `check` only looks, and once 10,000 keys are kept those
+//! whose bucket has refilled are forgotten. [`ClientIp`] is the connection's address only,
+//! never `X-Forwarded-For`, which any client can set; behind a reverse proxy every client has
+//! the proxy's address, so the authentication limit is then shared by all of them.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -1,5 +1,13 @@
 //! Sending: `POST /v1/messages`, `GET /v1/messages/{id}`, and the compatibility
-//! `POST /api/create-message` for scripts written against the App Key/Auth Key gateway API.
+//! `POST /api/create-message` for scripts written against the App Key/Auth Key gateway API
+//! (keys in the body, checked by `extract::authenticate`; the form that holds an Auth Key has
+//! no `Debug`). Idempotency-Keys are described in `crate::app`.
+//!
+//! `ensure_can_send` refuses both sends with 409 `channel_needs_attention` while the instance
+//! has `attention` set: a token Meta refused does not heal by retrying and would fail every
+//! following message the same way, so the API refuses messages bound to fail instead of
+//! accepting them. Only an operator clears the flag, by setting the channel again; failed
+//! messages are not resent. Intake goes on, so customers' messages are not lost meanwhile.
 
 use axum::Router;
 use axum::body::Bytes;

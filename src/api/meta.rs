@@ -3,7 +3,26 @@
 //! - `POST /meta/webhook`: Meta's signed webhooks (one URL for every number of an app);
 //! - `GET /v1/messages/{id}/media`: a customer's media, fetched from the Graph API with the
 //!   instance's token and streamed to a client holding the instance's keys;
-//! - `PUT /v1/instance/channel`: switch an instance to `meta` (or back to `sandbox`).
+//! - `PUT /v1/instance/channel`: switch an instance to `meta` (or back to `sandbox`); builds a
+//!   `ChannelChange` and answers the new `InstanceView`.
+//!
+//! **One webhook URL for every number.** Meta sends the changes of all of an app's numbers to
+//! the app's one callback URL, and several apps may point at one server. So the route names no
+//! instance: the signature tells the app, `metadata.phone_number_id` the number. For the same
+//! reason the handshake accepts the verify token of any meta instance: every one is compared,
+//! each in constant time, and the challenge is echoed as `text/plain`. A wrong verify token
+//! counts as a failed authentication of the client's address (403), and an address without
+//! tries left gets 429 before any comparison. `POST` passes the raw body and the signature
+//! header to `intake::accept` (401, 503 or 500 from its errors) and is not rate-limited by
+//! address (see `api::limits`).
+//!
+//! **Media through a botlinkd URL.** Customers' files stay with Meta. Meta's download URLs
+//! are short-lived and need the access token, so the event's `media.url` is instead a stable
+//! botlinkd URL (built on `--public-url`) that takes the instance's Basic keys: it reads
+//! Meta's media id from the stored message's `media.id`, asks `Graph::media_info` for a
+//! download URL and streams `Graph::download` with its content type,
+//! `Cache-Control: private, max-age=300` and `nosniff`. botlinkd stores nothing. The price:
+//! the portal's image tags cannot send keys, so the portal does not show these images.
 
 use axum::Router;
 use axum::body::Body;

@@ -3,6 +3,14 @@
 //!
 //! This is the only module that knows HTTP request types; handlers parse input into domain
 //! values and call [`crate::app::App`] or the store.
+//!
+//! [`router`] merges one router per resource, the OpenAPI router and the portal's, and adds
+//! the body limit (`--max-body-bytes`), `limit_headers`, the trace layer and JSON answers for
+//! unknown routes and methods. `limit_headers` answers 431 `headers_too_large` when a
+//! request's target and headers take more than [`MAX_HEADER_BYTES`] (16 KiB): Basic
+//! credentials included they normally take well under a kilobyte, and hyper's own limit, far
+//! larger, only bounds what it reads. Request spans hold the method and path, never the query
+//! string (an old script may put `authkey=` there). No route takes keys in a query string.
 
 pub mod error;
 pub mod extract;

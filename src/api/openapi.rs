@@ -2,6 +2,19 @@
 //! annotations and types so it cannot drift from the code, and a small docs page (`GET
 //! /docs`) that renders it without loading anything from elsewhere. A test keeps the
 //! checked-in copy (`docs/openapi.json`) identical to what the server serves.
+//!
+//! `ApiDoc` (utoipa's `OpenApi` derive) lists every handler; each handler carries a
+//! `#[utoipa::path]` annotation with its parameters and answers, and the request and response
+//! types derive `ToSchema`, so paths, parameters and body shapes come from the code. This file
+//! also holds schema-only types for bodies the handlers build with `json!` (`ReadMark`,
+//! `Resent`, `Inbound`, `StatusChanged`, `SseItem`, the compatibility answers, `ErrorBody`)
+//! and for the two webhook bodies (`MessageEvent`, `AckEvent`); those, and the answer lists in
+//! the annotations, are written by hand and are what can drift. Basic authentication is the
+//! document's default security; `/healthz`, `/metrics` and the two `/meta/webhook` routes opt
+//! out (`/api/create-message` does not, though it takes its keys in the body). `/docs` is a
+//! static page whose inline script fetches `/openapi.json` and renders it with text nodes; its
+//! own `Content-Security-Policy` allows that inline script and style and nothing from other
+//! origins.
 
 use axum::Router;
 use axum::http::header;

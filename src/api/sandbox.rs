@@ -1,5 +1,6 @@
 //! Sandbox-only calls: a simulated customer writes in (`POST /v1/sandbox/inbound`), and an
-//! outgoing message is moved to delivered/read/failed by hand.
+//! outgoing message is moved to delivered/read/failed by hand. Both answer 409
+//! `not_a_sandbox` on a `meta` instance; `inbound` is exempt from the API rate limit.
 
 use axum::Router;
 use axum::extract::State;

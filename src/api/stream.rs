@@ -7,6 +7,19 @@
 //! Each event carries its cursor as the SSE `id`, so a reconnect resumes exactly. Recorded
 //! delivery attempts are sent as `attempt` items as they happen (not replayed). The first
 //! item, `ready`, carries the cursor the stream starts from.
+//!
+//! `?after=` wins over `Last-Event-ID`. Without either, the stream starts at the feed's
+//! `watch` value, the newest position published, which `Server::start` seeds with the newest
+//! stored `seq`, so a cursor-less stream sends only new events, also right after a restart.
+//!
+//! A `Watcher` per connection subscribes to the live channel first, then reads the instance's
+//! events from the store after its cursor, 200 at a time. From then on an `Events` notice for
+//! its instance with a newer position only makes it read the store again from its cursor (the
+//! notice carries no event); `Attempt` notices of its instance are passed on. A watcher that
+//! lags behind the live channel is told so by tokio and reads the store again, so it misses no
+//! event; attempt notices it missed are only in the attempts API. A failed store read sends an
+//! `error` item. Keep-alive comments go out every 15 s, and the stream ends when
+//! `App::stopping` is cancelled (shutdown), so the client reconnects from its cursor.
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -1,5 +1,20 @@
 //! `/v1/webhooks`: an instance's endpoints — create, list, read, change, delete, rotate the
 //! signing secret, send a test event.
+//!
+//! An endpoint is shown as `EndpointView` (with `disabled_reason`, `failing_since` and
+//! `previous_secret_expires_at`); a rotation takes `grace_period_seconds` (0 to 604800,
+//! default 86400; see `webhooks::signing`). A change wakes the engine and forgets the
+//! endpoint's followers in this process (they carry its URL and secret as they were).
+//! Disabling pauses the endpoint's deliveries rather than skipping them (see
+//! `store::rules`); deleting an endpoint deletes its waiting and pending deliveries, and the
+//! attempts already recorded stay.
+//!
+//! **Test events are their own conversation.** `POST /v1/webhooks/{id}/test` stores an event
+//! of kind `test` whose delivery queue key is the event's own id, so it never waits behind
+//! customer traffic. The delivery is claimed by the request itself and attempted at once
+//! (`Engine::deliver_now`), even on a disabled endpoint; the answer reports that attempt, and
+//! a failure is retried on the schedule like any delivery. Test events are excluded from the
+//! pull feed and are not subject to filters.
 
 use axum::Router;
 use axum::extract::State;

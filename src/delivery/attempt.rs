@@ -5,7 +5,15 @@
 //! DNS resolver applies the [`AddressPolicy`] to every address it returns, and IP-literal
 //! URLs are checked here before connecting, so the guard holds at connect time whatever the
 //! URL resolved to when the endpoint was saved. Redirects are never followed: a 3xx is a
-//! failed attempt like any other non-2xx.
+//! failed attempt like any other non-2xx (following one would let a receiver send the
+//! delivery somewhere the guard never checked). The client ignores proxy environment
+//! variables (`no_proxy()`): a proxy would resolve and connect on its own, around the guard.
+//!
+//! During a secret rotation's grace period the claim also returns the previous secret, and
+//! `webhook-signature` carries the new secret's signature, a space, and the old one's. Up to
+//! 64 KiB of an answer is read; the first 1 KiB is kept with the attempt (as text, lossy
+//! UTF-8), with the receiver's `Retry-After` on a 429 or 503. Errors are described without
+//! the URL, which may carry a token in its query.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,14 +1,54 @@
 //! The engine loop: claim due deliveries, attempt them concurrently, record the outcomes.
 //!
 //! The backlog lives in the database, not in memory: the engine holds only the deliveries it
-//! has claimed (at most `max_in_flight`), so a receiver that is down for days costs rows on
-//! disk, not RAM. Attempts run as tasks; their results flow through a channel to one
-//! completer that records them in batches (one group commit for many attempts). Endpoints
+//! has claimed (at most `max_in_flight`, 1024 by default), so a receiver that is down for days
+//! costs rows on disk, not RAM. Attempts run as tasks; their results flow through a channel to
+//! one completer that records them in batches (one group commit for many attempts). Endpoints
 //! that already have `max_in_flight_per_endpoint` attempts running are skipped when
-//! claiming, so one slow receiver cannot take every slot.
+//! claiming, so one slow receiver cannot take every slot, and a semaphore per endpoint keeps
+//! the engine from opening more connections than that to one receiver even when one claim
+//! batch holds more of its deliveries. [`Engine::run`] runs on a runtime of its own (see
+//! `crate::server`), and every attempt task is spawned there, wherever its delivery was
+//! claimed.
+//!
+//! **Leases.** A claimed row gets `lease_until`, and `next_at` moved to the lease's end, so it
+//! is due again only if nobody reports back. The lease is `--delivery-lease` (30 s by default)
+//! but at least four times the attempt timeout, so it outlasts any attempt.
+//!
+//! **Where claims come from.** Four places, all under the same lease rules:
+//! the claim loop (`claim_due`, up to 256 of the oldest due heads at a time, within the free
+//! slots); the write that stores a customer's message (`record_inbound` with the
+//! [`HandOver`] of [`Engine::hand_over`]: up to 4 of the new event's deliveries, heads inserted
+//! already leased and started by [`Engine::start`] as soon as the write commits); a completion
+//! while the engine has free slots (the next head of each conversation it finished, up to the
+//! free slots, started by the completer); and a follower (see [`super::followers`]): when an
+//! attempt succeeds, its task takes the delivery waiting behind it, gives it a lease, sends it
+//! at once in the same slot, and names it in its outcome (`AttemptResult::follower`), so that
+//! the completion that promotes it leases it instead of making it due. The hand-overs only save
+//! a claim round trip. They are used only while the engine runs (`hand_over` is `None` in tests
+//! that step it, while stopping, and without a free slot), and a handed-over delivery whose
+//! engine stops returns to the queue when its lease ends, like any other claim.
+//!
+//! **When the claim loop wakes.** Only when it may have work: a write without a hand-over or
+//! whose hand-over filled up, a failed outcome (a retry to schedule), a completion that may
+//! have made more heads due than it handed over, a change through the API, another process's
+//! event notice not marked `handed`, or any completion while the last claim left due
+//! deliveries behind (no free slot, an endpoint at its cap, a full batch: `more_due`).
+//! Otherwise it sleeps until the next due time, at most 500 ms.
+//!
+//! **Attempts.** `attempt` makes one attempt, counts it (by outcome and status class, with its
+//! duration), gives its result the `endpoint_disable_after` setting, which the store applies
+//! when it records it, and sets the retry time: the schedule's delay for that attempt, or,
+//! when the receiver answered 429 or 503 with `Retry-After: SECONDS`, the longer of the two
+//! (the receiver's wish capped at an hour). A failed attempt is something an operator acts on,
+//! so it is logged at `info` with what is needed to find it again (`event_id`, `delivery_id`,
+//! `endpoint_id`, attempt number, status, error, `retry` or `dead`); successes are the bulk and
+//! are logged at `debug`. Neither logs the URL, which may carry a token. An outcome is never
+//! dropped: should the store fail, the completer tries again until it answers.
 //!
 //! [`Engine::step`] is the same work done once and awaited, for tests that move a manual
-//! clock and check the schedule without sleeping.
+//! clock and check the schedule without sleeping: it claims everything due, attempts it,
+//! records it and returns a [`StepOutcome`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

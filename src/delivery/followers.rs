@@ -14,10 +14,16 @@
 //! order, and a follower that is missing (never handed over, dropped, expired) simply goes
 //! the database's way, promoted by the completion of the one ahead. A crash between a
 //! follower's attempt and the commit of its leader's outcome sends both again, in order,
-//! which at-least-once allows. Entries are bounded in number and in age: a follower holds
-//! its endpoint's URL and secret as they were when it was stored, so after
+//! which at-least-once allows. Entries are bounded in number (16,384) and in age: a follower
+//! holds its endpoint's URL and secret as they were when it was stored, so after
 //! [`FOLLOWER_TTL`] it is left to the database, which reads them fresh; a change to an
 //! endpoint made through this process forgets its followers at once.
+//!
+//! Order holds because `after` names the direct predecessor (the queue's tail when the
+//! follower was written): a queue only grows at its tail, so once the leader is delivered its
+//! follower is the oldest waiting delivery. A failed attempt forgets everything behind it (the
+//! conversation waits for the retry). Both backends hand followers over, counted within the
+//! same limit of four deliveries per new event as the heads they claim.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

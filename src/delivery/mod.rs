@@ -7,7 +7,9 @@
 //! - [`followers`]: deliveries waiting behind another of their conversation, started the
 //!   moment the one ahead succeeds.
 //!
-//! The engine never sees HTTP request types of the API, only [`crate::store::DueDelivery`].
+//! The engine never sees HTTP request types of the API: its input is
+//! [`crate::store::DueDelivery`], its output [`crate::store::AttemptResult`], and it imports
+//! only `clock`, `config`, `live`, `metrics`, `store` and `webhooks`.
 
 pub mod attempt;
 pub mod engine;

@@ -2,8 +2,15 @@
 //!
 //! The App Key identifies an instance; the Auth Key proves it. Auth Keys are 32 random bytes,
 //! so a single SHA-256 is enough to store them safely (there is no low-entropy password to
-//! protect against guessing, which is what slow hashes are for); the hash is compared in
-//! constant time.
+//! protect against guessing, which is what slow hashes are for); the hash ([`AuthKeyHash`])
+//! is compared in constant time, and [`AuthKey`] prints as `AuthKey(***)`. App Keys are stored
+//! in clear because they identify; signing secrets are stored in clear because signing needs
+//! them, and the API shows them to the instance's owner.
+//!
+//! An [`Instance`] has a [`Channel`] (`sandbox` or `meta`, switched with a
+//! [`ChannelChange`]), its `meta` settings (never serialised: they hold secrets), and
+//! `attention`: `null`, or a sentence for the operator saying why the instance needs one (see
+//! `channels::meta`).
 
 use std::fmt;
 

@@ -1,5 +1,7 @@
 //! A customer's message into an instance: the sandbox's `POST /v1/sandbox/inbound` body,
-//! validated into an [`InboundMessage`].
+//! validated into an [`InboundMessage`]: text, media (image, video, audio, document,
+//! sticker), button, list, location, contacts, reaction, and `reply_to` for a quoted reply,
+//! into a body and the type-specific `detail` fields that the event and the history carry.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};

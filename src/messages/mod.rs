@@ -2,6 +2,17 @@
 //!
 //! Requests are parsed here into validated values ([`InboundMessage`], [`OutboundMessage`])
 //! before anything is stored, so the store and the event builders only ever see good data.
+//!
+//! A [`MessageStatus`] only moves forward ([`MessageStatus::can_advance_to`]):
+//! `accepted → sent → delivered → read`, `read` may skip `delivered`, and `failed` may follow
+//! anything except `read` (a customer's message is `received`). A status that does not move
+//! forward publishes nothing (the sandbox's manual call answers 409; Meta's webhook counts it
+//! as a duplicate), so a `delivered` that Meta reports after `read` is dropped.
+//!
+//! `accepted` exists only on `meta`: there a send is committed and queued, not yet with
+//! WhatsApp, when the API answers. `sent` keeps its seed meaning (WhatsApp has the message),
+//! so `ack.sent` waits for Meta's acceptance; `accepted` publishes no event and ranks below
+//! `sent`, so the send worker's `sent` or Meta's own can move it forward.
 
 mod inbound;
 mod outbound;

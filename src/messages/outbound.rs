@@ -1,4 +1,5 @@
-//! A business's reply: the `POST /v1/messages` body, validated into an [`OutboundMessage`].
+//! A business's reply: the `POST /v1/messages` body, validated into an [`OutboundMessage`]
+//! (text, image, reply buttons or template).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

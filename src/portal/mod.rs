@@ -4,7 +4,23 @@
 //! is the whole build and there is nothing to deploy beside the binary. The page talks to
 //! the same `/v1` API as everyone else, with the keys the user typed (kept in the browser's
 //! local storage, sent only in the `Authorization` header), and follows `/v1/stream` for live
-//! updates.
+//! updates, read with `fetch` rather than `EventSource` (which cannot send headers). There is
+//! no bundler and no npm package (npm is used by the browser tests only).
+//!
+//! Every file is answered with a strict `Content-Security-Policy` (`default-src 'self'`, so
+//! scripts, styles and API calls come only from this server; `img-src * data: blob:`, since
+//! message images, customers' media URLs, may come from anywhere; no objects, base URI or
+//! framing), `no-referrer` and `nosniff`. `/portal` and `/` redirect to `/portal/`.
+//!
+//! The app is plain ES modules without dependencies: `index.html` and `style.css`; `api.js`
+//! (keys in `localStorage`, JSON calls, the stream resumed from the last cursor with
+//! back-off); `views.js` (DOM pieces built as text nodes, never HTML strings); `app.js`
+//! (login, the Chats, Monitor, Webhooks and Simulator tabs: `showInstance` writes the instance
+//! line, hides the Simulator tab on `meta` and shows the attention bar; `refreshInstance`
+//! reads `GET /v1/instance` again when a failed ack arrives on a `meta` instance;
+//! `endpointCard` shows an endpoint's `disabled_reason` or, failing that, its
+//! `failing_since`; `showDead` lists its newest 50 dead deliveries with a resend button each
+//! and one for all).
 
 use axum::Router;
 use axum::http::header;

@@ -11,7 +11,34 @@
 //! 3. **Leases.** A claimed delivery is reserved until its lease ends; a process that dies
 //!    simply lets the lease run out and the delivery is claimed again (at least once).
 //!
-//! The store never imports HTTP types; it knows the domain types and SQL, nothing else.
+//! The store never imports HTTP types (no axum, no reqwest); it knows the domain types and
+//! SQL, nothing else. No module outside it names `rusqlite` or `sqlx`: the rest of the
+//! program sees only `dyn Store`.
+//!
+//! [`open`] picks the backend by the URL's scheme ([`is_postgres`]: `postgres://` or
+//! `postgresql://` gives PostgreSQL, anything else SQLite). [`lock_for_serving`] gives a real
+//! [`ServingLock`] for SQLite and an empty one for PostgreSQL. A [`ClusterNotice`] is an event
+//! or an attempt another process committed; `Store::take_notifications` hands their receiver
+//! to the server once (`None` for SQLite). [`QueueStats`] feeds `/metrics`; [`DeadFilter`] and
+//! [`DeadDelivery`] serve the dead-delivery listing and its bulk resend (the oldest first).
+//! [`redact_url`] replaces a database URL's password by `***` for messages and logs.
+//!
+//! **Nothing answers before its write is committed.** With SQLite, a write returns only after
+//! its group's `COMMIT`; should the commit fail, or SQLite abandon the transaction midway,
+//! every write of the group is told that nothing was written (`CommitFailed`, or `Closed` for
+//! writes that never ran). With PostgreSQL, each store call commits its own transaction before
+//! it returns and an error rolls it back. A connection that breaks during `COMMIT` itself
+//! leaves the outcome unknown to the process, which answers 503; the client's retry (with an
+//! Idempotency-Key for sends) settles it. [`StoreError::is_unavailable`] names the errors that
+//! mean "out of reach for now" (see `api::error` for why they answer 503, not 500).
+//!
+//! **Leases left by a dead process.** With SQLite the serving lock guarantees that only one
+//! serving process uses the file, so `Server::start` releases every lease it finds
+//! (`release_all_leases`) and those deliveries are due at once. With PostgreSQL another
+//! process may hold live leases, so nothing is released at start: the dead process's
+//! deliveries fall due when their leases end (`next_at` was set to the lease's end by the
+//! claim) and any process claims them. Either way the receiver may see the event twice, which
+//! at-least-once allows; the stable `webhook-id` lets it de-duplicate.
 
 pub mod postgres;
 pub mod rules;

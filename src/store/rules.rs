@@ -9,6 +9,32 @@
 //! ([`due_at`]). What a resend does is [`resend_step`]; how a delivery is shown is
 //! [`delivery_status`]. The idempotency comparison (same key, same body) lives in
 //! `App::replay`, and retention's cut-offs in housekeeping: neither is in SQL.
+//!
+//! The states: **waiting**, behind the head of its queue, never claimed. **pending**, the
+//! head: due when `next_at <= now` and its endpoint is enabled; a claim sets `lease_until` and
+//! moves `next_at` to the lease's end, so the row is due again only if nobody reports back.
+//! **delivered**: a 2xx arrived within the limit. **dead**: the schedule is exhausted (12
+//! attempts with the default); the queue's next delivery is promoted, so one dead event does
+//! not block its conversation forever. Any other outcome (timeout, connection error, SSRF
+//! refusal, 3xx, 4xx, 5xx) adds one to `failures`, clears the lease and sets `next_at` to the
+//! retry time the engine computed, or to [`PAUSED`] if the endpoint was disabled meanwhile.
+//!
+//! A completion counts only under its own lease: it matches the pending state and the
+//! `lease_until` the claim set. An outcome for a delivery that is no longer pending (its
+//! endpoint was deleted, for example) or whose lease ran out and was replaced by a newer claim
+//! is recorded as an attempt and changes nothing else. The lease is at least four times the
+//! attempt timeout, so this happens only when an outcome could not be recorded in time (a
+//! stalled store, say).
+//!
+//! **Disabled endpoints are paused, not skipped.** Events that arrive while an endpoint is
+//! disabled still get a delivery for it; a head written, promoted or retried then gets
+//! `next_at = PAUSED` (`i64::MAX`, never due; the API shows `next_attempt_at: null`), and
+//! disabling (a `PATCH`, or the endpoint's health) sets it on the endpoint's unleased pending
+//! heads: an attempt under way finishes, and its retry is paused. Enabling sets every paused
+//! head's `next_at` to now and wakes the engine, so the backlog goes out at once, in order per
+//! conversation. Claims also require the endpoint to be enabled, and `next_due_at` ignores
+//! paused rows. So disabling never drops or kills a delivery: one dies only when its own
+//! schedule runs out.
 
 use crate::clock::Millis;
 use crate::store::{AttemptResult, DeliveryStatus, StoreError, StoreResult, rfc3339};

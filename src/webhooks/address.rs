@@ -4,8 +4,9 @@
 //! documentation and reserved ranges are refused unless the operator allows a network
 //! explicitly (`--webhook-allow-cidrs 127.0.0.0/8` for local development). IPv4-mapped and
 //! NAT64 IPv6 forms are judged by the IPv4 address inside them. The same policy is applied
-//! when an endpoint is saved and again to every address a delivery connects to, so a DNS
-//! name that later resolves somewhere private (DNS rebinding) is still refused.
+//! when an endpoint is saved (for a clear 422, see `target`) and again to every address a
+//! delivery connects to (see `delivery::attempt`), so a DNS name that later resolves
+//! somewhere private (DNS rebinding) is still refused.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

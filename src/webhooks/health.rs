@@ -2,6 +2,29 @@
 //! once, and one that has failed every attempt for a configurable period (5 days by default)
 //! is disabled then. The reason is kept on the endpoint for the API and the portal; its
 //! undelivered events stay queued (paused) until someone enables it again.
+//!
+//! The store's completion calls its `record_health` for every outcome, in the same
+//! transaction and before it moves the delivery. A success sets the endpoint's
+//! `failing_since` to `NULL`. A failure sets it to the attempt's start if it is `NULL`, but
+//! only while the endpoint is enabled, so an attempt at a disabled endpoint (a test event)
+//! neither starts nor extends a run. Then [`disable_reason`] decides. Disabling sets `enabled`
+//! to false, stores the reason, pauses the endpoint's unleased pending heads exactly as a
+//! `PATCH` does, and logs `endpoint disabled` at `warn`. Because this comes before the
+//! delivery's own update, the retry of the attempt that disabled the endpoint is written
+//! paused; only an attempt that was the last of its schedule makes its delivery dead.
+//! Attempts to the endpoint still in flight finish, and their retries are paused too. A
+//! `PATCH` that sets `enabled` clears `disabled_reason`; `"enabled": true` also clears
+//! `failing_since` and makes the paused heads due at once.
+//!
+//! Why a `410` at once: it is a receiver saying that the URL will not come back, so retrying
+//! only adds attempts and dead deliveries; and since disabling pauses rather than drops, a
+//! `410` sent by mistake costs one `PATCH`, not events. Why five days for other failures: they
+//! may be an outage, and a disabled endpoint needs someone to enable it again, so botlinkd
+//! waits for a run longer than the whole default retry schedule (about 56 hours). The run is
+//! measured in time from the first failure after the last success, not in attempts, which
+//! depend on traffic and are spaced unevenly. The price: with the defaults, deliveries to a
+//! receiver that is down for days die before its endpoint is disabled; the bulk resend of dead
+//! deliveries is there for them. `off` never disables for failures (a `410` still does).
 
 use crate::clock::Millis;
 use crate::store::rfc3339;

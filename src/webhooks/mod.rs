@@ -5,6 +5,9 @@
 //! - [`target`]: webhook URL parsing and the creation-time check of where it resolves.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`health`]: when a failing endpoint is disabled on its own.
+//!
+//! An [`Endpoint`] also carries its health (`disabled_reason`, `failing_since`) and the
+//! rotation's `previous_secret_until`.
 
 pub mod address;
 pub mod filter;

@@ -1,5 +1,15 @@
 //! Standard Webhooks signing: `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>`
-//! where the key is the base64-decoded part of the `whsec_…` secret.
+//! where the key is the base64-decoded part of the `whsec_…` secret. [`SigningSecret`]
+//! prints as `SigningSecret(***)`.
+//!
+//! **Two signatures during a rotation, for a day.** Standard Webhooks allows several
+//! space-separated signatures in `webhook-signature`, and its libraries accept a delivery when
+//! any one matches. So after a rotation the previous secret signs too, for a grace period
+//! (`grace_period_seconds`, a day by default, a week at most, `0` for a secret that leaked):
+//! the new secret's signature, a space, and the old one's. The operator rotates first and
+//! updates receivers afterwards, without a delivery failing verification in between. Only one
+//! previous secret is kept, and whether it still signs is decided when a delivery is claimed
+//! (`previous_secret_until > now`).
 
 use std::fmt;
 

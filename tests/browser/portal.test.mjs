@@ -1,6 +1,6 @@
 // End-to-end tests of the Cloud Chat Portal: the real botlinkd binary, a real webhook
 // receiver, and Debian's Chromium driven by playwright-core. Screenshots of the main screens
-// are taken along the way (written to docs/screenshots/ for the README with UPDATE_SCREENSHOTS=1).
+// are taken along the way (written to docs/screenshots/ for the README and docs/portal.md with UPDATE_SCREENSHOTS=1).
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";

@@ -2,6 +2,13 @@
 //! errors mean for botlinkd (retry later, fail the message, or stop: the token is bad).
 //!
 //! The base URL and version are settings, so tests point them at a local stand-in.
+//! [`Graph`] offers `post_message`, `media_info` and `download`, follows no redirects, limits
+//! every call to 15 s (`meta_request_timeout`) and leaves URLs out of its errors.
+//! [`GraphError::verdict`] classifies a failure: retry (HTTP 429, 5xx, Meta's throttling and
+//! temporary codes, no answer), fail the message (any other refusal), or needs attention (code
+//! 190 or a 401 without a code: the token; 10, 200, 131031, 131042, 133010: permissions, a
+//! locked account, an unregistered number, payment). [`ack_error`] gives Meta's well-known
+//! codes a title that says what to do.
 
 use std::time::Duration;
 

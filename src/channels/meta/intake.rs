@@ -6,6 +6,37 @@
 //! One Meta app's webhook URL may serve several numbers: the signature is checked against
 //! the app secrets of the configured instances, and changes are applied only to instances
 //! of the app whose secret signed the body.
+//!
+//! [`accept`], step by step:
+//!
+//! 1. Parse the header, load the meta instances and look among their app secrets, each
+//!    distinct one once, for the one whose HMAC-SHA256 of the body matches (401
+//!    `invalid_signature` if none does). Nothing in the body is read before that. A signed body
+//!    that cannot be read is logged and answered 200 (Meta would only resend the same bytes),
+//!    and so is a `messages` change whose value cannot be read (counted `ignored`); other
+//!    fields are not read at all.
+//! 2. For each change of the `messages` field, take the instance whose Phone number ID is
+//!    `metadata.phone_number_id` and whose app secret signed the body; a change for any other
+//!    number is logged and counted `ignored`.
+//! 3. Normalise each message, replace a quoted or reacted-to wamid by botlinkd's id where it
+//!    names a message the business sent (`message_by_external_id`), and store it with
+//!    `App::receive_from_channel`: Meta's wamid is the `message_id` (the primary key, inserted
+//!    `ON CONFLICT DO NOTHING`, the event written only for a new row, so a customer's message
+//!    is stored and published at most once), Meta's timestamp the message's time. A wamid
+//!    already stored counts as a duplicate.
+//! 4. Normalise each status and find the outgoing message by `messages.external_id`. Meta's
+//!    status can overtake the recording of Meta's answer to the send, so while the instance
+//!    has sends queued or under way (`channel_sends_pending`) a miss is looked up once more
+//!    after 200 ms, and if it is still missing the whole webhook is answered 503
+//!    `status_deferred`: Meta retries it, and what was stored is not stored twice. With nothing
+//!    queued, the status is of a message sent elsewhere and is ignored. The status is applied
+//!    with `App::change_status_at` at Meta's time; one that does not move forward is `Stale`,
+//!    publishes nothing and counts as a duplicate.
+//! 5. Answer 200 with the counts ([`IntakeReport`]) once all of that has committed.
+//!
+//! Each message and status is its own transaction. A storage error stops the intake and
+//! answers 503 (or 500, see `api::error`); Meta retries the whole body, and the parts already
+//! stored come back as duplicates.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -9,6 +9,26 @@
 //!   classification of its errors;
 //! - [`outbound`] builds the Graph request for a business's message, and [`sender`] is the
 //!   worker that sends queued messages with retries.
+//!
+//! An instance on this channel has [`MetaSettings`] (the Phone number ID and three
+//! `Secret`s: access token, app secret, verify token), checked by `MetaSettings::new` (a
+//! numeric id; secrets of 1 to 1024 printable characters), stored as JSON in `instances.meta`
+//! (`to_stored` / `from_stored`) and shown as `MetaSettingsView` (the id and hints). The Phone
+//! number ID is stored again in `meta_phone_number_id`, which is unique, so one number belongs
+//! to one instance. Everything above the channel (events, deliveries, history, the feed, the
+//! portal) is the sandbox's; only the way messages come in and go out differs.
+//!
+//! **In:** `POST /meta/webhook` feeds Meta's messages and statuses into the same use cases as
+//! the sandbox ([`intake`]). **Out:** `App::send` stores the message `accepted` with a
+//! `channel_sends` row holding the Graph request, and [`sender`] posts it and records what
+//! came of it through `App::change_status`. Each way keeps at-least-once: intake answers only
+//! after its commits, the worker deletes a row only after Meta's answer is recorded.
+//!
+//! **Attention.** `instances.attention` is `null` or a sentence for the operator. It is set
+//! only by the send worker when Meta refuses the token or the number, and cleared by every
+//! channel switch (`set_channel`, from `PUT /v1/instance/channel` or
+//! `botlinkd instance set-channel`). While it is set, both send routes answer 409
+//! `channel_needs_attention`; intake goes on.
 
 pub mod graph;
 pub mod intake;

@@ -1,8 +1,16 @@
 //! Meta's messages and statuses, turned into the facts of botlinkd's `message` and `ack`
 //! events (the SPEC's shapes): `type`, `body` (text, caption, title or `""`) and optional
 //! detail fields (`media`, `button`, `list`, `location`, `contacts`, `reaction`, `context`,
-//! `name`). A type botlinkd does not know yet is passed on under its own name with Meta's
-//! object in `meta`, never refused.
+//! `name`). [`message`] also gives the message's wamid and time; [`status`] turns a status
+//! into a `StatusUpdate` (`None` for `deleted`, `warning` and any other status than `sent`,
+//! `delivered`, `read` and `failed`, which are ignored).
+//!
+//! **Unknown types are passed on.** Meta adds message types over time; refusing or dropping
+//! them would lose customers' messages. A type botlinkd does not normalise (`unknown`) is
+//! published under its own name (letters, digits and `_`, at most 32 characters; `unknown` if
+//! nothing is left), with an empty `body`, Meta's object in `meta`, and Meta's reason in
+//! `error` where it gave one. `normalise_tests.rs` runs this over the fixtures and a property
+//! test over arbitrary JSON.
 
 use serde_json::{Map, Value, json};
 

@@ -6,10 +6,47 @@
 //!   waits (honouring `Retry-After`) until `meta_retry_for` has passed, then `failed`;
 //! - refused (131047 outside the 24-hour window, invalid number, …): `failed` with Meta's
 //!   code and a title that says what to do;
-//! - token refused (190): `failed`, and the instance is flagged as needing attention.
+//! - token refused (190), or the account or number refused (see `GraphError::verdict`):
+//!   `failed` with Meta's code, and the instance is flagged as needing attention.
 //!
-//! A request is at least once: if the process dies after Meta took a message but before
-//! that was recorded, the lease runs out and the message is sent again.
+//! **Claims.** [`run`] keeps up to 32 requests under way as tasks and claims more as soon as
+//! one ends, so the worker holds at most 32 rows; the rest wait as `channel_sends` rows (tests
+//! drive [`step`], which claims a batch and waits for it). A claim takes due rows, only the
+//! oldest row of each (instance, customer) pair, and moves their `next_at` to the end of a
+//! lease (twice the 15-second Graph limit plus 5 s). The worker sleeps until the next
+//! claimable row is due (`next_channel_send_due` looks at heads only, so a conversation whose
+//! head is under way does not wake it), at most a second, or until `App::channel_sends`
+//! wakes it. A retry or an abandonment is recorded only while the claim's lease is still the
+//! row's (`next_at` equals it); an accepted send always is. On PostgreSQL every process runs a
+//! worker, and `SKIP LOCKED` claims keep them off each other's rows.
+//!
+//! **Outcomes.** Accepted: `finish_channel_send(Accepted)` stores Meta's wamid in
+//! `messages.external_id` and deletes the row in one transaction; then `App::change_status`
+//! moves the message to `sent` and publishes `ack.sent` under botlinkd's id (if the process
+//! dies between the two, Meta's own `sent` status moves the message later). Retry: the row's
+//! `next_at` becomes now plus `meta_retry_base × 2^attempts` (at most five minutes) or Meta's
+//! `Retry-After`, whichever is longer, and `attempts` goes up; if that time is past
+//! `created_at + meta_retry_for`, the request fails instead. Fail: the row is deleted and the
+//! message moves to `failed` with `ack_error`'s `{code, title}`. Needs attention:
+//! `set_attention` records the reason on the instance, only while it still has the settings
+//! the send was made with (so a token replaced meanwhile is not flagged), then the message
+//! fails with Meta's code. A claimed row of an instance that has `attention` set fails with
+//! code 0 and the reason without calling Meta, and one whose instance has left the `meta`
+//! channel fails with code 0.
+//!
+//! **Order and the retry window.** A row being retried stays at the head of its conversation,
+//! so later messages to that customer are not claimed until it is finished: order per
+//! conversation, at the price that one throttled message holds its conversation back for up to
+//! `meta_retry_for`. That is why the window is an hour by default: Meta's throttling and
+//! temporary failures are meant to pass within minutes, and after it the client gets an
+//! `ack.failed` it can act on. Waits never undercut Meta's `Retry-After`.
+//!
+//! **At least once.** A row is deleted only after Meta's answer is recorded. If the process
+//! dies after Meta took a message, or a call times out although Meta took it, the row falls
+//! due again when its lease ends and the message is sent a second time. The lease outlasts a
+//! Graph call twice over, so it runs out early only if the process died or the store stalled;
+//! `finish_channel_send`, unlike a delivery's completion, does not check it for an accepted
+//! send.
 
 use std::time::Duration;
 
@@ -47,7 +84,7 @@ pub async fn step(app: &App) -> StoreResult<usize> {
     Ok(count)
 }
 
-/// Runs the worker until `shutdown`: up to [`IN_FLIGHT`] requests at a time, a new one
+/// Runs the worker until `shutdown`: up to `IN_FLIGHT` requests at a time, a new one
 /// claimed as soon as one ends, so one slow Graph call holds up nothing else. Requests under
 /// way when it stops are finished first.
 pub async fn run(app: App, shutdown: CancellationToken) {

@@ -4,21 +4,53 @@
 //!
 //! **Feed positions follow commit order.** An event's `seq` is `xid << FEED_SHIFT | index`:
 //! the writing transaction's id (`pg_current_xact_id()`) and the event's place among the
-//! events that transaction writes. A reader takes only events whose transaction id lies below
-//! the oldest transaction still running (`pg_snapshot_xmin` of its own snapshot, see
-//! [`super::outbox::list_events`]). Every transaction below that horizon has finished, so
-//! everything the reader returns is final, and every event committed later belongs to a
-//! transaction at or above the horizon and so sorts after all of it. A cursor therefore never
-//! skips an event and never meets one twice, however commits interleave, and writers of one
-//! instance do not wait for each other.
+//! events that transaction writes (numbered from 0; a transaction appends once). A reader
+//! takes only events whose transaction id lies below the oldest transaction still running
+//! (`pg_snapshot_xmin` of its own snapshot, see [`super::outbox::list_events`]). Every
+//! transaction below that horizon has finished, so everything the reader returns is final,
+//! and every event committed later belongs to a transaction at or above the horizon and so
+//! sorts after all of it. A cursor therefore never skips an event and never meets one twice,
+//! however commits interleave (even when a transaction that started first, and so holds the
+//! lower positions, commits last), and writers of one instance do not wait for each other.
+//!
+//! A committed event above the horizon is held back until the older transactions end. They
+//! are short writes, and the read waits for them (polling from 1 ms, up to 2 s) so that a
+//! reader woken by an event's notice finds it. Should something hold a transaction open longer
+//! (a long transaction in another database of the same cluster counts too, since transaction
+//! ids are cluster-wide), readers wait up to 2 s per read and then return what is final;
+//! `idle_in_transaction_session_timeout` bounds such a transaction.
+//!
+//! This was chosen over the two other known designs. A per-process writer that takes an
+//! instance lock once per batch still serialises every process's commits for an instance (the
+//! cap this replaced); a sequence with a gap-aware reader needs the same visibility
+//! information to tell a gap that will fill from one that never will (a rolled-back
+//! transaction), plus a timeout. Positions stay one integer, so cursors stay opaque strings
+//! and the `Store` trait did not change. Events written before migration `0004` keep their
+//! sequence numbers, which are far below any transaction id shifted by 20 bits.
 //!
 //! **Delivery queues stay in order under a conversation lock.** Appending decides whether a
 //! delivery is the head of its (endpoint, conversation) queue or waits behind it, and a
-//! completion promotes the next waiting one. Both take a transaction-scoped advisory lock on
-//! the conversation first (`hashtextextended(conversation, instance_id)`), always all of a
-//! transaction's keys at once and in ascending order, so two writers never wait for each
-//! other in a circle. Conversations of one instance no longer queue behind one another; only
-//! writes to the same conversation do.
+//! completion promotes the next waiting one; two transactions doing this at once for one
+//! queue could both see it empty, or a promotion could miss a delivery appended beside it. So
+//! both take a transaction-scoped advisory lock on the conversation
+//! (`hashtextextended(conversation, instance_id)`), always all of a transaction's keys at once
+//! and in ascending order, so two writers never wait for each other in a circle. Record
+//! inbound (a whole batch's conversations), record outbound, apply a status, resend (one
+//! event, or a bulk resend's conversations) and a test event take them before their first
+//! write ([`lock_conversations`]); a completion takes those of its outcomes after recording
+//! its attempts and endpoint health, which touch no queue, and before it moves any delivery.
+//! A transaction that waits for a lock before its first write has no transaction id yet, so
+//! the writer of a conversation's next event gets a larger id, and a conversation's events
+//! keep one order in its queue and in the feed. The unique partial index `deliveries_one_head
+//! (endpoint_id, conversation) WHERE state = 1` is the backstop: a mistake fails a write
+//! instead of making a second head. A hash collision only makes two conversations wait for
+//! each other.
+//!
+//! **The append statement** ([`statement`]) writes the events, places each delivery (the first
+//! of the append to a queue is its head when the queue has nothing unfinished), pauses those
+//! of disabled endpoints, leases up to a hand-over's limit of an event's deliveries to enabled
+//! endpoints (heads leased; waiting ones returned with `after`, the delivery they follow), and
+//! announces each instance's newest position on `botlinkd_events` (see `super`).
 
 use std::sync::{Arc, LazyLock};
 

@@ -1,4 +1,8 @@
-//! PostgreSQL SQL for instances and webhook endpoints.
+//! PostgreSQL SQL for instances (with the channel switch, the meta instance list and the
+//! attention flag) and webhook endpoints: pausing and un-pausing an endpoint's heads when it is
+//! disabled or enabled, deleting its open deliveries with it, the secret rotation, and
+//! `record_health`, as SQLite's. Changing or deleting an endpoint locks its row and then its
+//! deliveries, and takes no conversation lock (see the lock order in `super`).
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};

@@ -1,12 +1,21 @@
 //! Recording attempt outcomes on PostgreSQL, a batch at a time with set-based statements.
 //!
-//! The rules are the same as on SQLite (see `docs/ARCHITECTURE.md`, *Delivery state
-//! machine*): an outcome moves its delivery only while the delivery still carries the lease
-//! the attempt was made under; a success makes it delivered, a failure schedules a retry (or
-//! pauses it when its endpoint is disabled), and an exhausted schedule makes it dead; a
-//! delivered or dead head promotes the oldest waiting delivery of its queue. A promoted
-//! delivery the engine already started as a follower gets the follower's lease instead of
-//! becoming due.
+//! The rules are the same as on SQLite (see [`crate::store::rules`]): an outcome moves its
+//! delivery only while the delivery still carries the lease the attempt was made under; a
+//! success makes it delivered, a failure schedules a retry (or pauses it when its endpoint is
+//! disabled), and an exhausted schedule makes it dead; a delivered or dead head promotes the
+//! oldest waiting delivery of its queue. A promoted delivery the engine already started as a
+//! follower gets the follower's lease instead of becoming due.
+//!
+//! A batch is one transaction (begun by `super::begin_hot`, after `PgStore::complete` has
+//! queued the batch's attempt notices): one statement inserts the attempts and names the
+//! endpoints whose health may change; their health is written outcome by outcome in
+//! endpoint-id order, only when something changes; then the conversations of the outcomes are
+//! locked, and only then are deliveries moved (see the lock order in `super`). The moves take
+//! the expected state as a column of the outcomes rather than as SQL text, so the planner
+//! reaches each row by its primary key rather than through the partial index of pending heads.
+//! With a hand-over, the promoted heads that are due are leased at once and returned for the
+//! engine (`super::outbox::hand_over`).
 //!
 //! A batch may hold a follower's outcome together with the outcome of the delivery it
 //! followed (under load, whole chains: a busy conversation's events each start the moment the

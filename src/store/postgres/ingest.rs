@@ -2,12 +2,19 @@
 //!
 //! `record_inbound` is the write every customer message makes, and under load many arrive at
 //! once. Each call hands its message to this module's dispatcher, which gathers whatever is
-//! queued into a batch and writes the batch in one transaction of four round trips: begin, the
-//! conversation locks, one set-based statement that takes the batch as arrays and writes its
-//! messages, conversations, events and deliveries (and the notice to other processes), and
-//! the commit: one WAL flush for dozens of messages instead of for each. No caller is
-//! answered before the commit returns, and `synchronous_commit` stays as the server has it,
-//! so an answered message is durable.
+//! queued (up to [`MAX_BATCH`]) into a batch and writes the batch in one transaction of four
+//! round trips: `BEGIN` (with the delivery path's `SET LOCAL`s, see `super::begin_hot`), the
+//! conversation locks, one set-based statement, and `COMMIT`: one WAL flush for dozens of
+//! messages instead of for each. No caller is answered before the commit returns, and
+//! `synchronous_commit` stays as the server has it, so an answered message is durable.
+//!
+//! The statement ([`INGEST`] in front of the append, see [`super::append::statement`]) takes
+//! the batch as `unnest` arrays and writes the messages (`ON CONFLICT (id) DO NOTHING`, so a
+//! repeated wamid is skipped, within the batch as across batches), the conversations
+//! (aggregated per conversation), the events of the new messages with every delivery, and one
+//! `NOTIFY` per instance. The locks stay a statement of their own because a statement reads
+//! with the snapshot it started with: one that waited for a lock inside itself would not see
+//! the previous writer's deliveries.
 //!
 //! One batch ([`WRITERS`]) is in flight at a time per process: the next one gathers while it
 //! commits. (Two in flight measured no faster with one process, and with three processes on
@@ -21,7 +28,9 @@
 //! A batch that fails is rolled back and its messages are written again one transaction each,
 //! so one bad message does not fail its neighbours. When the database is out of reach (a lost
 //! connection, a restart, no connection to be had), the whole batch fails instead: every
-//! caller gets the error (a 503) and nothing of the batch was written.
+//! caller gets the error (a 503) and nothing of the batch was written, or, for a connection
+//! lost during `COMMIT` itself, all of it was; a client's retry with the same wamid or
+//! Idempotency-Key settles it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

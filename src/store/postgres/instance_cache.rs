@@ -9,9 +9,12 @@
 //! process, the CLI included, fires the `instances_changed` trigger, which announces the
 //! instance's id on the `botlinkd_instances` channel when its transaction commits; every
 //! process then forgets that instance, so rotated keys stop working as soon as the notice
-//! arrives (normally within a millisecond of the commit). Should the listening connection
-//! drop, notices may be lost, so the whole cache is forgotten when it is back; and no entry
-//! outlives [`FRESH_FOR`] in any case.
+//! arrives (normally within a millisecond of the commit); the CLI's `rotate-keys` is such a
+//! change, and the process that makes a change forgets the instance at once itself. Should
+//! the listening connection drop, notices may be lost, so the whole cache is forgotten when it
+//! is back; and no entry outlives [`FRESH_FOR`] in any case. A lookup that was on its way while
+//! a change was heard of is not cached (its [`Ticket`] counts the changes heard of before it
+//! read).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,4 +1,6 @@
-//! PostgreSQL SQL for messages, conversations, sandbox schedules and idempotency keys.
+//! PostgreSQL SQL for messages, conversations and unread counts, sandbox schedules and
+//! idempotency keys, and `apply_status`, which locks the message row `FOR UPDATE` (under its
+//! conversation's lock), so that two processes applying the same status publish it once.
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};

@@ -1,14 +1,111 @@
 //! The PostgreSQL backend, for running several `botlinkd serve` processes on one database.
 //!
-//! It keeps the store's invariants across processes:
-//! - every write that touches an instance's events or delivery queues first takes that
-//!   instance's transaction-scoped advisory lock, so an instance's events get their `seq` in
-//!   commit order (the pull cursor never skips one) and the one-head-per-conversation rule
-//!   cannot race (a unique partial index enforces it as well);
-//! - deliveries are claimed with `FOR UPDATE SKIP LOCKED` under a lease, so each is taken by
-//!   one process at a time and returns to the queue when a process dies;
-//! - committed events are announced with `NOTIFY botlinkd_events`, so streams, long-polls
-//!   and engines in every process wake at once ([`PgStore::take_notifications`]).
+//! With SQLite, the store's guarantees rest on one fact: a single writer thread in a single
+//! process does every write, one after the other. Here many processes write at once, each over
+//! a pool of 16 connections (one of them held by the listener), so each guarantee is kept by a
+//! mechanism of its own; the rest of the program sees the same `Store` trait. The processes
+//! never talk to each other directly: everything they coordinate goes through the database
+//! (advisory locks, row locks, leases, `LISTEN`/`NOTIFY`). No lock covers a whole instance:
+//! writers of one instance run side by side, and only writers of one conversation wait for
+//! each other.
+//!
+//! - **Feed order and delivery queues**: feed positions from transaction ids, read only below
+//!   the oldest running transaction, and a transaction-scoped advisory lock per conversation
+//!   (see `append`); the unique partial index `deliveries_one_head` is the backstop.
+//! - **Customers' messages** are written in group commits (`ingest`). Other writes (sends,
+//!   statuses, endpoint changes) are rarer and run one transaction each; each first takes the
+//!   locks of the conversations it touches, and returns once it has committed. A failure rolls
+//!   it back.
+//! - **Completions** are set-based, in rounds when a follower's outcome comes with its
+//!   leader's (`complete`).
+//! - **Claims** are one `FOR UPDATE OF d SKIP LOCKED` statement (`outbox::claim`) that selects
+//!   due heads of enabled endpoints, oldest `next_at` first, and in the same statement sets
+//!   `lease_until` and moves `next_at` to the lease's end: two processes claiming at once take
+//!   different rows, and a claimed row is not due again until its lease ends. Completion is
+//!   guarded by the lease exactly as on SQLite.
+//! - **The authentication lookup** is cached per process for at most a second and forgotten
+//!   on notice (`instance_cache`).
+//!
+//! **No deadlocks.** Every transaction takes its locks in one global order: `endpoints` rows
+//! (sorted by id), then conversation locks (sorted by key), then delivery rows. A completion
+//! writes endpoint health only when something changes (a failure, or a success after
+//! failures), outcome by outcome in endpoint-id order, before its conversation locks; changing
+//! or deleting an endpoint locks its row first and then its deliveries; appending writers take
+//! conversation locks only. Changing, disabling and deleting an endpoint take no conversation
+//! lock: pausing changes no queue's shape, and a delivery appended for an endpoint deleted at
+//! the same moment is left without an endpoint, never claimed (claims join `endpoints`) and
+//! pruned with its event (pruning counts only deliveries whose endpoint exists).
+//!
+//! **The delivery path's transactions** (ingest and completion) begin with `BEGIN_HOT`, so
+//! their array statements are planned once per connection and reach their rows through
+//! indexes (see `begin_hot`). sqlx prepares each statement once per connection and reuses it.
+//!
+//! **Announcements.** The append statement calls `pg_notify('botlinkd_events',
+//! '<instance_id>:<seq>[:handed]')` once per instance with its newest position; `:handed` says
+//! that the write left no head due for a claim loop (every one was leased to the writing
+//! process's engine), so the other processes' engines need not look. A completion sends its
+//! outcomes on `botlinkd_attempts` in as few notices as fit under PostgreSQL's 8,000-byte
+//! limit: `<origin>\n[{instance_id, notice}, …]` (an outcome too large for a notice alone goes
+//! with its response excerpt and error cut to 200 characters). A trigger on `instances`
+//! (migration `0005`) announces every changed instance on `botlinkd_instances`. PostgreSQL
+//! delivers notifications only when the transaction commits, and drops them when it rolls
+//! back, so a notice never runs ahead of its data.
+//!
+//! Each `PgStore` keeps one connection as a `PgListener` on the three channels; a task turns
+//! notifications into [`ClusterNotice`]s on an unbounded channel, which the server takes with
+//! [`PgStore::take_notifications`] and forwards: `Event` to `App::announce` (the feed's
+//! `watch` for long-polls, an engine wake-up unless `handed`, a `LiveItem::Events` for
+//! streams) and `Attempt` to `Live::attempt`. `origin` is a random id made when the store
+//! opens: a process drops its own attempt notices, which it announced locally already, by
+//! reading their first line only (so even two servers in one test process tell theirs apart).
+//! Its own event notices come back too and are harmless. A notice with a lower position than
+//! one already announced does not move the `watch`, which is fine: a reader woken by the higher
+//! one waits at the horizon for the lower one's transaction. If the listening connection
+//! drops, the listener reconnects and notices sent in between are lost: watchers catch up at
+//! their instance's next notice, engines poll at least every 0.5 s anyway, and the instance
+//! cache is cleared.
+//!
+//! **A dead process.** Its transactions roll back and its advisory locks go with its
+//! connections, as soon as PostgreSQL notices that they are closed. (A machine that vanishes in
+//! the middle of a transaction is noticed only when its connection times out, and until then
+//! writers of the conversations it locked wait; `idle_in_transaction_session_timeout` bounds
+//! this.) Its leases stay until they end (`--delivery-lease`, 30 s by default, at least four
+//! times the attempt timeout); then the rows are due and any process claims them.
+//! `release_all_leases` answers 0, because at start a process cannot tell a dead process's
+//! lease from a live one's. A late outcome from a process that was only slow, not dead, finds
+//! a different lease on the row and changes nothing but the attempts list.
+//!
+//! **Migrations** run in [`PgStore::open`], in one transaction that first takes
+//! `pg_advisory_xact_lock(LOCK_SPACE, 0)` (the two-key lock space, apart from the one-key space
+//! of the conversation locks). The table `botlinkd_migrations` has one row per applied file;
+//! the files after that count are run and recorded. Processes that start together wait for one
+//! another, and a failed migration leaves nothing behind. `0001_core.sql` is SQLite's schema
+//! (with `unread` and the age indexes already in) with `BIGSERIAL` sequences, `BOOLEAN` flags,
+//! instance ids from a sequence starting at 10001, and the unique partial index
+//! `deliveries_one_head`; `0002_meta.sql` and `0003_endpoint_health.sql` add what SQLite's
+//! `0004` and `0005` add; `0004_commit_ordered_feed.sql` drops the sequence default of
+//! `events.seq` (positions come from transaction ids); `0005_instance_notices.sql` adds the
+//! instance trigger.
+//!
+//! **Background work in every process.** The engine, the sandbox driver, the send worker and
+//! housekeeping run in each process. The engines share deliveries through claims. Sandbox
+//! drivers may pick the same due status; `apply_status` holds the conversation's lock and locks
+//! the message row `FOR UPDATE`, and statuses only move forward, so the second finds nothing to
+//! do and publishes nothing. Housekeeping selects each batch of prunable events
+//! `FOR UPDATE SKIP LOCKED`, so processes pruning at once take different batches and never
+//! wait on each other.
+//!
+//! **What is per process**: the in-flight limits (1024 attempts, 64 per endpoint), the feed's
+//! `watch` value, the live channel, the instance cache and the rate-limit buckets, so each
+//! process allows the full API rate and its own budget of failed authentications. Settings are
+//! per process too: the process that attempts a delivery applies its own timeout, address
+//! policy and retry schedule. Durability is the server's configuration (`synchronous_commit`,
+//! replication); botlinkd sets nothing.
+//!
+//! The other files: `catalog` (instances and endpoints), `channel_sends` (the Graph request
+//! queue), `messages` (messages, conversations, scheduled sandbox statuses, Idempotency-Keys,
+//! `apply_status`) and `outbox` (the feed read, claims, hand-overs, resends, test events,
+//! pruning, the dead list).
 
 mod append;
 mod catalog;

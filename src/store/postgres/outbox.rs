@@ -1,5 +1,14 @@
-//! PostgreSQL SQL for the outbox: events, their deliveries (one pending head per
-//! conversation), claims under leases, completions and attempts.
+//! PostgreSQL SQL for the outbox: the feed read, the event, attempt and delivery reads,
+//! resends, test events, claims under leases, hand-overs, pruning, and the dead list with its
+//! bulk resend (completions are in `super::complete`, appends in `super::append`).
+//!
+//! The feed read ([`list_events`]) returns only what lies below the horizon (see
+//! `super::append`). A claim ([`claim`]) is one `FOR UPDATE OF d SKIP LOCKED` statement: the
+//! due heads of enabled endpoints, oldest `next_at` first, leased in the same statement, so
+//! processes claiming at once take different rows. [`hand_over`] leases the heads a completion
+//! promoted and reads them as a claim would. Pruning selects each batch `FOR UPDATE SKIP
+//! LOCKED`, so the housekeeping of several processes takes different batches, and counts only
+//! deliveries whose endpoint still exists. Resends follow `store::rules::resend_step`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,6 @@
-//! SQL for the queue of requests waiting to go to a channel (the Meta Graph API).
+//! SQL for the queue of requests waiting to go to a channel (the Meta Graph API): enqueue,
+//! claim the oldest row of each conversation, and finish (retry, accepted with the external
+//! id, or abandoned). Claims are relaxed writes (see `db`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 

@@ -2,12 +2,28 @@
 //! read-only connections.
 //!
 //! Every write is a closure sent to the writer thread. The thread takes whatever closures are
-//! queued, runs them in one transaction, commits them all with a single `COMMIT` — a single
-//! fsync — and only then answers each caller. Should one of them fail, the group is rolled
-//! back and run again with a savepoint per write, so that one failing write does not undo the
-//! others (see [`commit_group`]). A caller is therefore never told "done" before its data is durable, yet a burst of
-//! writes costs one disk sync, not one each. This is the group commit databases use for their
-//! own logs.
+//! queued (up to 512), runs them in one transaction, commits them all with a single `COMMIT`
+//! — a single fsync — and only then answers each caller. Should one of them fail, the group is
+//! rolled back and run again with a savepoint per write, so that one failing write does not
+//! undo the others (see [`commit_group`]); the first run has no savepoints, since a savepoint
+//! makes SQLite copy every page a write touches into its statement journal. A write is
+//! therefore a closure that may run twice (`FnMut`), and depends on nothing but what it
+//! captured and what it reads. A caller is never told "done" before its data is durable, yet a
+//! burst of writes costs one disk sync, not one each. This is the group commit databases use
+//! for their own logs.
+//!
+//! If `BEGIN` or `COMMIT` fails, or SQLite abandons the transaction itself (disk full, I/O
+//! error), the whole group is rolled back and every caller in it is told that nothing was
+//! written (`CommitFailed`, or `Closed` for jobs that never ran; both answer 503). A job never
+//! runs half-undone: it runs either in a group that commits whole or, after a failure in its
+//! group, again inside a savepoint of its own. A job whose own statement fails with
+//! `SQLITE_FULL` is rolled back to its savepoint and answers 503 as well. With
+//! `sqlite_max_pages` set the file is capped (`PRAGMA max_page_count`), so that tests can fill
+//! "the disk" on demand.
+//!
+//! Reads run on tokio's blocking pool, except short point reads every request makes (the
+//! authentication lookup), which [`Db::read_now`] runs on the request's own thread: in WAL
+//! mode a reader never waits for the writer.
 //!
 //! Writes that only move deliveries along (claims, attempt outcomes) are *relaxed*: losing the
 //! last of them in a power cut only means a delivery goes out again, which at-least-once

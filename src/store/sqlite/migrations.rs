@@ -1,4 +1,11 @@
 //! SQLite migrations, numbered, applied in order; `PRAGMA user_version` records how far.
+//!
+//! `0001_core.sql`; `0002_unread.sql` adds `conversations.unread`; `0003_retention.sql` the
+//! age indexes pruning uses; `0004_meta.sql` adds `instances.meta`, `meta_phone_number_id`
+//! (unique where set) and `attention`, `messages.external_id` (unique per instance where set)
+//! and the `channel_sends` table; `0005_endpoint_health.sql` adds `endpoints.disabled_reason`,
+//! `failing_since`, `previous_secret` and `previous_secret_until` and the partial index
+//! `deliveries_dead`.
 
 use rusqlite::Connection;
 

@@ -1,7 +1,20 @@
 //! The SQLite backend: the zero-configuration default, one file, WAL mode.
 //!
-//! Writes go through one writer thread that commits in groups ([`db`]); reads use a pool of
-//! read-only connections. The SQL lives in one file per subject.
+//! Writes go through one writer thread that commits in groups (`db`); reads use a pool of
+//! read-only connections. With one writer, the store's invariants need nothing more: events
+//! get their `seq` (`AUTOINCREMENT`) in commit order, and no two writes decide a queue's head
+//! at once. One serving process per database: [`lock_for_serving`] takes an exclusive lock on
+//! `<database>.lock` (`File::try_lock`).
+//!
+//! Durability: WAL mode with `synchronous=FULL` by default, so a commit survives power loss;
+//! `--sqlite-synchronous normal` keeps it through a killed process but not a power cut.
+//!
+//! The SQL lives in one file per subject: `instances.rs` (also the channel switch, the meta
+//! instance list and the attention flag), `endpoints.rs` (also `record_health`, which a
+//! completion calls for each outcome, and the secret rotation that keeps the previous secret
+//! with its end time), `messages.rs` (also the lookup by external id), `outbox.rs` (the
+//! delivery queue: enqueue, pause, claim, complete, promote, resend, prune, and the dead list
+//! and its bulk resend) and `channel_sends.rs` (the queue of Graph API requests).
 
 mod channel_sends;
 mod db;
