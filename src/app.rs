@@ -61,9 +61,9 @@ use crate::live::Live;
 use crate::messages::{Direction, InboundMessage, MessageStatus, OutboundMessage};
 use crate::metrics::Metrics;
 use crate::phone::PhoneNumber;
-use crate::sandbox::SandboxTimings;
 use crate::store::{
-    IdempotencyRecord, NewChannelSend, NewMessage, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    IdempotencyRecord, NewChannelSend, NewMessage, ScheduledStatus, StatusChange, StatusOutcome, Store, StoreError,
+    StoreResult,
 };
 
 /// Everything the request handlers and background workers share. Cheap to clone: one
@@ -308,8 +308,7 @@ impl App {
         let customer = message.to.to_string();
         let (status, schedule, channel_send) = match instance.channel {
             Channel::Sandbox => {
-                let timings = SandboxTimings::from_config(&self.config);
-                let schedule = timings.schedule(instance.id, &message_id, &customer, now);
+                let schedule = sandbox_schedule(&self.config, instance.id, &message_id, &customer, now);
                 (MessageStatus::Sent, schedule, None)
             }
             Channel::Meta => {
@@ -484,4 +483,31 @@ pub struct IdempotencyKey {
     pub key: String,
     /// SHA-256 of the request body, hex.
     pub request_hash: String,
+}
+
+/// The statuses a message sent on the sandbox at `now` takes on its own, after the configured
+/// delays (`sandbox_delivered_after`, `sandbox_read_after`; none for a delay that is off).
+/// They are stored rows, applied by the sandbox driver (`crate::sandbox`) when due.
+fn sandbox_schedule(
+    config: &Config,
+    instance_id: i64,
+    message_id: &str,
+    customer: &str,
+    now: Millis,
+) -> Vec<ScheduledStatus> {
+    [
+        (MessageStatus::Delivered, config.sandbox_delivered_after),
+        (MessageStatus::Read, config.sandbox_read_after),
+    ]
+    .into_iter()
+    .filter_map(|(status, after)| {
+        after.map(|after| ScheduledStatus {
+            instance_id,
+            message_id: message_id.to_string(),
+            customer: customer.to_string(),
+            status,
+            due_at: now + after.as_millis() as Millis,
+        })
+    })
+    .collect()
 }

@@ -393,7 +393,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         Command::Migrate => {
-            store::open(&config).await?;
+            config.open_store().await?;
             println!("database is up to date: {}", store::redact_url(&config.database_url));
             Ok(())
         }
@@ -481,7 +481,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 async fn instance(config: Config, command: InstanceCommand) -> anyhow::Result<()> {
-    let store = store::open(&config).await?;
+    let store = config.open_store().await?;
     let now = Clock::system().now_ms();
     match command {
         InstanceCommand::Create {

@@ -16,14 +16,7 @@ use ipnet::IpNet;
 use crate::clock::Clock;
 use crate::delivery::RetrySchedule;
 
-/// How hard SQLite works to keep a commit through a power cut.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SqliteSync {
-    /// `synchronous=FULL`: a commit survives power loss (the default).
-    Full,
-    /// `synchronous=NORMAL` in WAL mode: a commit survives a killed process, not a power cut.
-    Normal,
-}
+pub use crate::store::SqliteSync;
 
 /// Everything a server needs to run. Its `Debug` hides the database password.
 #[derive(Clone)]
@@ -83,6 +76,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Opens the store this configuration names (applying its migrations).
+    pub async fn open_store(&self) -> crate::store::StoreResult<std::sync::Arc<dyn crate::store::Store>> {
+        crate::store::open(&self.database_url, self.sqlite_sync, self.sqlite_max_pages).await
+    }
+
     /// The defaults of `botlinkd serve` with an explicit database.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {

@@ -55,7 +55,4 @@ pub mod webhooks;
 
 mod server;
 
-#[cfg(test)]
-mod hostile_input;
-
 pub use server::{Server, run};

@@ -16,10 +16,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::store::{AttemptResult, rfc3339};
+pub use crate::store::AttemptNotice;
+use crate::store::AttemptResult;
 
 /// How many notifications a slow watcher may fall behind before it is told it lagged.
 const CAPACITY: usize = 4096;
@@ -36,56 +36,6 @@ pub enum LiveItem {
     },
     /// A delivery attempt was recorded.
     Attempt(Arc<AttemptNotice>),
-}
-
-/// A recorded attempt, as watchers see it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AttemptNotice {
-    /// The instance.
-    #[serde(skip)]
-    pub instance_id: i64,
-    /// `evt_…`
-    pub event_id: String,
-    /// The endpoint.
-    pub endpoint_id: String,
-    /// The attempt number.
-    pub attempt: u32,
-    /// When it started, RFC 3339.
-    pub started_at: String,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// The receiver's status code, `null` when no answer came.
-    pub status_code: Option<u16>,
-    /// The first bytes of the answer.
-    pub response: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// `success` or `failure`.
-    pub outcome: String,
-    /// On failure: `retrying` or `dead`.
-    pub next: Option<String>,
-}
-
-impl From<&AttemptResult> for AttemptNotice {
-    fn from(r: &AttemptResult) -> Self {
-        Self {
-            instance_id: r.instance_id,
-            event_id: r.event_id.clone(),
-            endpoint_id: r.endpoint_id.clone(),
-            attempt: r.attempt,
-            started_at: rfc3339(r.started_at),
-            duration_ms: r.duration_ms,
-            status_code: r.status_code,
-            response: r.response.clone(),
-            error: r.error.clone(),
-            outcome: if r.success { "success" } else { "failure" }.to_string(),
-            next: match (r.success, r.retry_at) {
-                (true, _) => None,
-                (false, Some(_)) => Some("retrying".to_string()),
-                (false, None) => Some("dead".to_string()),
-            },
-        }
-    }
 }
 
 /// The sending side; cheap to clone.

@@ -18,48 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::clock::Millis;
-use crate::config::Config;
-use crate::messages::MessageStatus;
-use crate::store::{ScheduledStatus, StatusOutcome, StoreResult};
-
-/// When sandbox messages change status on their own.
-#[derive(Clone, Copy, Debug)]
-pub struct SandboxTimings {
-    /// Delay to `delivered` (`None`: by hand only).
-    pub delivered_after: Option<Duration>,
-    /// Delay to `read` (`None`: by hand only).
-    pub read_after: Option<Duration>,
-}
-
-impl SandboxTimings {
-    /// The timings of a configuration.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            delivered_after: config.sandbox_delivered_after,
-            read_after: config.sandbox_read_after,
-        }
-    }
-
-    /// The statuses a message sent at `now` will take.
-    pub fn schedule(&self, instance_id: i64, message_id: &str, customer: &str, now: Millis) -> Vec<ScheduledStatus> {
-        [
-            (MessageStatus::Delivered, self.delivered_after),
-            (MessageStatus::Read, self.read_after),
-        ]
-        .into_iter()
-        .filter_map(|(status, after)| {
-            after.map(|after| ScheduledStatus {
-                instance_id,
-                message_id: message_id.to_string(),
-                customer: customer.to_string(),
-                status,
-                due_at: now + after.as_millis() as Millis,
-            })
-        })
-        .collect()
-    }
-}
+use crate::store::{StatusOutcome, StoreResult};
 
 /// Applies every sandbox status that is due; returns how many were applied.
 pub async fn step(app: &App) -> StoreResult<usize> {

@@ -81,8 +81,8 @@ impl Server {
     /// Opens the store, prepares it for this process, and creates the demo instance if the
     /// database has no instance yet.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
-        let lock = store::lock_for_serving(&config)?;
-        let store = store::open(&config).await?;
+        let lock = store::lock_for_serving(&config.database_url)?;
+        let store = config.open_store().await?;
         // SQLite is used by one serving process at a time, so every lease left in the file
         // belonged to a process that is gone: hand those deliveries back at once.
         let released = store.release_all_leases(config.clock.now_ms()).await?;

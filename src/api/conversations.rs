@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{ErrorBody, ReadMark};
+use super::schemas::{ErrorBody, ReadMark};
 
 use super::error::ApiError;
 use super::extract::{Authed, Json, Path, Query};

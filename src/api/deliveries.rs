@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{Authed, Json, Query};
-use super::openapi::ErrorBody;
+use super::schemas::ErrorBody;
 use crate::app::App;
 use crate::clock::Millis;
 use crate::store::{DeadDelivery, DeadFilter};

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{ErrorBody, Resent};
+use super::schemas::{ErrorBody, Resent};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;

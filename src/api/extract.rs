@@ -184,3 +184,22 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         }
     }
 }
+
+/// Property test: `Authorization` values of any shape are read or refused, never a panic
+/// (1500 cases; docs/RELIABILITY.md lists it).
+#[cfg(test)]
+mod hostile_input {
+    use proptest::prelude::*;
+
+    use super::parse_basic;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn basic_credentials_of_any_shape_never_panic(s in ".{0,60}") {
+            let _ = parse_basic(&s);
+            let _ = parse_basic(&format!("Basic {s}"));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::openapi::ErrorBody;
+use super::schemas::ErrorBody;
 
 use super::error::ApiError;
 use super::extract::{Authed, Json};

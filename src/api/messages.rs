@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ApiError, too_large};
 use super::extract::{Authed, Json, Path, RawBody, authenticate, charge};
 use super::limits::ClientIp;
-use super::openapi::{CompatError, CompatSuccess, ErrorBody};
+use super::schemas::{CompatError, CompatSuccess, ErrorBody};
 use crate::app::{App, IdempotencyKey, Replay, Sent};
 use crate::instances::{AuthKey, Instance};
 use crate::messages::{SendRequest, StoredMessage};

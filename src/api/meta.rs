@@ -37,7 +37,7 @@ use super::error::ApiError;
 use super::extract::{Authed, Json, Path, Query, RawBody, failed_authentication, refuse_guesses};
 use super::instance::InstanceView;
 use super::limits::ClientIp;
-use super::openapi::ErrorBody;
+use super::schemas::ErrorBody;
 use crate::app::App;
 use crate::channels::meta::MetaSettings;
 use crate::channels::meta::intake::{self, IntakeError, IntakeReport};

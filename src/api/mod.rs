@@ -25,6 +25,7 @@ pub(crate) mod messages;
 mod meta;
 mod openapi;
 mod sandbox;
+mod schemas;
 mod stream;
 mod webhooks;
 

@@ -10,7 +10,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::openapi::{ErrorBody, Inbound, StatusChanged};
+use super::schemas::{ErrorBody, Inbound, StatusChanged};
 use serde_json::json;
 
 use super::error::ApiError;

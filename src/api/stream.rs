@@ -37,7 +37,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::ApiError;
 use super::events::EventView;
 use super::extract::{Authed, Query};
-use super::openapi::{ErrorBody, SseItem};
+use super::schemas::{ErrorBody, SseItem};
 use crate::app::App;
 use crate::live::LiveItem;
 

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::openapi::ErrorBody;
+use super::schemas::ErrorBody;
 
 use super::error::ApiError;
 use super::extract::{Authed, Json, Path, RawBody};

@@ -12,16 +12,19 @@
 //! `attention`: `null`, or a sentence for the operator saying why the instance needs one (see
 //! `channels::meta`).
 
+pub mod meta_settings;
+
 use std::fmt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
 use crate::ids;
 use crate::phone::PhoneNumber;
+
+pub use meta_settings::MetaSettings;
 
 /// Where an instance's messages really come from and go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -197,6 +197,9 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Inv
 }
 
 #[cfg(test)]
+mod hostile_input;
+
+#[cfg(test)]
 mod tests {
     use super::MessageStatus::*;
 

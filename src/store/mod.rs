@@ -40,6 +40,7 @@
 //! claim) and any process claims them. Either way the receiver may see the event twice, which
 //! at-least-once allows; the stable `webhook-id` lets it de-duplicate.
 
+pub mod health;
 pub mod postgres;
 pub mod rules;
 pub mod sqlite;
@@ -47,7 +48,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::clock::Millis;
@@ -98,7 +99,57 @@ pub enum ClusterNotice {
         due: bool,
     },
     /// A delivery attempt was recorded.
-    Attempt(crate::live::AttemptNotice),
+    Attempt(AttemptNotice),
+}
+
+/// A recorded attempt, as watchers see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttemptNotice {
+    /// The instance.
+    #[serde(skip)]
+    pub instance_id: i64,
+    /// `evt_…`
+    pub event_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's status code, `null` when no answer came.
+    pub status_code: Option<u16>,
+    /// The first bytes of the answer.
+    pub response: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// On failure: `retrying` or `dead`.
+    pub next: Option<String>,
+}
+
+impl From<&AttemptResult> for AttemptNotice {
+    fn from(r: &AttemptResult) -> Self {
+        Self {
+            instance_id: r.instance_id,
+            event_id: r.event_id.clone(),
+            endpoint_id: r.endpoint_id.clone(),
+            attempt: r.attempt,
+            started_at: rfc3339(r.started_at),
+            duration_ms: r.duration_ms,
+            status_code: r.status_code,
+            response: r.response.clone(),
+            error: r.error.clone(),
+            outcome: if r.success { "success" } else { "failure" }.to_string(),
+            next: match (r.success, r.retry_at) {
+                (true, _) => None,
+                (false, Some(_)) => Some("retrying".to_string()),
+                (false, None) => Some("dead".to_string()),
+            },
+        }
+    }
 }
 
 impl StoreError {
@@ -677,17 +728,25 @@ pub fn is_postgres(url: &str) -> bool {
 }
 
 /// Opens the store a configuration names (`postgres://…` or SQLite), applying migrations.
-pub async fn open(config: &crate::config::Config) -> StoreResult<Arc<dyn Store>> {
-    let url = config.database_url.as_str();
+pub async fn open(url: &str, sqlite_sync: SqliteSync, sqlite_max_pages: Option<u64>) -> StoreResult<Arc<dyn Store>> {
     if is_postgres(url) {
         return Ok(Arc::new(postgres::PgStore::open(url).await?));
     }
     let path = sqlite::path_from_url(url)?;
     Ok(Arc::new(sqlite::SqliteStore::open(
         &path,
-        config.sqlite_sync,
-        config.sqlite_max_pages,
+        sqlite_sync,
+        sqlite_max_pages,
     )?))
+}
+
+/// How hard SQLite works to keep a commit through a power cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    /// `synchronous=FULL`: a commit survives power loss (the default).
+    Full,
+    /// `synchronous=NORMAL` in WAL mode: a commit survives a killed process, not a power cut.
+    Normal,
 }
 
 /// Held by a serving process for as long as it serves: with SQLite, a second `serve` on the
@@ -699,11 +758,11 @@ pub struct ServingLock {
 
 /// Takes the serving lock of the store a configuration names (PostgreSQL needs none: any
 /// number of processes serve one database).
-pub fn lock_for_serving(config: &crate::config::Config) -> StoreResult<ServingLock> {
-    if is_postgres(&config.database_url) {
+pub fn lock_for_serving(url: &str) -> StoreResult<ServingLock> {
+    if is_postgres(url) {
         return Ok(ServingLock { _file: None });
     }
-    let path = sqlite::path_from_url(&config.database_url)?;
+    let path = sqlite::path_from_url(url)?;
     Ok(ServingLock {
         _file: Some(sqlite::lock_for_serving(&path)?),
     })

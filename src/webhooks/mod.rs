@@ -11,7 +11,6 @@
 
 pub mod address;
 pub mod filter;
-pub mod health;
 pub mod signing;
 pub mod target;
 
@@ -79,4 +78,35 @@ pub struct EndpointChange {
     pub events: Option<EventFilter>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+}
+
+/// Property tests of what users give as an endpoint: whatever arrives, each parser answers
+/// with a value or an error, never a panic, and an accepted URL is one the engine can send to
+/// (1500 cases each; docs/RELIABILITY.md lists them).
+#[cfg(test)]
+mod hostile_input {
+    use proptest::prelude::*;
+
+    use super::{EventFilter, SigningSecret, WebhookUrl};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn webhook_urls_are_http_with_a_host_or_refused(s in ".{0,60}", tail in "[a-z0-9./:@%?#\\[\\]-]{0,40}") {
+            for input in [s.clone(), format!("http://{tail}"), format!("https://{tail}")] {
+                if let Ok(url) = WebhookUrl::parse(&input) {
+                    prop_assert!(matches!(url.as_url().scheme(), "http" | "https"));
+                    prop_assert!(url.as_url().host().is_some());
+                }
+            }
+        }
+
+        #[test]
+        fn event_filters_and_secrets_never_panic(names in prop::collection::vec(".{0,12}", 0..6), s in ".{0,60}") {
+            let _ = EventFilter::parse(&names);
+            let _ = SigningSecret::parse(&s);
+            let _ = SigningSecret::parse(&format!("whsec_{s}"));
+        }
+    }
 }

@@ -3,13 +3,13 @@
 //! other's events live. These tests always need PostgreSQL (127.0.0.1:5432 by default, or
 //! BOTLINKD_TEST_POSTGRES) and fail when it is missing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{PATIENCE, Receiver, TestDb};
+use crate::harness::{PATIENCE, Receiver, TestDb, expect_every_message_in_order};
 use crate::process::{Served, cli, serve};
 
 const SERVE_ARGS: [&str; 8] = [
@@ -129,46 +129,12 @@ async fn three_processes_share_the_work_and_survive_a_kill_9() {
     }
     assert!(accepted.len() > 600, "most messages were accepted ({})", accepted.len());
 
-    let expected: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
-    let mut webhook_ids: HashMap<String, String> = HashMap::new();
-    let mut first_arrivals: HashMap<String, Vec<String>> = HashMap::new();
-    let mut delivered: HashSet<String> = HashSet::new();
-    let mut duplicates = 0;
     // A killed process's leases run out after 4 s; everything must be in well within the
     // receiver's patience after that.
-    while !expected.iter().all(|id| delivered.contains(*id)) {
-        let got = tokio::time::timeout(PATIENCE, receiver.next())
-            .await
-            .expect("deliveries keep coming");
-        let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
-        let webhook_id = got.header("webhook-id").to_string();
-        assert_eq!(
-            webhook_ids.entry(message_id.clone()).or_insert(webhook_id.clone()),
-            &webhook_id
-        );
-        if delivered.insert(message_id.clone()) {
-            let from = got.json["data"]["from"].as_str().unwrap().to_string();
-            first_arrivals.entry(from).or_default().push(message_id);
-        } else {
-            duplicates += 1;
-        }
-    }
-    let mut by_customer: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (customer, id) in &accepted {
-        by_customer.entry(customer).or_default().push(id);
-    }
-    for (customer, ids) in by_customer {
-        let arrived: Vec<&str> = first_arrivals[customer]
-            .iter()
-            .map(String::as_str)
-            .filter(|id| expected.contains(id))
-            .collect();
-        assert_eq!(arrived, ids, "order of {customer}");
-    }
+    let (delivered, duplicates) = expect_every_message_in_order(&receiver, &accepted).await;
     eprintln!(
-        "cluster: {} accepted, {} delivered, {duplicates} duplicates",
-        accepted.len(),
-        delivered.len()
+        "cluster: {} accepted, {delivered} delivered, {duplicates} duplicates",
+        accepted.len()
     );
 }
 

@@ -10,7 +10,7 @@ use botlinkd::clock::Clock;
 use botlinkd::delivery::{RetrySchedule, StepOutcome};
 use serde_json::{Value, json};
 
-use crate::harness::{Receiver, TestApp};
+use crate::harness::{Receiver, TestApp, fast_retries};
 
 #[tokio::test]
 async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
@@ -115,7 +115,7 @@ async fn failures_follow_the_schedule_then_die_and_can_be_resent() {
 #[tokio::test]
 async fn any_2xx_succeeds_and_anything_else_is_retried_with_the_same_webhook_id() {
     let app = TestApp::spawn_with(|c| {
-        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50); 5], 0.0);
+        c.retry_schedule = fast_retries(50, 5);
     })
     .await;
     let answers = [
@@ -167,19 +167,11 @@ async fn wait_for_attempts(app: &TestApp, event_id: &str, n: usize) -> Vec<Value
 async fn an_answer_slower_than_the_limit_is_a_failure() {
     let app = TestApp::spawn_with(|c| {
         c.attempt_timeout = Duration::from_millis(400);
-        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50)], 0.0);
+        c.retry_schedule = fast_retries(50, 1);
     })
     .await;
     // The first answer comes after the limit, the second well within it.
-    let receiver = Receiver::start_with(Arc::new(|n, _| {
-        let delay = if n == 0 {
-            Duration::from_millis(800)
-        } else {
-            Duration::from_millis(100)
-        };
-        (StatusCode::OK, delay)
-    }))
-    .await;
+    let receiver = Receiver::slow_first(Duration::from_millis(800), Duration::from_millis(100)).await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;
     app.inbound_text("447123456789", "slow").await;
     let id = receiver.next().await.header("webhook-id").to_string();
@@ -198,19 +190,11 @@ async fn an_answer_slower_than_the_limit_is_a_failure() {
 #[tokio::test]
 async fn the_default_limit_is_three_seconds_for_the_whole_exchange() {
     let app = TestApp::spawn_with(|c| {
-        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(50)], 0.0);
+        c.retry_schedule = fast_retries(50, 1);
     })
     .await;
     assert_eq!(app.app.config.attempt_timeout, Duration::from_secs(3));
-    let receiver = Receiver::start_with(Arc::new(|n, _| {
-        let delay = if n == 0 {
-            Duration::from_millis(3_300)
-        } else {
-            Duration::from_millis(2_500)
-        };
-        (StatusCode::OK, delay)
-    }))
-    .await;
+    let receiver = Receiver::slow_first(Duration::from_millis(3_300), Duration::from_millis(2_500)).await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;
     app.inbound_text("447123456789", "at the edge").await;
     let id = receiver.next().await.header("webhook-id").to_string();
@@ -222,7 +206,7 @@ async fn the_default_limit_is_three_seconds_for_the_whole_exchange() {
 #[tokio::test]
 async fn events_of_a_conversation_arrive_in_order_despite_failures() {
     let app = TestApp::spawn_with(|c| {
-        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(30); 8], 0.0);
+        c.retry_schedule = fast_retries(30, 8);
     })
     .await;
     // Every third request fails, whichever conversation it belongs to.
@@ -560,7 +544,7 @@ async fn a_busy_conversation_arrives_in_order_through_the_followers() {
     // Answers take a few milliseconds, so a conversation's next events are stored while its
     // head is on its way; every 7th answer fails, which makes the conversation wait.
     let app = TestApp::spawn_with(|c| {
-        c.retry_schedule = RetrySchedule::new(vec![Duration::from_millis(20); 8], 0.0);
+        c.retry_schedule = fast_retries(20, 8);
     })
     .await;
     let receiver = Receiver::start_with(Arc::new(|n, _| {

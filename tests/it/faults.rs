@@ -11,17 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use botlinkd::delivery::RetrySchedule;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{PATIENCE, Receiver, TestApp};
-
-/// A fast retry schedule: the same states as production, minutes become milliseconds.
-fn fast(step_ms: u64, steps: usize) -> RetrySchedule {
-    RetrySchedule::new(vec![Duration::from_millis(step_ms); steps], 0.0)
-}
+use crate::harness::{PATIENCE, Receiver, TestApp, fast_retries};
 
 /// What a run ended with.
 #[derive(Debug, Default)]
@@ -152,7 +146,7 @@ async fn set_url(app: &TestApp, endpoint: &str, url: &str) {
 
 #[tokio::test]
 async fn a_receiver_that_is_down_then_back_gets_everything_in_order() {
-    let app = TestApp::spawn_with(|c| c.retry_schedule = fast(100, 40)).await;
+    let app = TestApp::spawn_with(|c| c.retry_schedule = fast_retries(100, 40)).await;
     // Nothing listens on this port: every attempt is refused.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let down = format!("http://{}/hook", closed.local_addr().unwrap());
@@ -172,7 +166,7 @@ async fn a_receiver_that_is_down_then_back_gets_everything_in_order() {
 
 #[tokio::test]
 async fn a_flapping_receiver_gets_everything_once_in_order() {
-    let app = TestApp::spawn_with(|c| c.retry_schedule = fast(50, 40)).await;
+    let app = TestApp::spawn_with(|c| c.retry_schedule = fast_retries(50, 40)).await;
     let receiver = Receiver::start_with(Arc::new(|n, _| {
         let status = if n % 2 == 0 {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -192,7 +186,7 @@ async fn a_flapping_receiver_gets_everything_once_in_order() {
 
 #[tokio::test]
 async fn answers_just_under_three_seconds_count_and_just_over_are_retried() {
-    let app = TestApp::spawn_with(|c| c.retry_schedule = fast(100, 5)).await;
+    let app = TestApp::spawn_with(|c| c.retry_schedule = fast_retries(100, 5)).await;
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let receiver = Receiver::start_with(Arc::new(move |_, json| {
         let id = json["data"]["message_id"].as_str().unwrap_or_default().to_string();
@@ -278,7 +272,7 @@ async fn hanging_up_server(bad: usize) -> (String, Arc<Mutex<Vec<(bool, Value, S
 
 #[tokio::test]
 async fn a_receiver_hanging_up_mid_answer_is_retried_until_it_answers_whole() {
-    let app = TestApp::spawn_with(|c| c.retry_schedule = fast(50, 20)).await;
+    let app = TestApp::spawn_with(|c| c.retry_schedule = fast_retries(50, 20)).await;
     let (url, got) = hanging_up_server(5).await;
     app.create_webhook(&url, Some(&["message"])).await;
     let sent = send_many(&app, 10, 10).await;
@@ -322,7 +316,7 @@ async fn a_receiver_hanging_up_mid_answer_is_retried_until_it_answers_whole() {
 
 #[tokio::test]
 async fn a_redirecting_receiver_is_not_followed_and_dead_deliveries_are_resent_to_the_fixed_url() {
-    let app = TestApp::spawn_with(|c| c.retry_schedule = fast(50, 2)).await;
+    let app = TestApp::spawn_with(|c| c.retry_schedule = fast_retries(50, 2)).await;
     let target = Receiver::start().await;
     let location = target.url.clone();
     let redirect = axum::Router::new().route(
@@ -365,7 +359,7 @@ async fn a_redirecting_receiver_is_not_followed_and_dead_deliveries_are_resent_t
 async fn a_full_disk_refuses_new_messages_plainly_and_loses_none_it_took() {
     let app = TestApp::spawn_sqlite_with(|c| {
         c.sqlite_max_pages = Some(160);
-        c.retry_schedule = fast(100, 50);
+        c.retry_schedule = fast_retries(100, 50);
     })
     .await;
     let receiver = Receiver::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::from_millis(1)))).await;
@@ -396,7 +390,7 @@ async fn a_full_disk_refuses_new_messages_plainly_and_loses_none_it_took() {
     let health = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert!(matches!(health.status().as_u16(), 200 | 503), "the server is still up");
     // Space is made (the cap goes): everything taken before is delivered.
-    let app = app.restart_with(|c| c.retry_schedule = fast(100, 50)).await;
+    let app = app.restart_with(|c| c.retry_schedule = fast_retries(100, 50)).await;
     let tally = settle(&app, &receiver, &sent, 0).await;
     tally.report(&format!(
         "disk full ({refused} messages refused with 503), then space made"
@@ -427,7 +421,7 @@ async fn cut_connections(database: &str, times: usize, every: Duration) -> usize
 
 #[tokio::test]
 async fn postgres_connections_cut_under_load_lose_nothing_that_was_accepted() {
-    let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast(100, 50)).await;
+    let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast_retries(100, 50)).await;
     let database = app.postgres_database().unwrap();
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;
@@ -472,7 +466,7 @@ async fn postgres_connections_cut_under_load_lose_nothing_that_was_accepted() {
 /// exactly its messages.
 #[tokio::test]
 async fn postgres_connections_cut_in_the_middle_of_batches_fail_whole_batches() {
-    let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast(100, 50)).await;
+    let app = TestApp::spawn_postgres_with(|c| c.retry_schedule = fast_retries(100, 50)).await;
     let database = app.postgres_database().unwrap();
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["message"])).await;

@@ -1,6 +1,7 @@
 //! The integration harness: a real server on port 0 with a fresh database, HTTP helpers with
 //! the instance's keys, and real webhook receivers that record what they get.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use botlinkd::app::App;
 use botlinkd::config::Config;
+use botlinkd::delivery::RetrySchedule;
 use botlinkd::instances::{Channel, Credentials, NewInstance};
 use botlinkd::phone::PhoneNumber;
 use botlinkd::{Server, clock::Clock};
@@ -364,6 +366,15 @@ impl Receiver {
         Self::start_with(Arc::new(|_, _| (StatusCode::OK, Duration::ZERO))).await
     }
 
+    /// A receiver that answers 200 to every request, the first after `first`, the others
+    /// after `then`.
+    pub async fn slow_first(first: Duration, then: Duration) -> Self {
+        Self::start_with(Arc::new(move |n, _| {
+            (StatusCode::OK, if n == 0 { first } else { then })
+        }))
+        .await
+    }
+
     /// A receiver that answers as `behaviour` says.
     pub async fn start_with(behaviour: Behaviour) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -465,4 +476,50 @@ pub fn verify_signature(secret: &str, r: &Received) {
     let wh = standardwebhooks::Webhook::new(secret).expect("secret parses");
     wh.verify(&r.body, &r.headers)
         .expect("signature verifies with the standardwebhooks crate");
+}
+
+/// A fast retry schedule for tests: `steps` retries `step_ms` apart, no jitter (the same
+/// states as production; minutes become milliseconds).
+pub fn fast_retries(step_ms: u64, steps: usize) -> RetrySchedule {
+    RetrySchedule::new(vec![Duration::from_millis(step_ms); steps], 0.0)
+}
+
+/// Reads `receiver` until every accepted customer message (`(customer, message id)`, in the
+/// order they were accepted) has arrived, and checks what a customer relies on: a repeat
+/// keeps its `webhook-id`, nothing is lost, and each customer's messages first arrive in the
+/// order they were accepted. Answers what arrived: `(delivered, duplicates)`.
+pub async fn expect_every_message_in_order(receiver: &Receiver, accepted: &[(String, String)]) -> (usize, usize) {
+    let expected: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
+    let mut webhook_ids: HashMap<String, String> = HashMap::new();
+    let mut first_arrivals: HashMap<String, Vec<String>> = HashMap::new();
+    let mut delivered: HashSet<String> = HashSet::new();
+    let mut duplicates = 0;
+    while !expected.iter().all(|id| delivered.contains(*id)) {
+        let got = receiver.next().await;
+        let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
+        let webhook_id = got.header("webhook-id").to_string();
+        let first = webhook_ids
+            .entry(message_id.clone())
+            .or_insert_with(|| webhook_id.clone());
+        assert_eq!(*first, webhook_id, "a duplicate keeps its webhook-id");
+        if delivered.insert(message_id.clone()) {
+            let from = got.json["data"]["from"].as_str().unwrap().to_string();
+            first_arrivals.entry(from).or_default().push(message_id);
+        } else {
+            duplicates += 1;
+        }
+    }
+    let mut by_customer: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (customer, id) in accepted {
+        by_customer.entry(customer).or_default().push(id);
+    }
+    for (customer, ids) in by_customer {
+        let arrived: Vec<&str> = first_arrivals[customer]
+            .iter()
+            .map(String::as_str)
+            .filter(|id| expected.contains(id))
+            .collect();
+        assert_eq!(arrived, ids, "order of {customer}");
+    }
+    (expected.len(), duplicates)
 }

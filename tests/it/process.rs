@@ -1,7 +1,6 @@
 //! The real binary as a user runs it: `botlinkd serve` with no configuration, the instance
 //! commands, and `kill -9` in the middle of a stream of messages.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{PATIENCE, Receiver};
+use crate::harness::{PATIENCE, Receiver, expect_every_message_in_order};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_botlinkd");
 
@@ -329,40 +328,7 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
         accepted.extend(stream.await.unwrap());
         if round == 2 {
             // Let the last process deliver everything, then check.
-            let expected: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
-            let mut seen_ids: HashMap<String, String> = HashMap::new();
-            let mut order: HashMap<String, Vec<String>> = HashMap::new();
-            let mut delivered: HashSet<String> = HashSet::new();
-            let mut duplicates = 0;
-            while !expected.iter().all(|id| delivered.contains(*id)) {
-                let got = receiver.next().await;
-                let message_id = got.json["data"]["message_id"].as_str().unwrap().to_string();
-                let webhook_id = got.header("webhook-id").to_string();
-                let previous = seen_ids.entry(message_id.clone()).or_insert_with(|| webhook_id.clone());
-                assert_eq!(*previous, webhook_id, "a duplicate keeps its webhook-id");
-                if delivered.insert(message_id.clone()) {
-                    let from = got.json["data"]["from"].as_str().unwrap().to_string();
-                    order.entry(from).or_default().push(message_id);
-                } else {
-                    duplicates += 1;
-                }
-            }
-            for (customer, id) in &accepted {
-                assert!(delivered.contains(id), "{id} of {customer} was lost");
-            }
-            // Per conversation, accepted messages arrived in the order they were accepted.
-            let mut by_customer: HashMap<&str, Vec<&str>> = HashMap::new();
-            for (customer, id) in &accepted {
-                by_customer.entry(customer).or_default().push(id);
-            }
-            for (customer, ids) in by_customer {
-                let arrived: Vec<&str> = order[customer]
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|id| expected.contains(id))
-                    .collect();
-                assert_eq!(arrived, ids, "order of {customer}");
-            }
+            let (delivered, duplicates) = expect_every_message_in_order(&receiver, &accepted).await;
             assert!(
                 accepted.len() > 1000,
                 "the stream ran across the kills ({} accepted)",
@@ -372,7 +338,7 @@ async fn kill_9_mid_stream_loses_nothing_and_keeps_order() {
                 "fault report | kill -9 twice during a stream, restarted each time | sent {} | delivered {} | dead 0 \
                  | duplicates {duplicates} | attempts {}",
                 accepted.len(),
-                accepted.iter().filter(|(_, id)| delivered.contains(id)).count(),
+                delivered,
                 receiver.count()
             );
         }

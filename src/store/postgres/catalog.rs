@@ -9,12 +9,12 @@ use sqlx::{PgPool, Row};
 
 use super::Tx;
 use super::outbox::PAUSED;
-use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
+use crate::instances::MetaSettings;
 use crate::instances::{AuthKeyHash, Channel, ChannelChange, Credentials, Instance, NewInstance};
 use crate::phone::PhoneNumber;
+use crate::store::health::disable_reason;
 use crate::store::{AttemptResult, StoreError, StoreResult};
-use crate::webhooks::health::disable_reason;
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
 const INSTANCE_COLUMNS: &str = "id, name, channel, phone_number, app_key, created_at, meta, attention";
@@ -305,7 +305,7 @@ pub(super) async fn delete_endpoint(tx: &mut Tx, instance_id: i64, id: &str) -> 
 }
 
 /// Keeps an endpoint's health after an attempt: a success ends its run of failures; a
-/// failure starts or extends one and may disable it (see [`crate::webhooks::health`]).
+/// failure starts or extends one and may disable it (see [`crate::store::health`]).
 pub(super) async fn record_health(tx: &mut Tx, r: &AttemptResult) -> StoreResult<()> {
     if r.success {
         sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")

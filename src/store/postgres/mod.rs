@@ -126,12 +126,11 @@ use tokio::sync::mpsc;
 use crate::clock::Millis;
 use crate::events::{EventDraft, EventRecord};
 use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
-use crate::live::AttemptNotice;
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
-    AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery, DeadFilter,
-    DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus,
-    SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    AttemptNotice, AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery,
+    DeadFilter, DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats,
+    ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 

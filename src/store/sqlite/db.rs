@@ -39,7 +39,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::SqliteSync;
+use crate::store::SqliteSync;
 use crate::store::{StoreError, StoreResult};
 
 /// The largest number of writes committed together.

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::corrupt;
 use super::outbox::PAUSED;
 use crate::clock::Millis;
+use crate::store::health::disable_reason;
 use crate::store::{AttemptResult, StoreError, StoreResult};
-use crate::webhooks::health::disable_reason;
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
 const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
@@ -146,7 +146,7 @@ pub(super) fn delete(conn: &Connection, instance_id: i64, id: &str) -> StoreResu
 }
 
 /// Keeps an endpoint's health after an attempt: a success ends its run of failures; a
-/// failure starts or extends one and may disable it (see [`crate::webhooks::health`]).
+/// failure starts or extends one and may disable it (see [`crate::store::health`]).
 pub(super) fn record_health(conn: &Connection, r: &AttemptResult) -> StoreResult<()> {
     if r.success {
         conn.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")?

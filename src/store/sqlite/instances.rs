@@ -3,8 +3,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::corrupt;
-use crate::channels::meta::MetaSettings;
 use crate::clock::Millis;
+use crate::instances::MetaSettings;
 use crate::instances::{AuthKeyHash, Channel, ChannelChange, Credentials, Instance, NewInstance};
 use crate::phone::PhoneNumber;
 use crate::store::{StoreError, StoreResult};

@@ -31,11 +31,11 @@ use async_trait::async_trait;
 
 use self::db::Db;
 use crate::clock::Millis;
-use crate::config::SqliteSync;
 use crate::events::{EventDraft, EventRecord};
 use crate::ids;
 use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::StoredMessage;
+use crate::store::SqliteSync;
 use crate::store::{
     AttemptRecord, AttemptResult, ChannelSend, ConversationSummary, DeadDelivery, DeadFilter, DeliveryStatus,
     DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome,

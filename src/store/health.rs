@@ -26,8 +26,8 @@
 //! receiver that is down for days die before its endpoint is disabled; the bulk resend of dead
 //! deliveries is there for them. `off` never disables for failures (a `410` still does).
 
+use super::rfc3339;
 use crate::clock::Millis;
-use crate::store::rfc3339;
 
 /// Why a failed attempt disables its endpoint, or `None` to keep it.
 ///
