@@ -1,7 +1,9 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 //!
 //! A `prometheus-client` registry (prefix `botlinkd`): the `events_ingested` and
-//! `delivery_attempts` counter families, the `delivery_attempt_seconds` histogram (1 ms to
+//! `delivery_attempts` counter families (attempts by outcome, status class and destination
+//! kind: webhook, nats, rabbitmq, redis), the `delivery_paced` counter (attempts that waited
+//! for their endpoint's rate limit), the `delivery_attempt_seconds` histogram (1 ms to
 //! 3 s), and gauges (`deliveries_queued`, `delivery_oldest_age_seconds`, `endpoints_disabled`,
 //! `stream_watchers`). Labels are event kinds, outcomes, status classes and delivery states,
 //! never ids, numbers, URLs or keys: metrics carry no secrets and no customer data.
@@ -37,6 +39,7 @@ struct KindLabel {
 struct AttemptLabels {
     outcome: String,
     status_class: String,
+    destination: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +58,7 @@ struct Inner {
     events: Family<KindLabel, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     latency: Histogram,
+    paced: Counter,
     queued: Family<StateLabel, Gauge>,
     oldest: Family<StateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     disabled: Gauge,
@@ -71,6 +75,12 @@ impl Default for Metrics {
             "delivery_attempts",
             "Delivery attempts, by outcome and the receiver's status class",
             attempts.clone(),
+        );
+        let paced = Counter::default();
+        registry.register(
+            "delivery_paced",
+            "Delivery attempts that waited for their endpoint's rate limit",
+            paced.clone(),
         );
         let latency = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0]);
         registry.register(
@@ -108,6 +118,7 @@ impl Default for Metrics {
                 events,
                 attempts,
                 latency,
+                paced,
                 queued,
                 oldest,
                 disabled,
@@ -127,7 +138,7 @@ impl Metrics {
     }
 
     /// Counts an attempt and records its latency.
-    pub fn attempt(&self, result: &AttemptResult) {
+    pub fn attempt(&self, result: &AttemptResult, destination: &'static str) {
         let status_class = match result.status_code {
             Some(code) => format!("{}xx", code / 100),
             None => "none".to_string(),
@@ -135,9 +146,18 @@ impl Metrics {
         let outcome = if result.success { "success" } else { "failure" }.to_string();
         self.inner
             .attempts
-            .get_or_create(&AttemptLabels { outcome, status_class })
+            .get_or_create(&AttemptLabels {
+                outcome,
+                status_class,
+                destination,
+            })
             .inc();
         self.inner.latency.observe(result.duration_ms as f64 / 1000.0);
+    }
+
+    /// Counts an attempt that waited for its endpoint's rate limit.
+    pub fn paced(&self) {
+        self.inner.paced.inc();
     }
 
     /// Renders every metric, with the queue figures given.

@@ -15,6 +15,12 @@
 //! (`Engine::deliver_now`), even on a disabled endpoint; the answer reports that attempt, and
 //! a failure is retried on the schedule like any delivery. Test events are excluded from the
 //! pull feed and are not subject to filters.
+//!
+//! **Destinations.** The URL's scheme chooses the transport (`webhooks::destination`): the
+//! answer shows it as `kind`, and shows the URL with a broker password masked (`****`). A
+//! change that sends the masked URL back unchanged (as the portal does) keeps the stored one.
+//! `rate_limit` (deliveries a second, 1 to 100000, `null` for none) paces the endpoint's
+//! deliveries (see `delivery::pacing`).
 
 use axum::Router;
 use axum::extract::State;
@@ -32,7 +38,13 @@ use crate::app::App;
 use crate::clock::Millis;
 use crate::events;
 use crate::store::rfc3339;
-use crate::webhooks::{AddressPolicy, Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret, WebhookUrl};
+use crate::webhooks::destination::masked;
+use crate::webhooks::{
+    AddressPolicy, DestinationKind, Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret, WebhookUrl,
+};
+
+/// The highest rate limit, deliveries a second.
+const MAX_RATE_LIMIT: u32 = 100_000;
 
 /// The routes.
 pub fn router() -> Router<App> {
@@ -47,7 +59,9 @@ pub fn router() -> Router<App> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
-    /// Where events are posted (http or https; internal addresses are refused).
+    /// Where events go: an http(s) URL, or `nats://HOST:PORT/SUBJECT`,
+    /// `amqp://USER:PASS@HOST:PORT/VHOST?exchange=E&routing_key=K` or
+    /// `redis://HOST:PORT/DB?stream=KEY[&maxlen=N]`. Internal addresses are refused.
     #[schema(example = "https://api.your-domain.com/whatsapp/callback")]
     url: String,
     #[serde(default)]
@@ -56,6 +70,9 @@ pub(super) struct CreateBody {
     description: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// At most this many deliveries a second (1 to 100000); left out or `null` for no limit.
+    #[serde(default)]
+    rate_limit: Option<u32>,
 }
 
 /// Changes to an endpoint; fields left out stay as they are.
@@ -70,6 +87,15 @@ pub(super) struct ChangeBody {
     description: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// A new rate limit, deliveries a second; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    rate_limit: Option<Option<u32>>,
+}
+
+/// A field given, even as `null` (a field left out stays `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
 }
 
 /// An endpoint as the API shows it.
@@ -77,7 +103,12 @@ pub(super) struct ChangeBody {
 pub struct EndpointView {
     #[schema(example = "ep_01M89MQETEG4XJ18R5BS9RT2N4")]
     id: String,
+    /// The URL, with a broker password shown as `****`.
     url: String,
+    /// The transport the URL's scheme chooses.
+    kind: DestinationKind,
+    /// At most this many deliveries a second; `null` for no limit.
+    rate_limit: Option<u32>,
     description: String,
     /// The events it receives: message, ack.sent, ack.delivered, ack.read, ack.failed.
     #[schema(value_type = Vec<String>, example = json!(["message", "ack.read"]))]
@@ -103,7 +134,9 @@ impl From<Endpoint> for EndpointView {
     fn from(e: Endpoint) -> Self {
         Self {
             id: e.id,
-            url: e.url,
+            kind: DestinationKind::of(&e.url),
+            url: masked(&e.url),
+            rate_limit: e.rate_limit,
             description: e.description,
             events: e.events,
             enabled: e.enabled,
@@ -136,6 +169,16 @@ fn parse_filter(events: &[String]) -> Result<EventFilter, ApiError> {
     EventFilter::parse(events).map_err(|e| ApiError::invalid("invalid_events", e.to_string()))
 }
 
+fn check_rate_limit(rate_limit: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match rate_limit {
+        Some(n) if !(1..=MAX_RATE_LIMIT).contains(&n) => Err(ApiError::invalid(
+            "invalid_rate_limit",
+            format!("`rate_limit` must be between 1 and {MAX_RATE_LIMIT} deliveries a second, or null for no limit"),
+        )),
+        other => Ok(other),
+    }
+}
+
 fn check_description(description: &str) -> Result<(), ApiError> {
     if description.chars().count() > 512 {
         return Err(ApiError::invalid(
@@ -166,6 +209,7 @@ async fn create(
         description,
         events,
         enabled: body.enabled.unwrap_or(true),
+        rate_limit: check_rate_limit(body.rate_limit)?,
     };
     let endpoint = app
         .store
@@ -212,8 +256,13 @@ async fn change(
     Json(body): Json<ChangeBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let mut change = EndpointChange::default();
-    if let Some(url) = &body.url {
+    if let Some(url) = &body.url
+        && !is_masked_current(&app, instance.id, &id, url).await?
+    {
         change.url = Some(checked_url(&app, url).await?);
+    }
+    if let Some(rate_limit) = body.rate_limit {
+        change.rate_limit = Some(check_rate_limit(rate_limit)?);
     }
     if let Some(events) = &body.events {
         change.events = Some(parse_filter(events)?);
@@ -232,6 +281,16 @@ async fn change(
     // Re-enabling lets paused deliveries go out.
     app.engine.wake();
     Ok(Json(endpoint.into()))
+}
+
+/// Whether `url` is the endpoint's stored URL as the API shows it, password masked: sent
+/// back unchanged, it keeps the stored one rather than setting the password to `****`.
+async fn is_masked_current(app: &App, instance_id: i64, id: &str, url: &str) -> Result<bool, ApiError> {
+    if !url.contains("****") {
+        return Ok(false);
+    }
+    let current = app.store.get_endpoint(instance_id, id).await?;
+    Ok(current.is_some_and(|e| masked(&e.url) == url.trim() && masked(&e.url) != e.url))
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Endpoint id")),

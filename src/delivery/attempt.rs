@@ -1,5 +1,7 @@
 //! One delivery attempt: a signed `POST` of the event's exact bytes, limited to the whole
-//! exchange taking at most the configured timeout (3 s by default).
+//! exchange taking at most the configured timeout (3 s by default); or, for an endpoint whose
+//! URL names a broker, the same bytes and signature published through [`super::brokers`]
+//! (the attempt then has no `status_code`; `response` is the broker's acknowledgement).
 //!
 //! The HTTP client is shared, so connections to an endpoint are kept alive and reused. Its
 //! DNS resolver applies the [`AddressPolicy`] to every address it returns, and IP-literal
@@ -22,9 +24,10 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Host;
 
+use super::brokers::{Brokers, Signed};
 use crate::clock::Clock;
 use crate::store::{AttemptResult, DueDelivery};
-use crate::webhooks::AddressPolicy;
+use crate::webhooks::{AddressPolicy, Destination, WebhookUrl};
 
 /// How much of a receiver's answer is kept with the attempt.
 pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
@@ -38,6 +41,7 @@ pub struct Attempter {
     policy: Arc<AddressPolicy>,
     timeout: Duration,
     clock: Clock,
+    brokers: Arc<Brokers>,
 }
 
 /// The client's resolver: the system's, with internal addresses removed.
@@ -84,20 +88,31 @@ impl Attempter {
             .expect("the HTTP client builds with static settings");
         Self {
             client,
+            brokers: Arc::new(Brokers::new(policy.clone(), timeout)),
             policy,
             timeout,
             clock,
         }
     }
 
+    /// Drops a broker endpoint's connection (its URL changed, or it is gone).
+    pub fn forget_endpoint(&self, endpoint_id: &str) {
+        self.brokers.forget(endpoint_id);
+    }
+
     /// Makes one attempt. The result's `retry_at` is left `None`; the engine decides it.
     pub async fn attempt(&self, d: &DueDelivery) -> AttemptResult {
         let started_at = self.clock.now_ms();
         let started = Instant::now();
-        let outcome = self.exchange(d, started_at / 1000).await;
+        let outcome = if d.url.starts_with("http") {
+            self.exchange(d, started_at / 1000).await
+        } else {
+            self.publish(d, started_at / 1000).await
+        };
         let duration_ms = started.elapsed().as_millis() as i64;
         let (status_code, response, error, retry_after) = match outcome {
-            Ok(answer) => {
+            Ok(Answer::Published(ack)) => (None, ack, None, None),
+            Ok(Answer::Http(answer)) => {
                 let status = answer.status;
                 let error = (!(200..300).contains(&status)).then(|| format!("receiver answered HTTP {status}"));
                 (Some(status), answer.excerpt, error, answer.retry_after)
@@ -125,6 +140,36 @@ impl Attempter {
         }
     }
 
+    /// A broker destination's attempt: the publish and its acknowledgement, within the
+    /// timeout.
+    async fn publish(&self, d: &DueDelivery, timestamp: i64) -> Result<Answer, String> {
+        let url = WebhookUrl::parse(&d.url).map_err(|e| format!("invalid endpoint URL: {e}"))?;
+        let destination = Destination::parse(url.as_url()).map_err(|e| format!("invalid endpoint URL: {e}"))?;
+        let signature = self.signature(d, timestamp);
+        let message = Signed {
+            id: &d.event_id,
+            timestamp,
+            signature: &signature,
+            body: d.payload.as_bytes(),
+        };
+        let publish = self.brokers.publish(&d.endpoint_id, &d.url, &destination, &message);
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(result) => result.map(Answer::Published),
+            Err(_) => Err(timeout_message(self.timeout)),
+        }
+    }
+
+    /// `webhook-signature`: during a rotation's grace period the old secret signs too
+    /// (Standard Webhooks receivers accept any one of several space-separated signatures).
+    fn signature(&self, d: &DueDelivery, timestamp: i64) -> String {
+        let mut signature = d.secret.sign(&d.event_id, timestamp, d.payload.as_bytes());
+        if let Some(previous) = &d.previous_secret {
+            signature.push(' ');
+            signature.push_str(&previous.sign(&d.event_id, timestamp, d.payload.as_bytes()));
+        }
+        signature
+    }
+
     async fn exchange(&self, d: &DueDelivery, timestamp: i64) -> Result<Answer, String> {
         let url = reqwest::Url::parse(&d.url).map_err(|_| "invalid endpoint URL".to_string())?;
         let literal: Option<IpAddr> = match url.host() {
@@ -135,13 +180,7 @@ impl Attempter {
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
             return Err(format!("blocked: {ip} is an internal address"));
         }
-        // During a rotation's grace period the old secret signs too: Standard Webhooks
-        // receivers accept any one of several space-separated signatures.
-        let mut signature = d.secret.sign(&d.event_id, timestamp, d.payload.as_bytes());
-        if let Some(previous) = &d.previous_secret {
-            signature.push(' ');
-            signature.push_str(&previous.sign(&d.event_id, timestamp, d.payload.as_bytes()));
-        }
+        let signature = self.signature(d, timestamp);
         let request = self
             .client
             .post(url)
@@ -175,11 +214,11 @@ impl Attempter {
                 }
             }
             body.truncate(RESPONSE_EXCERPT_BYTES);
-            Ok::<_, String>(Answer {
+            Ok::<_, String>(Answer::Http(HttpAnswer {
                 status,
                 excerpt: String::from_utf8_lossy(&body).into_owned(),
                 retry_after,
-            })
+            }))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -188,8 +227,16 @@ impl Attempter {
     }
 }
 
-/// What a receiver answered.
-struct Answer {
+/// What the destination answered.
+enum Answer {
+    /// A web server's answer.
+    Http(HttpAnswer),
+    /// A broker's acknowledgement.
+    Published(String),
+}
+
+/// What a web server answered.
+struct HttpAnswer {
     status: u16,
     excerpt: String,
     retry_after: Option<Duration>,

@@ -46,6 +46,9 @@
 //! are logged at `debug`. Neither logs the URL, which may carry a token. An outcome is never
 //! dropped: should the store fail, the completer tries again until it answers.
 //!
+//! **Rate limits.** Attempts of an endpoint with a `rate_limit` wait for their turn, and the
+//! claims of such an endpoint are capped; see [`super::pacing`].
+//!
 //! [`Engine::step`] is the same work done once and awaited, for tests that move a manual
 //! clock and check the schedule without sleeping: it claims everything due, attempts it,
 //! records it and returns a [`StepOutcome`].
@@ -60,13 +63,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::followers::Followers;
+use super::pacing::Pacing;
 use super::{Attempter, RetrySchedule};
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::{AttemptResult, DueDelivery, HandOver, Store, StoreError, StoreResult};
-use crate::webhooks::AddressPolicy;
+use crate::webhooks::{AddressPolicy, DestinationKind};
 
 /// The most deliveries claimed in one go.
 const CLAIM_BATCH: usize = 256;
@@ -126,6 +130,8 @@ struct Inner {
     followers: Followers,
     /// While `run` runs: the runtime it runs on, where every attempt task is started.
     runtime: Mutex<Option<tokio::runtime::Handle>>,
+    /// The endpoints' rate limits.
+    pacing: Pacing,
 }
 
 impl Engine {
@@ -138,6 +144,7 @@ impl Engine {
         );
         Self {
             inner: Arc::new(Inner {
+                pacing: Pacing::new(store.clone(), config.clock.clone()),
                 store,
                 live,
                 metrics,
@@ -221,6 +228,7 @@ impl Engine {
     /// what it was when they were stored, and go the database's way instead.
     pub fn forget_endpoint(&self, endpoint_id: &str) {
         self.inner.followers.forget_endpoint(endpoint_id);
+        self.inner.attempter.forget_endpoint(endpoint_id);
     }
 
     /// The lease end for a delivery claimed now.
@@ -263,9 +271,14 @@ impl Engine {
     }
 
     async fn attempt(&self, due: &DueDelivery) -> AttemptResult {
+        if self.inner.pacing.wait_turn(due).await {
+            self.inner.metrics.paced();
+        }
         let mut result = self.inner.attempter.attempt(due).await;
         result.disable_after = self.inner.disable_after;
-        self.inner.metrics.attempt(&result);
+        self.inner
+            .metrics
+            .attempt(&result, DestinationKind::of(&due.url).label());
         if !result.success {
             result.retry_at = self
                 .inner
@@ -347,7 +360,7 @@ impl Engine {
             let counts = inner.per_endpoint_in_flight.lock().expect("in-flight lock");
             counts
                 .iter()
-                .filter(|(_, n)| **n >= inner.per_endpoint)
+                .filter(|(id, n)| **n >= self.cap_of(id))
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -367,9 +380,28 @@ impl Engine {
         claimed
     }
 
-    /// Starts an attempt task for each claimed delivery.
-    fn launch(&self, due: Vec<DueDelivery>, done: &mpsc::Sender<AttemptResult>) {
+    /// How many attempts of an endpoint may be in flight here.
+    fn cap_of(&self, endpoint_id: &str) -> usize {
+        match self.inner.pacing.limit(endpoint_id) {
+            Some(rate) => Pacing::in_flight_cap(rate, self.inner.per_endpoint),
+            None => self.inner.per_endpoint,
+        }
+    }
+
+    /// Starts an attempt task for each claimed delivery, and hands back to the queue those
+    /// of a rate-limited endpoint beyond its cap (see [`super::pacing`]).
+    fn launch(&self, mut due: Vec<DueDelivery>, done: &mpsc::Sender<AttemptResult>) {
         let inner = &self.inner;
+        let over_cap = self.beyond_caps(&mut due);
+        if let Some((claims, next_at)) = over_cap {
+            let store = inner.store.clone();
+            tokio::spawn(async move {
+                // Should this fail, the leases hand the deliveries back when they end.
+                if let Err(error) = store.release_claims(claims, next_at).await {
+                    tracing::warn!(error = %error, "handing rate-limited deliveries back failed");
+                }
+            });
+        }
         let runtime = inner
             .runtime
             .lock()
@@ -412,6 +444,36 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// Takes out of `due` the deliveries of rate-limited endpoints beyond their caps, as
+    /// claims to hand back and when they are due again.
+    fn beyond_caps(&self, due: &mut Vec<DueDelivery>) -> Option<(Vec<(i64, Millis)>, Millis)> {
+        let inner = &self.inner;
+        for d in due.iter() {
+            inner.pacing.note(d);
+        }
+        if due.iter().all(|d| d.rate_limit.is_none()) {
+            return None;
+        }
+        let mut counts: HashMap<String, usize> = inner.per_endpoint_in_flight.lock().expect("in-flight lock").clone();
+        let mut delay = Duration::ZERO;
+        let beyond: Vec<DueDelivery> = due
+            .extract_if(.., |d| {
+                let Some(rate) = d.rate_limit else {
+                    return false;
+                };
+                let n = counts.entry(d.endpoint_id.clone()).or_default();
+                *n += 1;
+                delay = delay.max(Pacing::release_delay(rate, inner.per_endpoint));
+                *n > Pacing::in_flight_cap(rate, inner.per_endpoint)
+            })
+            .collect();
+        (!beyond.is_empty()).then(|| {
+            inner.more_due.store(true, Ordering::Release);
+            let next_at = inner.clock.now_ms() + delay.as_millis() as Millis;
+            (beyond.iter().map(|d| (d.delivery_id, d.lease_until)).collect(), next_at)
+        })
     }
 
     /// After an attempt: the delivery that follows it in its conversation, leased and noted

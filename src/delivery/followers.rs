@@ -119,6 +119,7 @@ mod tests {
             url: "http://127.0.0.1:9/hook".into(),
             secret: SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
             previous_secret: None,
+            rate_limit: None,
             payload: Arc::from("{}"),
             attempt: 1,
             failures: 0,

@@ -372,6 +372,8 @@ pub struct DueDelivery {
     pub secret: SigningSecret,
     /// The secret before the last rotation, while its grace period lasts: it signs too.
     pub previous_secret: Option<SigningSecret>,
+    /// The endpoint's rate limit, deliveries a second, as the claim read it.
+    pub rate_limit: Option<u32>,
     /// The body.
     pub payload: Arc<str>,
     /// The number this attempt will have (1 for the first).
@@ -712,6 +714,14 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_event_seq(&self) -> StoreResult<i64>;
     /// When the earliest pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
+    /// Reserves the next send slot of `key`, paced at one send per `interval_us` (a generic
+    /// cell rate: a slot never starts before `now`, nor sooner than one interval after the
+    /// slot before it), and answers when the reserved slot starts. Shared by every process
+    /// that uses the database.
+    async fn reserve_pace(&self, key: &str, interval_us: i64, now_us: i64) -> StoreResult<i64>;
+    /// Hands claimed deliveries back to the queue without an attempt, due at `next_at`:
+    /// each `(delivery id, lease_until)` whose lease is still the one given.
+    async fn release_claims(&self, claims: Vec<(i64, Millis)>, next_at: Millis) -> StoreResult<()>;
     /// What other processes sharing the database committed (events, attempts); `None` for a
     /// backend that is only ever used by one process. Taken once.
     fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ClusterNotice>> {

@@ -2,7 +2,9 @@
 //!
 //! - [`filter`]: the event filter an endpoint subscribes with.
 //! - [`address`]: the SSRF guard, which decides which IP addresses webhooks may reach.
-//! - [`target`]: webhook URL parsing and the creation-time check of where it resolves.
+//! - [`target`]: endpoint URL parsing and the creation-time check of where it resolves.
+//! - [`destination`]: what the URL's scheme chooses (HTTP, NATS, RabbitMQ, Redis), and
+//!   the masking of broker passwords for display.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`health`]: when a failing endpoint is disabled on its own.
 //!
@@ -10,6 +12,7 @@
 //! rotation's `previous_secret_until`.
 
 pub mod address;
+pub mod destination;
 pub mod filter;
 pub mod signing;
 pub mod target;
@@ -18,6 +21,7 @@ use serde::Serialize;
 
 use crate::clock::Millis;
 pub use address::AddressPolicy;
+pub use destination::{Destination, DestinationKind};
 pub use filter::EventFilter;
 pub use signing::SigningSecret;
 pub use target::WebhookUrl;
@@ -46,6 +50,8 @@ pub struct Endpoint {
     pub secret: SigningSecret,
     /// Until when the secret before the last rotation still signs beside it.
     pub previous_secret_until: Option<Millis>,
+    /// At most this many deliveries a second, if set.
+    pub rate_limit: Option<u32>,
     /// Creation time, milliseconds.
     pub created_at: Millis,
     /// Last change, milliseconds.
@@ -65,6 +71,8 @@ pub struct NewEndpoint {
     pub events: EventFilter,
     /// Whether deliveries go out.
     pub enabled: bool,
+    /// At most this many deliveries a second, if set.
+    pub rate_limit: Option<u32>,
 }
 
 /// A change to an endpoint; `None` leaves a field as it is.
@@ -78,6 +86,8 @@ pub struct EndpointChange {
     pub events: Option<EventFilter>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+    /// A new rate limit (`Some(None)` removes it).
+    pub rate_limit: Option<Option<u32>>,
 }
 
 /// Property tests of what users give as an endpoint: whatever arrives, each parser answers
@@ -93,10 +103,11 @@ mod hostile_input {
         #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
         #[test]
-        fn webhook_urls_are_http_with_a_host_or_refused(s in ".{0,60}", tail in "[a-z0-9./:@%?#\\[\\]-]{0,40}") {
-            for input in [s.clone(), format!("http://{tail}"), format!("https://{tail}")] {
+        fn endpoint_urls_have_a_known_scheme_and_a_host_or_are_refused(s in ".{0,60}", tail in "[a-z0-9./:@%?#=&\\[\\]-]{0,40}") {
+            let inputs = ["http", "https", "nats", "amqp", "redis"].map(|scheme| format!("{scheme}://{tail}"));
+            for input in std::iter::once(s.clone()).chain(inputs) {
                 if let Ok(url) = WebhookUrl::parse(&input) {
-                    prop_assert!(matches!(url.as_url().scheme(), "http" | "https"));
+                    prop_assert!(matches!(url.as_url().scheme(), "http" | "https" | "nats" | "amqp" | "redis"));
                     prop_assert!(url.as_url().host().is_some());
                 }
             }

@@ -321,3 +321,58 @@ async fn pull_readers_see_every_event_once_in_cursor_order_while_three_processes
     let straggler_at = orders[0].iter().position(|id| id == "wamid.straggler").unwrap();
     eprintln!("feed stress: {expected} events, the straggler at place {straggler_at}");
 }
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_three_processes() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 3).await;
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let seen = arrivals.clone();
+    let receiver = Receiver::start_with(Arc::new(move |_, _| {
+        seen.lock().unwrap().push(std::time::Instant::now());
+        (axum::http::StatusCode::OK, Duration::ZERO)
+    }))
+    .await;
+    let client = reqwest::Client::new();
+    let hook = client
+        .post(format!("{}/v1/webhooks", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"url": receiver.url, "events": ["message"], "rate_limit": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+    // 40 messages from 8 customers, each process taking a third of them.
+    let mut accepted = Vec::new();
+    for i in 0..40 {
+        let customer = format!("4478100{:05}", i % 8);
+        let response = client
+            .post(format!("{}/v1/sandbox/inbound", nodes[i % 3].base))
+            .basic_auth(&app_key, Some(&auth_key))
+            .json(&json!({"from": customer, "body": format!("paced {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        accepted.push((customer, body["message_id"].as_str().unwrap().to_string()));
+    }
+    let (delivered, _) = expect_every_message_in_order(&receiver, &accepted).await;
+    assert_eq!(delivered, 40);
+    let times = arrivals.lock().unwrap().clone();
+    let span = times.last().unwrap().duration_since(times[0]);
+    // One pace for all three: 39 intervals of 100 ms, give or take the scheduling.
+    assert!(
+        span >= Duration::from_millis(39 * 100 - 150),
+        "40 deliveries took only {span:?}"
+    );
+    for (i, t) in times.iter().enumerate() {
+        let within_a_second = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(within_a_second <= 11, "{within_a_second} deliveries within one second");
+    }
+}

@@ -404,6 +404,19 @@ impl Receiver {
         }
     }
 
+    /// A receiver without a server, fed by a consumer of another transport (a broker):
+    /// what is sent on the returned sender arrives as if it had been posted.
+    pub fn fed() -> (Self, mpsc::UnboundedSender<Received>) {
+        let (seen, inbox) = mpsc::unbounded_channel();
+        let receiver = Self {
+            url: String::new(),
+            inbox: Mutex::new(inbox),
+            count: Arc::new(AtomicUsize::new(0)),
+            shutdown: CancellationToken::new(),
+        };
+        (receiver, seen)
+    }
+
     /// The next request, or a panic after [`PATIENCE`].
     pub async fn next(&self) -> Received {
         tokio::time::timeout(PATIENCE, self.inbox.lock().await.recv())

@@ -2,9 +2,11 @@
 //! as a child process), real HTTP receivers, a fresh SQLite database per test.
 
 mod bad_input;
+mod brokers;
 mod cluster;
 mod dead;
 mod delivery;
+mod destinations;
 mod endpoint_health;
 mod example_bot;
 mod faults;

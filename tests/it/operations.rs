@@ -44,7 +44,7 @@ async fn metrics_count_events_attempts_and_queues() {
     }
     for expected in [
         "botlinkd_events_ingested_total{kind=\"message\"} 2",
-        "botlinkd_delivery_attempts_total{outcome=\"success\",status_class=\"2xx\"} 1",
+        "botlinkd_delivery_attempts_total{outcome=\"success\",status_class=\"2xx\",destination=\"webhook\"} 1",
         "botlinkd_delivery_attempt_seconds_count 1",
         "botlinkd_deliveries_queued{state=\"pending\"} 1",
         "botlinkd_endpoints_disabled 1",

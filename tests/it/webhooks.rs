@@ -157,6 +157,9 @@ async fn the_guard_holds_again_at_connect_time() {
         format!("http://[::ffff:7f00:1]:{port}/hook"),
         format!("http://2130706433:{port}/hook"),
         format!("http://0x7f.1:{port}/hook"),
+        format!("nats://127.0.0.1:{port}/whatsapp.events"),
+        format!("amqp://guest:guest@[::ffff:127.0.0.1]:{port}/%2f?exchange=e"),
+        format!("redis://localhost:{port}/0?stream=s"),
     ] {
         let due = DueDelivery {
             delivery_id: 1,
@@ -167,6 +170,7 @@ async fn the_guard_holds_again_at_connect_time() {
             url: url.clone(),
             secret: SigningSecret::generate(),
             previous_secret: None,
+            rate_limit: None,
             payload: "{}".into(),
             attempt: 1,
             failures: 0,

@@ -200,6 +200,7 @@ pub(super) fn read_appended(
             previous_secret: row
                 .try_get::<Option<String>, _>("previous_secret")?
                 .and_then(|p| SigningSecret::parse(&p).ok()),
+            rate_limit: super::outbox::rate_limit(row)?,
             payload,
             attempt: 1,
             failures: 0,
@@ -247,7 +248,7 @@ handed AS ( \
   SELECT d.id, d.event_seq, d.endpoint_id, d.state, d.lease_until, \
          COALESCE(lag(d.id) OVER (PARTITION BY d.endpoint_id, d.conversation ORDER BY d.id), p.tail) AS after, \
          p.handed, ep.url, ep.secret, \
-         CASE WHEN ep.previous_secret_until > p.at THEN ep.previous_secret END AS previous_secret \
+         CASE WHEN ep.previous_secret_until > p.at THEN ep.previous_secret END AS previous_secret, ep.rate_limit \
   FROM inserted d JOIN placed p ON p.seq = d.event_seq AND p.endpoint_id = d.endpoint_id \
   JOIN endpoints ep ON ep.id = d.endpoint_id), \
 notified AS ( \

@@ -149,9 +149,10 @@ pub(super) async fn rotate_keys(pool: &PgPool, id: i64, keys: &Credentials) -> S
     row.as_ref().map(instance).transpose()
 }
 
-const ENDPOINT_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, rate_limit";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until, rate_limit";
 
 fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
     let secret: String = row.try_get("secret")?;
@@ -169,6 +170,7 @@ fn endpoint(row: &PgRow) -> StoreResult<Endpoint> {
         disabled_reason: row.try_get("disabled_reason")?,
         failing_since: row.try_get("failing_since")?,
         previous_secret_until: row.try_get("previous_secret_until")?,
+        rate_limit: row.try_get::<Option<i32>, _>("rate_limit")?.map(|n| n as u32),
     })
 }
 
@@ -180,7 +182,7 @@ pub(super) async fn create_endpoint(
     now: Millis,
 ) -> StoreResult<Endpoint> {
     let row = sqlx::query(&format!(
-        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {READ_COLUMNS}"
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {READ_COLUMNS}"
     ))
     .bind(id)
     .bind(new.instance_id)
@@ -190,6 +192,7 @@ pub(super) async fn create_endpoint(
     .bind(new.enabled)
     .bind(secret.expose())
     .bind(now)
+    .bind(new.rate_limit.map(|n| n as i32))
     .fetch_one(pool)
     .await?;
     endpoint(&row)
@@ -227,7 +230,8 @@ pub(super) async fn update_endpoint(
         "UPDATE endpoints SET url = COALESCE($3, url), description = COALESCE($4, description), \
            events = COALESCE($5, events), enabled = COALESCE($6, enabled), updated_at = $7, \
            disabled_reason = CASE WHEN $6::BOOLEAN IS NULL THEN disabled_reason ELSE NULL END, \
-           failing_since = CASE WHEN $6::BOOLEAN THEN NULL ELSE failing_since END \
+           failing_since = CASE WHEN $6::BOOLEAN THEN NULL ELSE failing_since END, \
+           rate_limit = CASE WHEN $8 THEN $9 ELSE rate_limit END \
          WHERE instance_id = $1 AND id = $2 RETURNING {READ_COLUMNS}"
     ))
     .bind(instance_id)
@@ -237,6 +241,8 @@ pub(super) async fn update_endpoint(
     .bind(change.events.map(|e| e.bits() as i16))
     .bind(change.enabled)
     .bind(now)
+    .bind(change.rate_limit.is_some())
+    .bind(change.rate_limit.flatten().map(|n| n as i32))
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -297,6 +303,11 @@ pub(super) async fn delete_endpoint(tx: &mut Tx, instance_id: i64, id: &str) -> 
         .rows_affected();
     if deleted > 0 {
         sqlx::query("DELETE FROM deliveries WHERE endpoint_id = $1 AND state IN (0, 1)")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        // Its pace, if it had a rate limit (paced keys are endpoint ids).
+        sqlx::query("DELETE FROM pacing WHERE key = $1")
             .bind(id)
             .execute(&mut **tx)
             .await?;

@@ -85,7 +85,8 @@
 //! `deliveries_one_head`; `0002_meta.sql` and `0003_endpoint_health.sql` add what SQLite's
 //! `0004` and `0005` add; `0004_commit_ordered_feed.sql` drops the sequence default of
 //! `events.seq` (positions come from transaction ids); `0005_instance_notices.sql` adds the
-//! instance trigger.
+//! instance trigger; `0006_rate_limit.sql` adds `endpoints.rate_limit` and the `pacing` table
+//! every process reserves its rate-limited sends in.
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -140,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_endpoint_health.sql"),
     include_str!("migrations/0004_commit_ordered_feed.sql"),
     include_str!("migrations/0005_instance_notices.sql"),
+    include_str!("migrations/0006_rate_limit.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -749,6 +751,36 @@ impl Store for PgStore {
     async fn release_all_leases(&self, _now: Millis) -> StoreResult<u64> {
         // Other processes may hold leases right now: a dead process's leases simply expire.
         Ok(0)
+    }
+
+    async fn reserve_pace(&self, key: &str, interval_us: i64, now_us: i64) -> StoreResult<i64> {
+        // One statement: concurrent reservations of one key queue on its row, each moving
+        // the next free slot on by one interval.
+        Ok(sqlx::query_scalar(
+            "INSERT INTO pacing (key, next_at_us) VALUES ($1, $2 + $3) \
+             ON CONFLICT (key) DO UPDATE SET next_at_us = GREATEST(pacing.next_at_us, $2) + $3 \
+             RETURNING next_at_us - $3",
+        )
+        .bind(key)
+        .bind(now_us)
+        .bind(interval_us)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn release_claims(&self, claims: Vec<(i64, Millis)>, next_at: Millis) -> StoreResult<()> {
+        let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.into_iter().unzip();
+        sqlx::query(
+            "UPDATE deliveries d SET lease_until = NULL, next_at = $3 \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS c(id, lease_until) \
+             WHERE d.id = c.id AND d.state = 1 AND d.lease_until = c.lease_until",
+        )
+        .bind(ids)
+        .bind(leases)
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<ClusterNotice>> {

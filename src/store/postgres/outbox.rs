@@ -276,8 +276,8 @@ pub(super) async fn test_event(
         .execute(&mut **tx)
         .await?;
     let row = sqlx::query(
-        "SELECT url, secret, CASE WHEN previous_secret_until > $2 THEN previous_secret END AS previous_secret \
-         FROM endpoints WHERE id = $1",
+        "SELECT url, secret, CASE WHEN previous_secret_until > $2 THEN previous_secret END AS previous_secret, \
+         rate_limit FROM endpoints WHERE id = $1",
     )
     .bind(endpoint_id)
     .bind(e.created_at)
@@ -296,6 +296,7 @@ pub(super) async fn test_event(
         previous_secret: row
             .try_get::<Option<String>, _>("previous_secret")?
             .and_then(|p| SigningSecret::parse(&p).ok()),
+        rate_limit: rate_limit(&row)?,
         payload: Arc::from(e.payload.as_str()),
         attempt: 1,
         failures: 0,
@@ -339,7 +340,7 @@ pub(super) async fn claim(
 /// What a claim returns of a delivery (`$1` is now, for the rotation grace period).
 const DUE_RETURNING: &str = "d.id, d.event_seq, ev.id AS event_id, ev.instance_id, d.endpoint_id, ep.url, ep.secret, \
      ev.payload, d.failures, d.attempt_offset, \
-     CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret";
+     CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret, ep.rate_limit";
 
 fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
     let secret: String = r.try_get("secret")?;
@@ -357,12 +358,18 @@ fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
         previous_secret: r
             .try_get::<Option<String>, _>("previous_secret")?
             .and_then(|p| SigningSecret::parse(&p).ok()),
+        rate_limit: rate_limit(r)?,
         payload: Arc::from(payload),
         attempt: (offset + failures + 1) as u32,
         failures: failures as u32,
         lease_until,
         after: None,
     })
+}
+
+/// The endpoint's `rate_limit` column of a row.
+pub(super) fn rate_limit(r: &PgRow) -> StoreResult<Option<u32>> {
+    Ok(r.try_get::<Option<i32>, _>("rate_limit")?.map(|n| n.max(1) as u32))
 }
 
 /// Leases the given promoted heads and reads them as a claim would.

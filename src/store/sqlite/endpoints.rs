@@ -9,9 +9,9 @@ use crate::store::health::disable_reason;
 use crate::store::{AttemptResult, StoreError, StoreResult};
 use crate::webhooks::{Endpoint, EndpointChange, EventFilter, NewEndpoint, SigningSecret};
 
-const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at";
+const COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, rate_limit";
 /// What is read back: the written columns and the health ones.
-const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until";
+const READ_COLUMNS: &str = "id, instance_id, url, description, events, enabled, secret, created_at, updated_at, disabled_reason, failing_since, previous_secret_until, rate_limit";
 
 fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let secret: String = row.get(6)?;
@@ -28,6 +28,7 @@ fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         disabled_reason: row.get(9)?,
         failing_since: row.get(10)?,
         previous_secret_until: row.get(11)?,
+        rate_limit: row.get(12)?,
     })
 }
 
@@ -39,7 +40,7 @@ pub(super) fn create(
     now: Millis,
 ) -> StoreResult<Endpoint> {
     conn.execute(
-        &format!("INSERT INTO endpoints ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"),
+        &format!("INSERT INTO endpoints ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)"),
         params![
             id,
             new.instance_id,
@@ -48,7 +49,8 @@ pub(super) fn create(
             new.events.bits(),
             new.enabled,
             secret.expose(),
-            now
+            now,
+            new.rate_limit
         ],
     )?;
     get(conn, new.instance_id, id)?.ok_or(StoreError::Corrupt("endpoint vanished".into()))
@@ -81,7 +83,8 @@ pub(super) fn update(
            url = COALESCE(?3, url), description = COALESCE(?4, description), \
            events = COALESCE(?5, events), enabled = COALESCE(?6, enabled), updated_at = ?7, \
            disabled_reason = CASE WHEN ?6 IS NULL THEN disabled_reason ELSE NULL END, \
-           failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END \
+           failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, \
+           rate_limit = CASE WHEN ?8 THEN ?9 ELSE rate_limit END \
          WHERE instance_id = ?1 AND id = ?2",
         params![
             instance_id,
@@ -90,7 +93,9 @@ pub(super) fn update(
             change.description,
             change.events.map(|e| e.bits()),
             change.enabled,
-            now
+            now,
+            change.rate_limit.is_some(),
+            change.rate_limit.flatten()
         ],
     )?;
     if changed == 0 {

@@ -47,6 +47,9 @@ use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 #[derive(Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// Paced keys' next free slot. Only one process serves an SQLite file, so the pace lives
+    /// in memory.
+    pacing: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// The file a database URL names: `sqlite://PATH`, `sqlite:PATH` or a plain path.
@@ -69,7 +72,10 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         }
         let db = Db::open(path, sync, max_pages, migrations::apply)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            pacing: Default::default(),
+        })
     }
 }
 
@@ -509,5 +515,19 @@ impl Store for SqliteStore {
 
     async fn release_all_leases(&self, now: Millis) -> StoreResult<u64> {
         self.db.write_relaxed(move |c| outbox::release_all_leases(c, now)).await
+    }
+
+    async fn reserve_pace(&self, key: &str, interval_us: i64, now_us: i64) -> StoreResult<i64> {
+        let mut pacing = self.pacing.lock().expect("pacing lock");
+        let next = pacing.entry(key.to_string()).or_insert(now_us);
+        let slot = (*next).max(now_us);
+        *next = slot + interval_us;
+        Ok(slot)
+    }
+
+    async fn release_claims(&self, claims: Vec<(i64, Millis)>, next_at: Millis) -> StoreResult<()> {
+        self.db
+            .write_relaxed(move |c| outbox::release_claims(c, &claims, next_at))
+            .await
     }
 }

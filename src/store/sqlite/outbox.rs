@@ -41,8 +41,8 @@ pub(super) fn append(
 ) -> StoreResult<(EventRecord, Vec<DueDelivery>)> {
     let seq = insert_event(conn, instance_id, e)?;
     let mut endpoints = conn.prepare_cached(
-        "SELECT id, events, enabled, url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END \
-         FROM endpoints WHERE instance_id = ?1",
+        "SELECT id, events, enabled, url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END, \
+         rate_limit FROM endpoints WHERE instance_id = ?1",
     )?;
     let targets: Vec<Target> = endpoints
         .query_map(params![instance_id, e.created_at], |r| {
@@ -53,6 +53,7 @@ pub(super) fn append(
                 url: r.get(3)?,
                 secret: r.get(4)?,
                 previous_secret: r.get(5)?,
+                rate_limit: r.get(6)?,
             })
         })?
         .filter(|t| !matches!(t, Ok(t) if !EventFilter::from_bits(t.events).accepts(e.kind)))
@@ -88,6 +89,7 @@ pub(super) fn append(
             secret: SigningSecret::parse(&target.secret)
                 .map_err(|_| crate::store::StoreError::Corrupt("endpoint secret".into()))?,
             previous_secret: target.previous_secret.and_then(|p| SigningSecret::parse(&p).ok()),
+            rate_limit: target.rate_limit,
             endpoint_id: target.id,
             url: target.url,
             payload,
@@ -108,6 +110,7 @@ struct Target {
     url: String,
     secret: String,
     previous_secret: Option<String>,
+    rate_limit: Option<u32>,
 }
 
 /// The newest unfinished delivery of a conversation's queue to an endpoint, if any.
@@ -331,12 +334,12 @@ pub(super) fn test_event(
     let seq = insert_event(conn, instance_id, e)?;
     let id = enqueue(conn, seq, endpoint_id, &e.conversation, 0, e.created_at)?;
     lease(conn, id, lease_until)?;
-    let (url, secret, previous): (String, String, Option<String>) = conn
+    let (url, secret, previous, rate_limit): (String, String, Option<String>, Option<u32>) = conn
         .query_row(
-            "SELECT url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END FROM endpoints \
-             WHERE id = ?1",
+            "SELECT url, secret, CASE WHEN previous_secret_until > ?2 THEN previous_secret END, rate_limit \
+             FROM endpoints WHERE id = ?1",
             params![endpoint_id, e.created_at],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
         .ok_or_else(|| crate::store::StoreError::Conflict("the endpoint was deleted meanwhile".into()))?;
@@ -350,6 +353,7 @@ pub(super) fn test_event(
         secret: SigningSecret::parse(&secret)
             .map_err(|_| crate::store::StoreError::Corrupt("endpoint secret".into()))?,
         previous_secret: previous.and_then(|p| SigningSecret::parse(&p).ok()),
+        rate_limit,
         payload: Arc::from(e.payload.as_str()),
         attempt: 1,
         failures: 0,
@@ -366,7 +370,8 @@ fn lease(conn: &Connection, delivery_id: i64, until: Millis) -> StoreResult<()> 
 
 /// What a claim reads of a delivery (`?1` is now, for the rotation grace period).
 const DUE_COLUMNS: &str = "d.id, d.event_seq, ev.id, d.endpoint_id, ep.url, ep.secret, ev.payload, d.failures, \
-     d.attempt_offset, ev.instance_id, CASE WHEN ep.previous_secret_until > ?1 THEN ep.previous_secret END";
+     d.attempt_offset, ev.instance_id, CASE WHEN ep.previous_secret_until > ?1 THEN ep.previous_secret END, \
+     ep.rate_limit";
 
 fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
     let secret: String = r.get(5)?;
@@ -384,6 +389,7 @@ fn due_row(r: &Row<'_>, lease_until: Millis) -> rusqlite::Result<DueDelivery> {
         previous_secret: r
             .get::<_, Option<String>>(10)?
             .and_then(|p| SigningSecret::parse(&p).ok()),
+        rate_limit: r.get(11)?,
         payload: Arc::from(payload),
         attempt: offset + failures + 1,
         failures,
@@ -546,6 +552,17 @@ pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<Millis>> {
         [PAUSED],
         |r| r.get(0),
     )?)
+}
+
+/// Hands claimed deliveries back, due at `next_at`, where the lease is still the one given.
+pub(super) fn release_claims(conn: &Connection, claims: &[(i64, Millis)], next_at: Millis) -> StoreResult<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE deliveries SET lease_until = NULL, next_at = ?3 WHERE id = ?1 AND state = 1 AND lease_until = ?2",
+    )?;
+    for (id, lease_until) in claims {
+        stmt.execute(params![id, lease_until, next_at])?;
+    }
+    Ok(())
 }
 
 pub(super) fn release_all_leases(conn: &Connection, now: Millis) -> StoreResult<u64> {
