@@ -107,7 +107,9 @@ impl Attempter {
         let outcome = if d.url.starts_with("http") {
             self.exchange(d, started_at / 1000).await
         } else {
-            self.publish(d, started_at / 1000).await
+            // Boxed: the broker clients' futures are large, and every attempt task (up to
+            // `max_in_flight` of them) would otherwise carry their size, webhooks included.
+            Box::pin(self.publish(d, started_at / 1000)).await
         };
         let duration_ms = started.elapsed().as_millis() as i64;
         let (status_code, response, error, retry_after) = match outcome {

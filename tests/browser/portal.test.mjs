@@ -286,6 +286,29 @@ describe("Cloud Chat Portal", () => {
     assert.equal(receiver.received.filter((r) => r.json.event === "message").length, count);
   });
 
+  test("a message-bus destination shows its kind, its rate limit and a masked password", async () => {
+    await page.click('.tab[data-tab="webhooks"]');
+    await page.fill("#new-endpoint-url", "amqp://shop:Sup3r-S3cret@127.0.0.1:5672/%2f?exchange=botlinkd_portal&routing_key=wa");
+    await page.fill("#new-endpoint-rate", "25");
+    await page.click('#new-endpoint button[type="submit"]');
+    const card = page.locator('.endpoint[data-kind="rabbitmq"]');
+    await card.waitFor();
+    assert.equal(await card.locator(".kind").textContent(), "RabbitMQ");
+    assert.equal(await card.locator(".pace").textContent(), "at most 25/s");
+    const shown = await card.locator(".endpoint-url").inputValue();
+    assert.match(shown, /^amqp:\/\/shop:\*\*\*\*@127\.0\.0\.1:5672\//);
+    // Saved with the masked URL as shown, and the limit cleared: the server keeps the password.
+    await card.locator(".endpoint-rate").fill("");
+    await card.locator("button.save").click();
+    await page.locator("#banner", { hasText: "Saved." }).waitFor();
+    await page.locator('.endpoint[data-kind="rabbitmq"] .pace', { hasText: "no rate limit" }).waitFor();
+    const [saved] = (await api("GET", "/v1/webhooks")).webhooks.filter((w) => w.kind === "rabbitmq");
+    assert.equal(saved.url, shown);
+    assert.equal(saved.rate_limit, null);
+    await api("DELETE", `/v1/webhooks/${saved.id}`);
+    await page.click('.tab[data-tab="monitor"]');
+  });
+
   test("an endpoint that is gone says why, and dead deliveries are resent from the card", async () => {
     const failing = await api("POST", "/v1/webhooks", { url: receiver.base + "/fail", events: ["message"] });
     const gone = await api("POST", "/v1/webhooks", { url: receiver.base + "/gone", events: ["message"] });

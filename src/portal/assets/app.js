@@ -381,8 +381,23 @@ async function loadEndpoints() {
   }
 }
 
+// What the API calls each destination kind, as the card shows it.
+const KIND_NAMES = { webhook: "Webhook", nats: "NATS", rabbitmq: "RabbitMQ", redis: "Redis" };
+
+// A rate-limit field's value for the API: a whole number, or null for none.
+function rateLimitOf(input) {
+  const text = input.value.trim();
+  return text === "" ? null : Number(text);
+}
+
 function endpointCard(ep) {
   const url = h("input", { value: ep.url, className: "endpoint-url", "aria-label": "URL" });
+  const rate = h("input", {
+    type: "number", min: "1", max: "100000", step: "1", placeholder: "none",
+    value: ep.rate_limit ?? "", className: "endpoint-rate", "aria-label": "Rate limit, deliveries a second",
+  });
+  const kind = h("span", { className: `kind kind-${ep.kind}`, title: "Destination kind" }, KIND_NAMES[ep.kind] || ep.kind);
+  const pace = h("span", { className: "pace small muted" }, ep.rate_limit ? `at most ${ep.rate_limit}/s` : "no rate limit");
   const checks = h("div", { className: "checks" }, eventChecks(ep.events, ep.id));
   const enabled = h("input", { type: "checkbox", checked: ep.enabled, className: "endpoint-enabled" });
   const secret = h("code", { className: "secret", "data-secret": "hidden" }, "whsec_••••••••");
@@ -395,8 +410,10 @@ function endpointCard(ep) {
       : null;
   const card = h(
     "div",
-    { className: "card endpoint", "data-endpoint-id": ep.id },
+    { className: "card endpoint", "data-endpoint-id": ep.id, "data-kind": ep.kind },
+    h("div", { className: "endpoint-head" }, kind, " ", pace),
     h("label", {}, "URL ", url),
+    h("label", {}, "Rate limit ", rate, " deliveries a second"),
     checks,
     h("label", { className: "check" }, enabled, " Enabled"),
     health,
@@ -408,7 +425,9 @@ function endpointCard(ep) {
       } }, "Reveal"),
       h("button", { className: "link rotate", onclick: () => rotate(ep.id) }, "Rotate")),
     h("div", { className: "actions" },
-      h("button", { className: "save", onclick: () => saveEndpoint(ep.id, url.value, checkedEvents(checks), enabled.checked) }, "Save"),
+      h("button", { className: "save", onclick: () => saveEndpoint(ep.id, {
+        url: url.value, events: checkedEvents(checks), enabled: enabled.checked, rate_limit: rateLimitOf(rate),
+      }) }, "Save"),
       h("button", { className: "test", onclick: () => testEndpoint(ep.id, result) }, "Send test event"),
       h("button", { className: "show-dead", onclick: () => showDead(ep.id, dead) }, "Dead deliveries"),
       h("button", { className: "danger delete", onclick: () => deleteEndpoint(ep.id) }, "Delete")),
@@ -458,17 +477,24 @@ async function showDead(endpointId, box) {
 async function addEndpoint(event) {
   event.preventDefault();
   try {
-    await state.api.post("/v1/webhooks", { url: $("new-endpoint-url").value.trim(), events: checkedEvents($("new-endpoint-events")) });
+    await state.api.post("/v1/webhooks", {
+      url: $("new-endpoint-url").value.trim(),
+      events: checkedEvents($("new-endpoint-events")),
+      rate_limit: rateLimitOf($("new-endpoint-rate")),
+    });
     $("new-endpoint-url").value = "";
+    $("new-endpoint-rate").value = "";
     await loadEndpoints();
   } catch (error) {
     report(error);
   }
 }
 
-async function saveEndpoint(id, url, events, enabled) {
+// `change` holds url, events, enabled and rate_limit. A broker URL comes back with its
+// password shown as ****; sent back like that, the server keeps the real one.
+async function saveEndpoint(id, change) {
   try {
-    await state.api.patch(`/v1/webhooks/${id}`, { url, events, enabled });
+    await state.api.patch(`/v1/webhooks/${id}`, change);
     report("Saved.");
     await loadEndpoints();
   } catch (error) {
@@ -491,9 +517,11 @@ async function testEndpoint(id, result) {
   try {
     const r = await state.api.post(`/v1/webhooks/${id}/test`);
     result.dataset.outcome = r.outcome;
+    // A broker answers with its acknowledgement instead of an HTTP status.
+    const answer = r.status_code ? `HTTP ${r.status_code}` : r.response;
     result.textContent = r.outcome === "success"
-      ? `✓ Delivered: HTTP ${r.status_code} in ${r.duration_ms} ms`
-      : `✗ Failed: ${r.error || "HTTP " + r.status_code} (${r.duration_ms} ms)`;
+      ? `✓ Delivered: ${answer} in ${r.duration_ms} ms`
+      : `✗ Failed: ${r.error || answer} (${r.duration_ms} ms)`;
   } catch (error) {
     result.textContent = "";
     report(error);
