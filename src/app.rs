@@ -225,11 +225,20 @@ impl App {
         self.live.events(instance_id, seq);
     }
 
-    /// A customer's message arrives: store it and publish its `message` event.
-    pub async fn receive(&self, instance: &Instance, message: InboundMessage) -> StoreResult<(String, EventRecord)> {
+    /// A customer's message arrives (written at `at`, or now): store it and publish its
+    /// `message` event.
+    pub async fn receive(
+        &self,
+        instance: &Instance,
+        message: InboundMessage,
+        at: Option<Millis>,
+    ) -> StoreResult<(String, EventRecord)> {
         let now = self.now();
         let message_id = ids::message_id(now);
-        match self.record_received(instance, message_id.clone(), now, message).await? {
+        match self
+            .record_received(instance, message_id.clone(), at.unwrap_or(now), message)
+            .await?
+        {
             Some(record) => Ok((message_id, record)),
             None => Err(StoreError::Conflict(format!("message id `{message_id}` is taken"))),
         }

@@ -211,6 +211,10 @@ struct ServeArgs {
     /// meta channel: how long a throttled send keeps being retried before it fails.
     #[arg(long, env = "BOTLINKD_META_RETRY_FOR", default_value = "1h", value_parser = humantime::parse_duration)]
     meta_retry_for: Duration,
+    /// meta channel: messages a second per business number (Meta's default throughput is 80),
+    /// shared by every process on PostgreSQL.
+    #[arg(long, env = "BOTLINKD_META_MAX_MPS", default_value = "80", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    meta_max_mps: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -415,6 +419,7 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.meta_graph_url = args.meta_graph_url;
     config.meta_graph_version = args.meta_graph_version;
     config.meta_retry_for = args.meta_retry_for;
+    config.meta_max_mps = args.meta_max_mps;
     config.clock = Clock::system();
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -73,6 +73,8 @@ pub struct Config {
     pub meta_retry_base: Duration,
     /// How long a send keeps being retried before its message is failed.
     pub meta_retry_for: Duration,
+    /// Messages a second per business number (the pace of the send worker).
+    pub meta_max_mps: u32,
 }
 
 impl Config {
@@ -108,6 +110,7 @@ impl Config {
             meta_request_timeout: Duration::from_secs(15),
             meta_retry_base: Duration::from_secs(2),
             meta_retry_for: Duration::from_secs(3600),
+            meta_max_mps: 80,
         }
     }
 

@@ -3,7 +3,8 @@
 //! A `prometheus-client` registry (prefix `botlinkd`): the `events_ingested` and
 //! `delivery_attempts` counter families (attempts by outcome, status class and destination
 //! kind: webhook, nats, rabbitmq, redis), the `delivery_paced` counter (attempts that waited
-//! for their endpoint's rate limit), the `delivery_attempt_seconds` histogram (1 ms to
+//! for their endpoint's rate limit), `meta_sends_paced` and `meta_sends_throttled` (by Meta's
+//! code), the `delivery_attempt_seconds` histogram (1 ms to
 //! 3 s), and gauges (`deliveries_queued`, `delivery_oldest_age_seconds`, `endpoints_disabled`,
 //! `stream_watchers`). Labels are event kinds, outcomes, status classes and delivery states,
 //! never ids, numbers, URLs or keys: metrics carry no secrets and no customer data.
@@ -43,6 +44,11 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
 }
@@ -59,6 +65,8 @@ struct Inner {
     attempts: Family<AttemptLabels, Counter>,
     latency: Histogram,
     paced: Counter,
+    meta_paced: Counter,
+    meta_throttled: Family<CodeLabel, Counter>,
     queued: Family<StateLabel, Gauge>,
     oldest: Family<StateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     disabled: Gauge,
@@ -81,6 +89,18 @@ impl Default for Metrics {
             "delivery_paced",
             "Delivery attempts that waited for their endpoint's rate limit",
             paced.clone(),
+        );
+        let meta_paced = Counter::default();
+        registry.register(
+            "meta_sends_paced",
+            "Meta sends that waited for their number's pace (--meta-max-mps)",
+            meta_paced.clone(),
+        );
+        let meta_throttled = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "meta_sends_throttled",
+            "Meta sends Meta throttled and botlinkd will retry, by Meta's error code",
+            meta_throttled.clone(),
         );
         let latency = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0]);
         registry.register(
@@ -119,6 +139,8 @@ impl Default for Metrics {
                 attempts,
                 latency,
                 paced,
+                meta_paced,
+                meta_throttled,
                 queued,
                 oldest,
                 disabled,
@@ -158,6 +180,19 @@ impl Metrics {
     /// Counts an attempt that waited for its endpoint's rate limit.
     pub fn paced(&self) {
         self.inner.paced.inc();
+    }
+
+    /// Counts a Meta send that waited for its number's pace.
+    pub fn meta_paced(&self) {
+        self.inner.meta_paced.inc();
+    }
+
+    /// Counts a Meta send that Meta throttled (`code` is Meta's, e.g. 130429 or 131056).
+    pub fn meta_throttled(&self, code: i64) {
+        self.inner
+            .meta_throttled
+            .get_or_create(&CodeLabel { code: code.to_string() })
+            .inc();
     }
 
     /// Renders every metric, with the queue figures given.

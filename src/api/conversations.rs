@@ -21,7 +21,7 @@ use super::extract::{Authed, Json, Path, Query};
 use crate::app::App;
 use crate::messages::StoredMessage;
 use crate::phone::PhoneNumber;
-use crate::store::ConversationSummary;
+use crate::store::{ConversationSummary, window_expires_at};
 
 /// The routes.
 pub fn router() -> Router<App> {
@@ -87,6 +87,9 @@ async fn conversations(
 pub(super) struct Messages {
     messages: Vec<StoredMessage>,
     next: Option<String>,
+    /// When the customer-service window closes (or closed), RFC 3339: 24 hours after the
+    /// customer's last message; `null` if they never wrote. Outside it only templates go.
+    window_expires_at: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{number}/messages", tag = "history",
@@ -107,7 +110,12 @@ async fn messages(
     let next = (messages.len() == limit as usize)
         .then(|| messages.last().map(|m| m.seq.to_string()))
         .flatten();
-    Ok(Json(Messages { messages, next }))
+    let last_inbound_at = app.store.last_inbound_at(instance.id, number.as_str()).await?;
+    Ok(Json(Messages {
+        messages,
+        next,
+        window_expires_at: window_expires_at(last_inbound_at),
+    }))
 }
 
 /// Marks a conversation read (its unread count drops to zero); on the meta channel the

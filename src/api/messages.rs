@@ -8,6 +8,10 @@
 //! following message the same way, so the API refuses messages bound to fail instead of
 //! accepting them. Only an operator clears the flag, by setting the channel again; failed
 //! messages are not resent. Intake goes on, so customers' messages are not lost meanwhile.
+//!
+//! `ensure_window_open` refuses a free-form message (anything but a template) with 422
+//! `outside_customer_service_window` when the customer has not written in the last 24 hours
+//! (`messages::window`), on both channels and both routes, before anything is queued.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,8 +29,9 @@ use super::limits::ClientIp;
 use super::schemas::{CompatError, CompatSuccess, ErrorBody};
 use crate::app::{App, IdempotencyKey, Replay, Sent};
 use crate::instances::{AuthKey, Instance};
-use crate::messages::{SendRequest, StoredMessage};
-use crate::store::StoreError;
+use crate::messages::window::{self, Closed};
+use crate::messages::{OutboundMessage, SendRequest, StoredMessage};
+use crate::store::{StoreError, rfc3339};
 
 /// The routes.
 pub fn router() -> Router<App> {
@@ -40,7 +45,7 @@ pub fn router() -> Router<App> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried send safe: the same key with the same body answers as the first time (24 hours)")),
     responses((status = 202, description = "Accepted; receipts follow as ack events", body = Sent),
         (status = 409, description = "Idempotency-Key reused with another body, or the instance's channel needs attention (a token Meta refused)", body = ErrorBody),
-        (status = 422, description = "Invalid message", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
+        (status = 422, description = "Invalid message, or a free-form message outside the 24-hour customer service window (`outside_customer_service_window`)", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn send(
     State(app): State<App>,
     Authed(instance): Authed,
@@ -74,6 +79,7 @@ async fn send(
     let request: SendRequest = parse_json(&headers, &body)?;
     let message = request.validate()?;
     ensure_can_send(&instance)?;
+    ensure_window_open(&app, &instance, &message).await?;
     match app.send(&instance, message, idempotency.clone()).await {
         Ok(sent) => Ok((StatusCode::ACCEPTED, Json(sent)).into_response()),
         // Two sends with the same key raced; the other one won, so answer as it did.
@@ -101,6 +107,26 @@ fn ensure_can_send(instance: &Instance) -> Result<(), ApiError> {
             format!("this instance cannot send until an operator fixes its channel: {reason}"),
         )),
     }
+}
+
+/// A free-form message may only go to a customer who wrote in the last 24 hours.
+async fn ensure_window_open(app: &App, instance: &Instance, message: &OutboundMessage) -> Result<(), ApiError> {
+    if !window::needs_window(&message.kind) {
+        return Ok(());
+    }
+    let last = app.store.last_inbound_at(instance.id, message.to.as_str()).await?;
+    let refusal = match window::check(&message.kind, last, app.now()) {
+        Ok(()) => return Ok(()),
+        Err(Closed::NeverOpened) => format!(
+            "{} has never written to this number: outside WhatsApp's 24-hour customer service window only a template may be sent",
+            message.to.as_str()
+        ),
+        Err(Closed::Since(at)) => format!(
+            "the 24-hour customer service window closed at {} (a day after the customer's last message): only a template may be sent until they write again",
+            rfc3339(at)
+        ),
+    };
+    Err(ApiError::invalid("outside_customer_service_window", refusal))
 }
 
 async fn replay(app: &App, instance_id: i64, key: &IdempotencyKey) -> Result<Option<Response>, ApiError> {
@@ -226,6 +252,9 @@ async fn create_message(State(app): State<App>, ClientIp(ip): ClientIp, request:
         Err(invalid) => return compat_error(StatusCode::UNPROCESSABLE_ENTITY, &invalid.message),
     };
     if let Err(error) = ensure_can_send(&instance) {
+        return compat_error(error.status(), error.message());
+    }
+    if let Err(error) = ensure_window_open(&app, &instance, &message).await {
         return compat_error(error.status(), error.message());
     }
     let to = message.to.to_string();

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{Authed, Json, Path};
 use crate::app::App;
+use crate::clock::Millis;
 use crate::events::AckError;
 use crate::instances::{Channel, Instance};
 use crate::messages::{Direction, InboundRequest, MessageStatus};
@@ -47,12 +48,31 @@ async fn inbound(
     Json(body): Json<InboundRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_sandbox(&instance)?;
+    let at = written_at(&app, body.timestamp)?;
     let message = body.validate()?;
-    let (message_id, event) = app.receive(&instance, message).await?;
+    let (message_id, event) = app.receive(&instance, message, at).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"message_id": message_id, "event_id": event.id})),
     ))
+}
+
+/// How far back a simulated message may be dated.
+const MAX_BACKDATE_MS: Millis = 30 * 24 * 3600 * 1000;
+
+/// The time a simulated customer wrote: `timestamp` (unix seconds) if given, within the last
+/// 30 days and not in the future (a minute of clock skew allowed).
+fn written_at(app: &App, timestamp: Option<i64>) -> Result<Option<Millis>, ApiError> {
+    let Some(seconds) = timestamp else { return Ok(None) };
+    let now = app.now();
+    let at = seconds.saturating_mul(1000);
+    if at > now + 60_000 || at < now - MAX_BACKDATE_MS {
+        return Err(ApiError::invalid(
+            "invalid_timestamp",
+            "`timestamp` is unix seconds within the last 30 days, not in the future",
+        ));
+    }
+    Ok(Some(at))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -42,6 +42,10 @@ pub struct InboundRequest {
     /// For `reaction`: the message reacted to (the emoji goes in `body`).
     #[serde(default)]
     pub reaction_to: Option<String>,
+    /// When the customer wrote, unix seconds (default: now). Back-dates the message, e.g. to
+    /// try the 24-hour customer-service window: at most 30 days back, not in the future.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
     /// A quoted reply: the id of the message the customer replied to.
     #[serde(default)]
     pub reply_to: Option<String>,
@@ -239,6 +243,7 @@ mod tests {
             contacts: None,
             reaction_to: None,
             reply_to: None,
+            timestamp: None,
         }
     }
 

@@ -13,9 +13,12 @@
 //! WhatsApp, when the API answers. `sent` keeps its seed meaning (WhatsApp has the message),
 //! so `ack.sent` waits for Meta's acceptance; `accepted` publishes no event and ranks below
 //! `sent`, so the send worker's `sent` or Meta's own can move it forward.
+//!
+//! [`window`] holds the 24-hour customer-service window rule.
 
 mod inbound;
 mod outbound;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
 

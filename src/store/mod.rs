@@ -351,6 +351,15 @@ pub struct ConversationSummary {
     pub message_count: i64,
     /// Inbound messages since the conversation was last marked read or answered.
     pub unread: i64,
+    /// When the customer-service window closes (or closed): 24 hours after the customer's
+    /// last message, RFC 3339; `null` if the customer never wrote. Outside it only templates
+    /// may be sent.
+    pub window_expires_at: Option<String>,
+}
+
+/// A conversation's `window_expires_at` as the API shows it.
+pub fn window_expires_at(last_inbound_at: Option<Millis>) -> Option<String> {
+    crate::messages::window::expires_at(last_inbound_at).map(rfc3339)
 }
 
 /// A delivery that is due and claimed by this process.
@@ -637,6 +646,8 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>>;
+    /// When the customer last wrote (their message's time), if ever: the service window.
+    async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>>;
     /// Marks a conversation read; `false` if the instance has no such conversation.
     async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool>;
     /// One conversation's messages, newest first, before a paging position.

@@ -216,6 +216,8 @@ describe("Cloud Chat Portal", () => {
     await row.locator(".unread").waitFor();
     await row.click();
     await page.locator(".bubble.in", { hasText: "Hello, where is my order?" }).waitFor();
+    // The customer just wrote: the 24-hour window is open.
+    await page.locator('#thread-window[data-open="true"]', { hasText: /closes in 2[34] h/ }).waitFor();
     const hook = await receiver.waitFor((r) => r.json.event === "message");
     assert.equal(hook.json.data.body, "Hello, where is my order?");
 

@@ -202,6 +202,7 @@ async fn another_instances_resources_are_not_found() {
     let other = app.create_instance("other").await;
     let endpoint = app.create_webhook("http://127.0.0.1:9/mine", None).await;
     let id = endpoint["id"].as_str().unwrap();
+    app.inbound_text("447123456789", "a question").await;
     let message = app.send_text("447123456789", "private").await;
     let feed = app.get_json("/v1/events").await;
     let event_id = feed["events"][0]["id"].as_str().unwrap();

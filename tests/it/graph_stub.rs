@@ -21,6 +21,8 @@ pub struct GraphRequest {
     pub path: String,
     pub authorization: String,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A scripted error answer for the next send.
@@ -36,6 +38,8 @@ struct StubState {
     base: Arc<Mutex<String>>,
     requests: Arc<Mutex<Vec<GraphRequest>>>,
     script: Arc<Mutex<VecDeque<Scripted>>>,
+    /// Errors for the next sends to one recipient, by number.
+    script_to: Arc<Mutex<std::collections::HashMap<String, VecDeque<Scripted>>>>,
 }
 
 /// The running stand-in.
@@ -71,6 +75,18 @@ impl GraphStub {
     /// The next sends are answered with these errors, in order.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.state.script.lock().unwrap().extend(answers);
+    }
+
+    /// The next sends to `to` are answered with these errors, in order; sends to others are
+    /// not affected.
+    pub fn script_to(&self, to: &str, answers: impl IntoIterator<Item = Scripted>) {
+        self.state
+            .script_to
+            .lock()
+            .unwrap()
+            .entry(to.to_string())
+            .or_default()
+            .extend(answers);
     }
 
     /// Every request so far.
@@ -125,6 +141,7 @@ fn record(state: &StubState, path: String, headers: &HeaderMap, body: Value) -> 
             .unwrap_or_default()
             .to_string(),
         body,
+        at: std::time::Instant::now(),
     });
     requests.len()
 }
@@ -146,6 +163,10 @@ async fn send(
         return error(401, 190, "Error validating access token: Session has expired.");
     }
     if let Some(scripted) = state.script.lock().unwrap().pop_front() {
+        return error(scripted.status, scripted.code, scripted.message);
+    }
+    let to = body["to"].as_str().unwrap_or_default().to_string();
+    if let Some(scripted) = state.script_to.lock().unwrap().get_mut(&to).and_then(|s| s.pop_front()) {
         return error(scripted.status, scripted.code, scripted.message);
     }
     if body["status"] == "read" {

@@ -54,6 +54,26 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A fixture whose messages were written a minute ago, not in 2023: inside the 24-hour
+/// customer-service window.
+fn written_now(name: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    String::from_utf8(fixture(name))
+        .unwrap()
+        .replace("\"1678900000\"", &format!("\"{now}\""))
+        .into_bytes()
+}
+
+/// The customer writes (now), so that free-form replies may go to them.
+async fn customer_writes(test: &TestApp) {
+    let answer = deliver(test, &written_now("message_text")).await;
+    assert_eq!(answer["messages"], 1, "{answer}");
+}
+
 /// A status webhook for the message Meta knows as `wamid`.
 fn status_webhook(wamid: &str, status: &str, errors: Option<Value>) -> Vec<u8> {
     let mut entry = json!({"id": wamid, "status": status, "timestamp": "1678900055", "recipient_id": CUSTOMER});
@@ -122,6 +142,28 @@ async fn a_signed_meta_message_goes_out_as_a_signed_webhook_and_a_reply_comes_ba
     assert_eq!(data["message_id"], "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggTEXT0001");
     assert_eq!(data["timestamp"], 1_678_900_000);
     assert_eq!(data["name"], "Ana Souza");
+
+    // That message was written in 2023: the customer-service window closed long ago, so a
+    // free-form reply is refused before anything is queued, and no Graph call is made.
+    let (status, refused) = test
+        .post("/v1/messages", json!({"to": CUSTOMER, "body": "Sorry for the wait"}))
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "outside_customer_service_window");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2023-03-16T17:06:40.000Z"),
+        "{refused}"
+    );
+
+    // The customer writes again (a retry of the same wamid is a duplicate, so a new one).
+    let again = String::from_utf8(written_now("message_text"))
+        .unwrap()
+        .replace("TEXT0001", "TEXT0002");
+    assert_eq!(deliver(&test, again.as_bytes()).await["messages"], 1);
+    receiver.next_event("message").await;
 
     // The business replies through the API; the stand-in records the Graph call.
     let (status, sent) = test
@@ -293,6 +335,7 @@ async fn a_status_that_overtakes_its_send_is_deferred_and_one_for_a_message_sent
         code: 130429,
         message: "Rate limit hit",
     }));
+    customer_writes(&test).await;
     let ours = test.send_text(CUSTOMER, "coming soon").await;
     let early = status_webhook("wamid.STANDIN0007", "delivered", None);
     let (status, answer) = post_webhook(&test, &early, Some(sign(APP_SECRET, &early))).await;
@@ -370,7 +413,9 @@ async fn metas_errors_become_failed_acks_retries_or_an_instance_that_needs_atten
     test.create_webhook(&receiver.url, Some(&["ack.sent", "ack.failed"]))
         .await;
 
-    // Outside the 24-hour window: failed, with a title that says a template is needed.
+    // The window closes while the send is queued: Meta's 131047 makes it failed, with a title
+    // that says a template is needed.
+    customer_writes(&test).await;
     graph.script([Scripted {
         status: 400,
         code: 131047,
@@ -522,7 +567,7 @@ async fn a_meta_instance_set_up_from_the_command_line_works_and_its_secrets_reac
         .await
         .unwrap();
     assert_eq!(challenge.text().await.unwrap(), "42");
-    let body = fixture("message_text");
+    let body = written_now("message_text");
     let taken = client
         .post(format!("{}/meta/webhook", served.base))
         .header("x-hub-signature-256", sign(APP_SECRET, &body))
@@ -590,4 +635,137 @@ async fn a_meta_instance_set_up_from_the_command_line_works_and_its_secrets_reac
         assert!(!output.contains(secret), "a Meta secret reached the output or the log");
     }
     assert!(!log.contains(auth_key), "the Auth Key reached the log");
+}
+
+/// `customer` writes now, in a message of its own (`n` makes its wamid unique).
+async fn writes_now(test: &TestApp, customer: &str, n: usize) {
+    let body = String::from_utf8(written_now("message_text"))
+        .unwrap()
+        .replace(CUSTOMER, customer)
+        .replace("TEXT0001", &format!("W{n:07}"));
+    assert_eq!(deliver(test, body.as_bytes()).await["messages"], 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
+    let graph = GraphStub::start().await;
+    let url = graph.url.clone();
+    let test = TestApp::spawn_with(move |c| {
+        c.meta_graph_url = url;
+        c.meta_max_mps = 200;
+        // The burst is the point: the API's own limit would stop it first.
+        c.api_rate_limit = None;
+    })
+    .await;
+    switch_to_meta(&test, &test.keys, PHONE_NUMBER_ID, TOKEN).await;
+    let customers: Vec<String> = (0..10).map(|c| format!("44770090{c:04}")).collect();
+    for (n, customer) in customers.iter().enumerate() {
+        writes_now(&test, customer, n).await;
+    }
+    for i in 0..500 {
+        test.send_text(&customers[i % customers.len()], &format!("burst {i}"))
+            .await;
+    }
+    let mut times: Vec<std::time::Instant> = graph.sends(500).await.iter().map(|r| r.at).collect();
+    times.sort();
+    // 500 sends at 200 a second: at least 499 intervals of 5 ms, and never more than the
+    // rate within a second, give or take the few milliseconds a sleep may wake late (a late
+    // send shares its second with the punctual ones after it).
+    let span = times[499].duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(499 * 5 - 100),
+        "500 sends left within {span:?}"
+    );
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(within <= 205, "{within} sends within one second");
+    }
+    let metrics = test
+        .client
+        .get(format!("{}/metrics", test.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let paced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("botlinkd_meta_sends_paced_total "))
+        .expect("the pace is counted")
+        .parse::<u64>()
+        .unwrap();
+    assert!(paced > 400, "{paced} sends waited for the pace");
+}
+
+#[tokio::test]
+async fn a_pair_rate_refusal_holds_back_only_that_customers_conversation() {
+    let graph = GraphStub::start().await;
+    let url = graph.url.clone();
+    let test = TestApp::spawn_with(move |c| {
+        c.meta_graph_url = url;
+        c.meta_retry_base = Duration::from_millis(200);
+    })
+    .await;
+    switch_to_meta(&test, &test.keys, PHONE_NUMBER_ID, TOKEN).await;
+    let receiver = Receiver::start().await;
+    test.create_webhook(&receiver.url, Some(&["ack.sent"])).await;
+    let other = "447700900222";
+    writes_now(&test, CUSTOMER, 1).await;
+    writes_now(&test, other, 2).await;
+    graph.script_to(
+        CUSTOMER,
+        (0..3).map(|_| Scripted {
+            status: 400,
+            code: 131056,
+            message: "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+        }),
+    );
+    let first = test.send_text(CUSTOMER, "first to the busy customer").await;
+    let second = test.send_text(CUSTOMER, "second to the busy customer").await;
+    let elsewhere = test.send_text(other, "to another customer").await;
+
+    // The other customer's message goes at once; the busy conversation follows, in order.
+    let mut sent = Vec::new();
+    while sent.len() < 3 {
+        sent.push(
+            receiver.next_event("ack").await.json["data"]["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(sent, [elsewhere, first, second]);
+    let to_busy: Vec<String> = graph
+        .requests()
+        .iter()
+        .filter(|r| r.body["to"] == CUSTOMER)
+        .map(|r| r.body["text"]["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        to_busy,
+        [
+            "first to the busy customer",
+            "first to the busy customer",
+            "first to the busy customer",
+            "first to the busy customer",
+            "second to the busy customer"
+        ]
+    );
+    let metrics = test
+        .client
+        .get(format!("{}/metrics", test.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("botlinkd_meta_sends_throttled_total{code=\"131056\"} 3"),
+        "{metrics}"
+    );
 }

@@ -99,6 +99,14 @@ async fn serve_needs_no_configuration_and_a_restart_keeps_everything() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    let wrote = client
+        .post(format!("{}/v1/sandbox/inbound", first.base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"from": "447123456789", "body": "a question"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrote.status(), 201);
     let sent = client
         .post(format!("{}/v1/messages", first.base))
         .basic_auth(&app_key, Some(&auth_key))

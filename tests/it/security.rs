@@ -111,6 +111,14 @@ async fn no_route_lets_one_instances_keys_read_or_change_anything_of_another() {
         .len();
     let before_messages = test.get_json("/v1/conversations/447700900001/messages").await;
     let b = test.create_instance("intruder").await;
+    // The same number writes to B too, so B may answer it: what B's calls reach is B's own.
+    let wrote = test
+        .request_as(&b, Method::POST, "/v1/sandbox/inbound")
+        .json(&json!({"from": "447700900001", "body": "B's customer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrote.status(), 201);
     let b_url = format!("{}?owner=b", receiver.url);
 
     let document = test

@@ -20,6 +20,8 @@ async fn acks_for(receiver: &Receiver, message_id: &str, count: usize) -> Vec<St
 #[tokio::test]
 async fn a_reply_walks_sent_delivered_read_in_order() {
     let app = TestApp::spawn().await;
+    // The customer wrote, so the 24-hour window is open for free-form replies.
+    app.inbound_text("447123456789", "Hello?").await;
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["ack.sent", "ack.delivered", "ack.read"]))
         .await;
@@ -34,6 +36,8 @@ async fn a_reply_walks_sent_delivered_read_in_order() {
 #[tokio::test]
 async fn images_and_buttons_are_sent() {
     let app = TestApp::spawn().await;
+    // The customer wrote, so the 24-hour window is open for free-form replies.
+    app.inbound_text("447123456789", "Hello?").await;
     let (status, image) = app
         .post(
             "/v1/messages",
@@ -74,6 +78,7 @@ async fn statuses_can_be_driven_by_hand() {
         c.sandbox_read_after = None;
     })
     .await;
+    app.inbound_text("447123456789", "Hello?").await;
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["ack"])).await;
     let id = app.send_text("447123456789", "hello").await;
@@ -120,6 +125,8 @@ async fn statuses_can_be_driven_by_hand() {
 #[tokio::test]
 async fn the_compatibility_endpoint_takes_forms_and_json() {
     let app = TestApp::spawn().await;
+    // The customer wrote, so the 24-hour window is open for free-form replies.
+    app.inbound_text("447123456789", "Hello?").await;
     let receiver = Receiver::start().await;
     app.create_webhook(&receiver.url, Some(&["ack.sent"])).await;
     let url = format!("{}/api/create-message", app.base);
@@ -181,6 +188,8 @@ async fn the_compatibility_endpoint_takes_forms_and_json() {
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retried_send_safe() {
     let app = TestApp::spawn().await;
+    // The customer wrote, so the 24-hour window is open for free-form replies.
+    app.inbound_text("447123456789", "Hello?").await;
     let body = json!({"to": "447123456789", "body": "charged once"});
     let send = || {
         app.request(Method::POST, "/v1/messages")
@@ -194,8 +203,9 @@ async fn an_idempotency_key_makes_a_retried_send_safe() {
     assert_eq!(second.headers()["idempotent-replayed"], "true");
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["message_id"], second["message_id"]);
+    // The customer's message and one reply.
     let history = app.get_json("/v1/conversations/447123456789/messages").await;
-    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
 
     let other = app
         .request(Method::POST, "/v1/messages")
@@ -205,4 +215,105 @@ async fn an_idempotency_key_makes_a_retried_send_safe() {
         .await
         .unwrap();
     assert_eq!(other.status(), 409);
+}
+
+#[tokio::test]
+async fn free_form_replies_need_the_24_hour_window_and_templates_always_go() {
+    let app = TestApp::spawn().await;
+    let customer = "447700900123";
+    let refused = |answer: &Value| answer["error"]["code"] == "outside_customer_service_window";
+
+    // Never wrote: text, images and buttons are refused at once; a template goes.
+    for body in [
+        json!({"to": customer, "body": "hi"}),
+        json!({"to": customer, "type": "image", "media_url": "https://example.com/a.png"}),
+        json!({"to": customer, "type": "buttons", "body": "?", "buttons": [{"title": "Yes"}]}),
+    ] {
+        let (status, answer) = app.post("/v1/messages", body).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(refused(&answer), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("never written"));
+    }
+    let (status, answer) = app
+        .post(
+            "/v1/messages",
+            json!({"to": customer, "type": "template", "template": {"name": "order_update", "params": ["1001"]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    // Nothing was stored for the refused ones: the template is the only message.
+    let history = app.get_json(&format!("/v1/conversations/{customer}/messages")).await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(history["window_expires_at"], Value::Null);
+
+    // The customer wrote 25 hours ago (the sandbox back-dates it): the window closed an hour ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let wrote = now - 25 * 3600;
+    let (status, answer) = app
+        .post(
+            "/v1/sandbox/inbound",
+            json!({"from": customer, "body": "yesterday's question", "timestamp": wrote}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let closed = botlinkd::store::rfc3339((wrote + 24 * 3600) * 1000);
+    let (status, answer) = app.post("/v1/messages", json!({"to": customer, "body": "sorry"})).await;
+    assert_eq!(status, 422);
+    assert!(refused(&answer));
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains(&closed),
+        "{answer}"
+    );
+    let history = app.get_json(&format!("/v1/conversations/{customer}/messages")).await;
+    assert_eq!(history["window_expires_at"], closed.as_str());
+    let list = app.get_json("/v1/conversations").await;
+    assert_eq!(list["conversations"][0]["window_expires_at"], closed.as_str());
+
+    // The compatibility route refuses in its own shape.
+    let compat = app
+        .client
+        .post(format!("{}/api/create-message", app.base))
+        .json(&json!({"appkey": app.keys.app_key, "authkey": app.keys.auth_key, "to": customer, "message": "sorry"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compat.status(), 422);
+    let compat: Value = compat.json().await.unwrap();
+    assert!(
+        compat["error"].as_str().unwrap().contains("customer service window"),
+        "{compat}"
+    );
+
+    // They write now: the window is open for a day from this message.
+    let (status, _) = app
+        .post(
+            "/v1/sandbox/inbound",
+            json!({"from": customer, "body": "still there?", "timestamp": now}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, answer) = app.post("/v1/messages", json!({"to": customer, "body": "yes!"})).await;
+    assert_eq!(status, 202, "{answer}");
+    let history = app.get_json(&format!("/v1/conversations/{customer}/messages")).await;
+    assert_eq!(
+        history["window_expires_at"],
+        botlinkd::store::rfc3339((now + 24 * 3600) * 1000).as_str()
+    );
+
+    // A timestamp in the future, or more than 30 days back, is refused.
+    for timestamp in [now + 3600, now - 31 * 24 * 3600] {
+        let (status, answer) = app
+            .post(
+                "/v1/sandbox/inbound",
+                json!({"from": customer, "body": "x", "timestamp": timestamp}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("invalid_timestamp"))
+        );
+    }
 }

@@ -73,6 +73,15 @@ pub enum Verdict {
 
 impl GraphError {
     /// Whether to retry, fail the message, or flag the instance.
+    /// Meta's code when this is a throttling answer (HTTP 429 without a code counts as 429).
+    pub fn throttle_code(&self) -> Option<i64> {
+        match self {
+            GraphError::Api { status, code, .. } if THROTTLED.contains(code) => Some(*code),
+            GraphError::Api { status: 429, .. } => Some(429),
+            _ => None,
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         match self {
             GraphError::Transport(_) => Verdict::Retry(None),

@@ -34,6 +34,15 @@
 //! code 0 and the reason without calling Meta, and one whose instance has left the `meta`
 //! channel fails with code 0.
 //!
+//! **Pace.** Before each message (not read receipts) the worker waits for its number's next
+//! slot: `--meta-max-mps` a second (80 by default, Meta's default throughput per number),
+//! reserved with `Store::reserve_pace` under the key `meta:PHONE_NUMBER_ID`, so every process
+//! on one PostgreSQL database shares one pace. A message Meta still throttles, the number's
+//! (130429) or the pair's (131056: too many messages to one customer), is retried as below:
+//! only its conversation waits, since its row stays that conversation's head while other
+//! customers' rows are claimed. Both are counted in `/metrics` (`meta_sends_paced_total`,
+//! `meta_sends_throttled_total{code}`).
+//!
 //! **Order and the retry window.** A row being retried stays at the head of its conversation,
 //! so later messages to that customer are not claimed until it is finished: order per
 //! conversation, at the price that one throttled message holds its conversation back for up to
@@ -149,6 +158,9 @@ async fn process(app: App, send: ChannelSend) -> StoreResult<()> {
         };
         return fail(app, &send, reason).await;
     }
+    if send.message_id.is_some() {
+        wait_for_pace(app, &meta.phone_number_id).await;
+    }
     match app
         .graph
         .post_message(&meta.phone_number_id, &meta.access_token, &send.request)
@@ -193,6 +205,25 @@ async fn process(app: App, send: ChannelSend) -> StoreResult<()> {
     }
 }
 
+/// Waits for the number's next send slot (see **Pace** above). If the store cannot reserve
+/// one, waits one interval instead.
+async fn wait_for_pace(app: &App, phone_number_id: &str) {
+    let interval_us = 1_000_000 / i64::from(app.config.meta_max_mps.max(1));
+    let now_us = app.now() * 1000;
+    let key = format!("meta:{phone_number_id}");
+    let wait_us = match app.store.reserve_pace(&key, interval_us, now_us).await {
+        Ok(slot) => slot - now_us,
+        Err(error) => {
+            tracing::warn!(error = %error, "reserving a Meta send slot failed; waiting one interval");
+            interval_us
+        }
+    };
+    if wait_us > 0 {
+        app.metrics.meta_paced();
+        tokio::time::sleep(Duration::from_micros(wait_us as u64)).await;
+    }
+}
+
 async fn accepted(app: &App, send: &ChannelSend, wamid: Option<String>) -> StoreResult<()> {
     app.store
         .finish_channel_send(send, SendOutcome::Accepted { external_id: wamid })
@@ -205,6 +236,9 @@ async fn accepted(app: &App, send: &ChannelSend, wamid: Option<String>) -> Store
 }
 
 async fn retry(app: &App, send: &ChannelSend, error: &GraphError, retry_after: Option<Duration>) -> StoreResult<()> {
+    if let Some(code) = error.throttle_code() {
+        app.metrics.meta_throttled(code);
+    }
     let now = app.now();
     let backoff = app
         .config

@@ -147,6 +147,8 @@ function onLiveItem(kind, data) {
       if (payload.data.from === state.open) {
         appendMessage(storedFromEvent(payload.data));
         markOpenConversationRead();
+        // The customer wrote: the window is open for a day from their message.
+        showWindow(new Date((payload.data.timestamp + 24 * 3600) * 1000).toISOString());
       } else {
         scheduleConversationRefresh();
       }
@@ -208,6 +210,7 @@ async function openConversation(number) {
   $("message-list").replaceChildren();
   try {
     const page = await state.api.get(`/v1/conversations/${number}/messages?limit=30`);
+    showWindow(page.window_expires_at);
     $("message-list").replaceChildren(...page.messages.reverse().map(messageBubble));
     fillHeldMedia();
     state.olderBefore = page.next;
@@ -220,6 +223,24 @@ async function openConversation(number) {
     renderConversations();
   } catch (error) {
     report(error);
+  }
+}
+
+// WhatsApp's 24-hour customer-service window, as the thread's header says it: free-form
+// replies only while it is open, templates always.
+function showWindow(expiresAt) {
+  const note = $("thread-window");
+  note.hidden = false;
+  const left = expiresAt ? new Date(expiresAt) - Date.now() : -1;
+  note.dataset.open = String(left > 0);
+  if (!expiresAt) {
+    note.textContent = "The customer has not written yet: only a template can be sent.";
+  } else if (left <= 0) {
+    note.textContent = "Window closed: send a template.";
+  } else if (left >= 3600 * 1000) {
+    note.textContent = `Window open: closes in ${Math.floor(left / (3600 * 1000))} h.`;
+  } else {
+    note.textContent = `Window open: closes in ${Math.max(1, Math.round(left / 60000))} min.`;
   }
 }
 

@@ -198,7 +198,8 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
 /// `first` keeps one message per id (the earliest of the batch; a later one is a repeat);
 /// `kept` stores those not stored before; `fresh` are the batch indexes of the new ones,
 /// whose events the append then writes; `talks` moves each conversation to its newest
-/// message, counts its messages, keeps the newest name, and adds them to its unread count
+/// message, counts its messages, keeps the newest name and the customer's latest message
+/// time (the service window), and adds them to its unread count
 /// (every message here is a customer's: a business's reply, which resets the count, is
 /// written by `record_outbound`).
 const INGEST: &str = "\
@@ -211,17 +212,18 @@ kept AS ( \
   INSERT INTO messages (id, instance_id, direction, customer, business, kind, body, detail, status, created_at) \
   SELECT id, inst, dir, customer, business, kind, body, detail, status, at FROM first ORDER BY idx \
   ON CONFLICT (id) DO NOTHING RETURNING id, seq), \
-fresh AS (SELECT f.idx, f.inst, f.customer, f.name, k.seq FROM kept k JOIN first f ON f.id = k.id), \
+fresh AS (SELECT f.idx, f.inst, f.customer, f.name, f.at, k.seq FROM kept k JOIN first f ON f.id = k.id), \
 talks AS ( \
-  INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
+  INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread, last_inbound_at) \
   SELECT inst, customer, (array_agg(name ORDER BY idx DESC) FILTER (WHERE name IS NOT NULL))[1], \
-         max(seq), count(*), count(*) \
+         max(seq), count(*), count(*), max(at) \
   FROM fresh GROUP BY inst, customer \
   ON CONFLICT (instance_id, customer) DO UPDATE SET \
     last_seq = GREATEST(conversations.last_seq, EXCLUDED.last_seq), \
     message_count = conversations.message_count + EXCLUDED.message_count, \
     name = COALESCE(EXCLUDED.name, conversations.name), \
-    unread = conversations.unread + EXCLUDED.unread),";
+    unread = conversations.unread + EXCLUDED.unread, \
+    last_inbound_at = GREATEST(conversations.last_inbound_at, EXCLUDED.last_inbound_at)),";
 
 /// The batch indexes of the new messages, in order.
 const FRESH: &str = "(SELECT array_agg(idx ORDER BY idx) FROM fresh) AS fresh,";

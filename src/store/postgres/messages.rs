@@ -68,18 +68,20 @@ pub(super) async fn insert(tx: &mut Tx, instance_id: i64, m: &NewMessage) -> Sto
     // An inbound message adds to the unread count; a reply means the business read them.
     let inbound = i64::from(m.direction == Direction::Inbound);
     sqlx::query(
-        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
-         VALUES ($1, $2, $3, $4, 1, $5) \
+        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread, last_inbound_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6) \
          ON CONFLICT (instance_id, customer) DO UPDATE SET \
            last_seq = EXCLUDED.last_seq, message_count = conversations.message_count + 1, \
            name = COALESCE(EXCLUDED.name, conversations.name), \
-           unread = CASE WHEN EXCLUDED.unread = 1 THEN conversations.unread + 1 ELSE 0 END",
+           unread = CASE WHEN EXCLUDED.unread = 1 THEN conversations.unread + 1 ELSE 0 END, \
+           last_inbound_at = GREATEST(conversations.last_inbound_at, EXCLUDED.last_inbound_at)",
     )
     .bind(instance_id)
     .bind(&m.customer)
     .bind(m.customer_name.as_deref())
     .bind(seq)
     .bind(inbound)
+    .bind((inbound == 1).then_some(m.created_at))
     .execute(&mut **tx)
     .await?;
     Ok(Some(seq))
@@ -96,6 +98,18 @@ pub(super) async fn get(pool: &PgPool, instance_id: i64, message_id: &str) -> St
     row.as_ref().map(message).transpose()
 }
 
+/// When the customer last wrote in this conversation, if ever.
+pub(super) async fn last_inbound_at(pool: &PgPool, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {
+    Ok(sqlx::query_scalar::<_, Option<Millis>>(
+        "SELECT last_inbound_at FROM conversations WHERE instance_id = $1 AND customer = $2",
+    )
+    .bind(instance_id)
+    .bind(customer)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
 pub(super) async fn list_conversations(
     pool: &PgPool,
     instance_id: i64,
@@ -103,7 +117,7 @@ pub(super) async fn list_conversations(
     limit: u32,
 ) -> StoreResult<Vec<ConversationSummary>> {
     let rows = sqlx::query(&format!(
-        "SELECT c.name AS customer_name, c.message_count, c.unread, {COLUMNS} \
+        "SELECT c.name AS customer_name, c.message_count, c.unread, c.last_inbound_at, {COLUMNS} \
          FROM conversations c JOIN messages m ON m.seq = c.last_seq \
          WHERE c.instance_id = $1 AND c.last_seq < $2 ORDER BY c.last_seq DESC LIMIT $3"
     ))
@@ -119,6 +133,7 @@ pub(super) async fn list_conversations(
                 name: row.try_get("customer_name")?,
                 message_count: row.try_get("message_count")?,
                 unread: row.try_get("unread")?,
+                window_expires_at: crate::store::window_expires_at(row.try_get("last_inbound_at")?),
                 last_message: message(row)?,
             })
         })

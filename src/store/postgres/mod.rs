@@ -86,7 +86,8 @@
 //! `0004` and `0005` add; `0004_commit_ordered_feed.sql` drops the sequence default of
 //! `events.seq` (positions come from transaction ids); `0005_instance_notices.sql` adds the
 //! instance trigger; `0006_rate_limit.sql` adds `endpoints.rate_limit` and the `pacing` table
-//! every process reserves its rate-limited sends in.
+//! every process reserves its rate-limited sends in; `0007_service_window.sql` adds
+//! `conversations.last_inbound_at`.
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -142,6 +143,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_commit_ordered_feed.sql"),
     include_str!("migrations/0005_instance_notices.sql"),
     include_str!("migrations/0006_rate_limit.sql"),
+    include_str!("migrations/0007_service_window.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -571,6 +573,10 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>> {
         messages::list_conversations(&self.pool, instance_id, before, limit).await
+    }
+
+    async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {
+        messages::last_inbound_at(&self.pool, instance_id, customer).await
     }
 
     async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool> {

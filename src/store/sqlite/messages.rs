@@ -67,19 +67,23 @@ pub(super) fn insert(conn: &Connection, instance_id: i64, m: &NewMessage) -> Sto
     }
     let seq = conn.last_insert_rowid();
     conn.prepare_cached(
-        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread) \
-         VALUES (?1, ?2, ?3, ?4, 1, ?5) \
+        "INSERT INTO conversations (instance_id, customer, name, last_seq, message_count, unread, last_inbound_at) \
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6) \
          ON CONFLICT (instance_id, customer) DO UPDATE SET \
            last_seq = excluded.last_seq, message_count = message_count + 1, name = COALESCE(excluded.name, name), \
-           unread = CASE WHEN excluded.unread = 1 THEN unread + 1 ELSE 0 END",
+           unread = CASE WHEN excluded.unread = 1 THEN unread + 1 ELSE 0 END, \
+           last_inbound_at = CASE WHEN last_inbound_at IS NULL OR excluded.last_inbound_at > last_inbound_at \
+             THEN COALESCE(excluded.last_inbound_at, last_inbound_at) ELSE last_inbound_at END",
     )?
-    // An inbound message adds to the unread count; a reply means the business read them.
+    // An inbound message adds to the unread count and opens the service window; a reply
+    // means the business read them.
     .execute(params![
         instance_id,
         m.customer,
         m.customer_name,
         seq,
-        m.direction == Direction::Inbound
+        m.direction == Direction::Inbound,
+        (m.direction == Direction::Inbound).then_some(m.created_at)
     ])?;
     Ok(Some(seq))
 }
@@ -114,6 +118,15 @@ pub(super) fn set_status(conn: &Connection, message_id: &str, status: MessageSta
     Ok(())
 }
 
+/// When the customer last wrote in this conversation, if ever.
+pub(super) fn last_inbound_at(conn: &Connection, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {
+    Ok(conn
+        .prepare_cached("SELECT last_inbound_at FROM conversations WHERE instance_id = ?1 AND customer = ?2")?
+        .query_row(params![instance_id, customer], |r| r.get::<_, Option<Millis>>(0))
+        .optional()?
+        .flatten())
+}
+
 pub(super) fn list_conversations(
     conn: &Connection,
     instance_id: i64,
@@ -121,17 +134,18 @@ pub(super) fn list_conversations(
     limit: u32,
 ) -> StoreResult<Vec<ConversationSummary>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT c.customer, c.name, c.message_count, c.unread, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
+        "SELECT c.customer, c.name, c.message_count, c.unread, c.last_inbound_at, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
          WHERE c.instance_id = ?1 AND c.last_seq < ?2 ORDER BY c.last_seq DESC LIMIT ?3",
         COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
     ))?;
     let rows = stmt.query_map(params![instance_id, before.unwrap_or(i64::MAX), limit], |row| {
-        let last = message_at(row, 4)?;
+        let last = message_at(row, 5)?;
         Ok(ConversationSummary {
             number: row.get(0)?,
             name: row.get(1)?,
             message_count: row.get(2)?,
             unread: row.get(3)?,
+            window_expires_at: crate::store::window_expires_at(row.get(4)?),
             last_message: last,
         })
     })?;

@@ -5,7 +5,8 @@
 //! (unique where set) and `attention`, `messages.external_id` (unique per instance where set)
 //! and the `channel_sends` table; `0005_endpoint_health.sql` adds `endpoints.disabled_reason`,
 //! `failing_since`, `previous_secret` and `previous_secret_until` and the partial index
-//! `deliveries_dead`; `0006_rate_limit.sql` adds `endpoints.rate_limit`.
+//! `deliveries_dead`; `0006_rate_limit.sql` adds `endpoints.rate_limit`; `0007_service_window.sql`
+//! `conversations.last_inbound_at`.
 
 use rusqlite::Connection;
 
@@ -18,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_meta.sql"),
     include_str!("migrations/0005_endpoint_health.sql"),
     include_str!("migrations/0006_rate_limit.sql"),
+    include_str!("migrations/0007_service_window.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

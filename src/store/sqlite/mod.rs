@@ -347,6 +347,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {
+        let customer = customer.to_string();
+        self.db
+            .read(move |c| messages::last_inbound_at(c, instance_id, &customer))
+            .await
+    }
+
     async fn mark_read(&self, instance_id: i64, customer: &str) -> StoreResult<bool> {
         let customer = customer.to_string();
         self.db
