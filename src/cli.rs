@@ -261,6 +261,9 @@ struct MetaArgs {
     /// meta: a verify token of your choosing, typed again into Meta's webhook settings.
     #[arg(long, env = "BOTLINKD_META_VERIFY_TOKEN", hide_env_values = true)]
     meta_verify_token: Option<String>,
+    /// meta: the WhatsApp Business Account id, whose message templates are synced (optional).
+    #[arg(long, env = "BOTLINKD_META_WABA_ID")]
+    meta_waba_id: Option<String>,
 }
 
 impl MetaArgs {
@@ -284,6 +287,7 @@ impl MetaArgs {
                 .as_deref()
                 .ok_or_else(|| missing("meta-verify-token"))?,
         )
+        .and_then(|s| s.with_waba_id(self.meta_waba_id.as_deref()))
         .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok((Channel::Meta, Some(settings)))
     }

@@ -12,6 +12,11 @@
 //! cursor be reused: SQLite's `events.seq` is `AUTOINCREMENT`, and PostgreSQL's positions come
 //! from transaction ids, which never repeat. On PostgreSQL each batch is selected with
 //! `SKIP LOCKED`, so the housekeeping of several processes takes different batches.
+//!
+//! It also keeps the message templates of `meta` instances fresh: [`sync_templates`] syncs
+//! every instance with a `waba_id` whose catalogue is more than an hour old (see
+//! `crate::templates`). Several processes may both sync one instance; the second sync simply
+//! replaces the first's result.
 
 use std::time::Duration;
 
@@ -25,6 +30,31 @@ use crate::store::StoreResult;
 const BATCH: u32 = 500;
 /// How often to look.
 const EVERY: Duration = Duration::from_secs(600);
+/// How old a template catalogue may get.
+const TEMPLATES_MAX_AGE: Millis = 3600 * 1000;
+
+/// Syncs the templates of every `meta` instance with a `waba_id` whose catalogue is older
+/// than an hour (or was never synced); answers how many were synced. A failure is logged and
+/// left for the next round.
+pub async fn sync_templates(app: &App) -> StoreResult<usize> {
+    let mut synced = 0;
+    for instance in app.store.list_instances().await? {
+        if instance.meta.as_ref().is_none_or(|m| m.waba_id.is_none()) {
+            continue;
+        }
+        let (_, synced_at) = app.store.list_templates(instance.id).await?;
+        if synced_at.is_some_and(|at| app.now() - at < TEMPLATES_MAX_AGE) {
+            continue;
+        }
+        match crate::channels::meta::templates::sync(app, &instance).await {
+            Ok(_) => synced += 1,
+            Err(error) => {
+                tracing::warn!(instance_id = instance.id, error = %error, "syncing the message templates failed")
+            }
+        }
+    }
+    Ok(synced)
+}
 
 /// Prunes once, batch after batch, until nothing is left; returns how many events went.
 pub async fn step(app: &App) -> StoreResult<u64> {
@@ -50,6 +80,9 @@ pub async fn run(app: App, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned old events"),
             Err(error) => tracing::error!(error = %error, "housekeeping failed"),
+        }
+        if let Err(error) = sync_templates(&app).await {
+            tracing::error!(error = %error, "the template sync round failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

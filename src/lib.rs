@@ -23,6 +23,7 @@
 //!   normalisation, the Graph API client and the send worker.
 //! - [`secret`]: the `Secret` newtype that never prints.
 //! - [`store`]: the storage trait and its SQLite and PostgreSQL backends; the only module that speaks SQL.
+//! - [`templates`]: message templates, the sandbox's built-in ones, and the check of a template send.
 //! - [`portal`]: the Cloud Chat Portal's static files, compiled into the binary.
 //! - [`api`]: the HTTP surface (axum); the only module that knows HTTP request types.
 //! - [`app`]: the shared state that ties the pieces together for the API.
@@ -51,6 +52,7 @@ pub mod portal;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod templates;
 pub mod webhooks;
 
 mod server;

@@ -27,6 +27,7 @@ use super::error::{ApiError, too_large};
 use super::extract::{Authed, Json, Path, RawBody, authenticate, charge};
 use super::limits::ClientIp;
 use super::schemas::{CompatError, CompatSuccess, ErrorBody};
+use super::templates::check_template_send;
 use crate::app::{App, IdempotencyKey, Replay, Sent};
 use crate::instances::{AuthKey, Instance};
 use crate::messages::window::{self, Closed};
@@ -77,9 +78,15 @@ async fn send(
         return Ok(response);
     }
     let request: SendRequest = parse_json(&headers, &body)?;
+    let template = request.template.clone();
     let message = request.validate()?;
     ensure_can_send(&instance)?;
     ensure_window_open(&app, &instance, &message).await?;
+    if message.kind == "template"
+        && let Some(wanted) = &template
+    {
+        check_template_send(&app, &instance, wanted).await?;
+    }
     match app.send(&instance, message, idempotency.clone()).await {
         Ok(sent) => Ok((StatusCode::ACCEPTED, Json(sent)).into_response()),
         // Two sends with the same key raced; the other one won, so answer as it did.

@@ -234,6 +234,10 @@ pub(super) struct MetaBody {
     app_secret: String,
     /// Any string you choose; type the same into the webhook's "Verify token".
     verify_token: String,
+    /// WhatsApp > API Setup > WhatsApp Business Account ID: its message templates are synced
+    /// and template sends checked against them.
+    #[serde(default)]
+    waba_id: Option<String>,
 }
 
 #[utoipa::path(put, path = "/v1/instance/channel", tag = "instance", request_body = ChannelBody,
@@ -255,12 +259,10 @@ async fn set_channel(
         ("meta", Some(m)) => ChannelChange {
             channel: Channel::Meta,
             phone_number,
-            meta: Some(MetaSettings::new(
-                &m.phone_number_id,
-                &m.access_token,
-                &m.app_secret,
-                &m.verify_token,
-            )?),
+            meta: Some(
+                MetaSettings::new(&m.phone_number_id, &m.access_token, &m.app_secret, &m.verify_token)?
+                    .with_waba_id(m.waba_id.as_deref())?,
+            ),
         },
         ("meta", None) => {
             return Err(ApiError::invalid(
@@ -296,5 +298,15 @@ async fn set_channel(
         channel = updated.channel.as_str(),
         "instance channel set"
     );
+    // The templates of a WhatsApp Business Account are synced now, without holding up the
+    // answer; a failure is logged, and housekeeping tries again within the hour.
+    if updated.meta.as_ref().is_some_and(|m| m.waba_id.is_some()) {
+        let (app, instance) = (app.clone(), updated.clone());
+        tokio::spawn(async move {
+            if let Err(error) = crate::channels::meta::templates::sync(&app, &instance).await {
+                tracing::warn!(instance_id = instance.id, error = %error, "syncing the message templates failed");
+            }
+        });
+    }
     Ok(Json(InstanceView::of(&updated, app.base_url())))
 }

@@ -27,6 +27,7 @@ mod openapi;
 mod sandbox;
 mod schemas;
 mod stream;
+mod templates;
 mod webhooks;
 
 use axum::Router;
@@ -51,6 +52,7 @@ pub fn router(app: App) -> Router {
         .merge(deliveries::router())
         .merge(sandbox::router())
         .merge(stream::router())
+        .merge(templates::router())
         .merge(openapi::router())
         .merge(crate::portal::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

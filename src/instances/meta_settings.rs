@@ -19,6 +19,8 @@ pub struct MetaSettings {
     pub app_secret: Secret,
     /// What Meta's verification handshake must present as `hub.verify_token`.
     pub verify_token: Secret,
+    /// The WhatsApp Business Account id, whose message templates botlinkd syncs (optional).
+    pub waba_id: Option<String>,
 }
 
 /// The form the settings are stored in (the database is the one place the secrets rest).
@@ -28,6 +30,8 @@ struct StoredSettings {
     access_token: String,
     app_secret: String,
     verify_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    waba_id: Option<String>,
 }
 
 impl MetaSettings {
@@ -65,7 +69,23 @@ impl MetaSettings {
             access_token: Secret::new(access_token.trim()),
             app_secret: Secret::new(app_secret.trim()),
             verify_token: Secret::new(verify_token.trim()),
+            waba_id: None,
         })
+    }
+
+    /// With the WhatsApp Business Account id (digits, as Meta's WhatsApp Manager shows it).
+    pub fn with_waba_id(mut self, waba_id: Option<&str>) -> Result<Self, Invalid> {
+        self.waba_id = match waba_id.map(str::trim).filter(|w| !w.is_empty()) {
+            None => None,
+            Some(w) if w.len() <= 32 && w.bytes().all(|b| b.is_ascii_digit()) => Some(w.to_string()),
+            Some(_) => {
+                return Err(Invalid::new(
+                    "invalid_waba_id",
+                    "`waba_id` is the numeric WhatsApp Business Account id Meta shows under WhatsApp > API Setup",
+                ));
+            }
+        };
+        Ok(self)
     }
 
     /// The stored form.
@@ -75,6 +95,7 @@ impl MetaSettings {
             access_token: self.access_token.expose().to_string(),
             app_secret: self.app_secret.expose().to_string(),
             verify_token: self.verify_token.expose().to_string(),
+            waba_id: self.waba_id.clone(),
         })
         .expect("settings serialise")
     }
@@ -87,6 +108,7 @@ impl MetaSettings {
             access_token: Secret::new(s.access_token),
             app_secret: Secret::new(s.app_secret),
             verify_token: Secret::new(s.verify_token),
+            waba_id: s.waba_id,
         })
     }
 
@@ -97,6 +119,7 @@ impl MetaSettings {
             access_token: self.access_token.hint(),
             app_secret: self.app_secret.hint(),
             verify_token: self.verify_token.hint(),
+            waba_id: self.waba_id.clone(),
         }
     }
 }
@@ -114,6 +137,8 @@ pub struct MetaSettingsView {
     pub app_secret: String,
     /// The verify token's last four characters.
     pub verify_token: String,
+    /// The WhatsApp Business Account id, if given: its templates are synced.
+    pub waba_id: Option<String>,
 }
 
 #[cfg(test)]

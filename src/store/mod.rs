@@ -55,6 +55,7 @@ use crate::clock::Millis;
 use crate::events::{AckError, EventDraft, EventRecord};
 use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::{Direction, MessageStatus, StoredMessage};
+use crate::templates::Template;
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
 /// A storage failure. The source is kept for the logs; the API answers a generic 500.
@@ -646,6 +647,12 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>>;
+    /// Replaces an instance's template catalogue with a sync's result, made at `synced_at`.
+    async fn replace_templates(&self, instance_id: i64, templates: Vec<Template>, synced_at: Millis)
+    -> StoreResult<()>;
+    /// An instance's template catalogue, by name and language, and when it was synced
+    /// (`None`: never).
+    async fn list_templates(&self, instance_id: i64) -> StoreResult<(Vec<Template>, Option<Millis>)>;
     /// When the customer last wrote (their message's time), if ever: the service window.
     async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>>;
     /// Marks a conversation read; `false` if the instance has no such conversation.

@@ -59,6 +59,7 @@ impl GraphStub {
         *state.base.lock().unwrap() = url.clone();
         let router = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(send))
+            .route("/{version}/{waba_id}/message_templates", get(templates))
             .route("/{version}/{media_id}", get(media_info))
             .route("/files/{media_id}", get(media_file))
             .with_state(state.clone());
@@ -178,6 +179,53 @@ async fn send(
         "messages": [{"id": format!("wamid.STANDIN{n:04}")}],
     }))
     .into_response()
+}
+
+/// The WhatsApp Business Account's templates, as Meta lists them: two a page, the `after`
+/// cursor naming the next page.
+pub fn stub_templates() -> Vec<Value> {
+    vec![
+        json!({"name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY", "id": "9001",
+               "components": [{"type": "BODY", "text": "Your order {{1}} ships {{2}}."},
+                              {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Track it"}]}]}),
+        json!({"name": "order_update", "language": "pt_BR", "status": "APPROVED", "category": "UTILITY", "id": "9002",
+               "components": [{"type": "BODY", "text": "Seu pedido {{1}} chega {{2}}."}]}),
+        json!({"name": "welcome", "language": "en_US", "status": "APPROVED", "category": "MARKETING", "id": "9003",
+               "components": [{"type": "HEADER", "format": "TEXT", "text": "Hi"}, {"type": "BODY", "text": "Welcome to the shop!"}]}),
+        json!({"name": "spring_sale", "language": "en_US", "status": "PENDING", "category": "MARKETING", "id": "9004",
+               "components": [{"type": "BODY", "text": "{{1}} off from {{2}}."}]}),
+        json!({"name": "account_alert", "language": "en_US", "status": "REJECTED", "category": "UTILITY", "id": "9005",
+               "components": [{"type": "BODY", "text": "Your code is {{1}}."}]}),
+    ]
+}
+
+async fn templates(
+    State(state): State<StubState>,
+    Path((version, waba_id)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let after = query.get("after").cloned().unwrap_or_default();
+    record(
+        &state,
+        format!("/{version}/{waba_id}/message_templates?after={after}"),
+        &headers,
+        Value::Null,
+    );
+    if !authorised(&headers) {
+        return error(401, 190, "Error validating access token");
+    }
+    let page: usize = after.strip_prefix("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let all = stub_templates();
+    let data: Vec<Value> = all.iter().skip(page * 2).take(2).cloned().collect();
+    let mut paging = json!({"cursors": {"before": format!("page{page}"), "after": format!("page{}", page + 1)}});
+    if (page + 1) * 2 < all.len() {
+        paging["next"] = json!(format!(
+            "https://graph.facebook.com/{version}/{waba_id}/message_templates?after=page{}",
+            page + 1
+        ));
+    }
+    axum::Json(json!({"data": data, "paging": paging})).into_response()
 }
 
 async fn media_info(

@@ -769,3 +769,106 @@ async fn a_pair_rate_refusal_holds_back_only_that_customers_conversation() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn templates_are_synced_from_meta_page_by_page_and_template_sends_are_checked_against_them() {
+    const WABA_ID: &str = "102290129340398";
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    // Without a WhatsApp Business Account id nothing is synced, and template sends go to Meta
+    // unchecked (Meta refuses what it does not know).
+    let listed = test.get_json("/v1/templates").await;
+    assert_eq!(
+        (listed["source"].as_str(), &listed["synced_at"]),
+        (Some("meta"), &Value::Null)
+    );
+    let unchecked = json!({"to": CUSTOMER, "type": "template", "template": {"name": "anything", "params": []}});
+    assert_eq!(test.post("/v1/messages", unchecked.clone()).await.0, 202);
+    let (status, answer) = test.post("/v1/templates/sync", json!({})).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("cannot_sync_templates"))
+    );
+
+    // With one, setting the channel syncs every page.
+    let response = test
+        .request(Method::PUT, "/v1/instance/channel")
+        .json(&json!({"channel": "meta", "meta": {
+            "phone_number_id": PHONE_NUMBER_ID, "access_token": TOKEN,
+            "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN, "waba_id": WABA_ID}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["meta"]["waba_id"], WABA_ID);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let listed = loop {
+        let listed = test.get_json("/v1/templates").await;
+        if !listed["synced_at"].is_null() {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the templates were never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let templates = listed["templates"].as_array().unwrap();
+    assert_eq!(templates.len(), 5, "{listed}");
+    let order = templates
+        .iter()
+        .find(|t| t["name"] == "order_update" && t["language"] == "en_US")
+        .unwrap();
+    assert_eq!(order["params"], 2);
+    assert_eq!(order["buttons"], json!(["Track it"]));
+    assert_eq!(order["body"], "Your order {{1}} ships {{2}}.");
+    let pages: Vec<String> = graph
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.contains("/message_templates"))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            format!("/v24.0/{WABA_ID}/message_templates?after="),
+            format!("/v24.0/{WABA_ID}/message_templates?after=page1"),
+            format!("/v24.0/{WABA_ID}/message_templates?after=page2"),
+        ]
+    );
+
+    // Sends are checked against the catalogue before anything is queued.
+    let send = |name: &str, language: &str, params: Vec<&str>| json!({"to": CUSTOMER, "type": "template", "template": {"name": name, "language": language, "params": params}});
+    for (body, code) in [
+        (unchecked, "unknown_template"),
+        (send("order_update", "en_GB", vec!["1", "2"]), "unknown_template"),
+        (
+            send("spring_sale", "en_US", vec!["10%", "Monday"]),
+            "template_not_approved",
+        ),
+        (send("account_alert", "en_US", vec!["1234"]), "template_not_approved"),
+        (send("order_update", "pt_BR", vec!["A-1"]), "template_params"),
+    ] {
+        let (status, answer) = test.post("/v1/messages", body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{answer}"
+        );
+    }
+    let before = graph
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages"))
+        .count();
+    let (status, answer) = test.post("/v1/messages", send("welcome", "en_US", vec![])).await;
+    assert_eq!(status, 202, "{answer}");
+    let call = graph.sends(before + 1).await.pop().unwrap();
+    assert_eq!(call.body["template"]["name"], "welcome");
+
+    // A sync on demand answers the catalogue.
+    let (status, synced) = test.post("/v1/templates/sync", json!({})).await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced["templates"].as_array().unwrap().len(), 5);
+}

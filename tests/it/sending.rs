@@ -237,7 +237,7 @@ async fn free_form_replies_need_the_24_hour_window_and_templates_always_go() {
     let (status, answer) = app
         .post(
             "/v1/messages",
-            json!({"to": customer, "type": "template", "template": {"name": "order_update", "params": ["1001"]}}),
+            json!({"to": customer, "type": "template", "template": {"name": "order_update", "params": ["1001", "today"]}}),
         )
         .await;
     assert_eq!(status, 202, "{answer}");
@@ -316,4 +316,50 @@ async fn free_form_replies_need_the_24_hour_window_and_templates_always_go() {
             (422, Some("invalid_timestamp"))
         );
     }
+}
+
+#[tokio::test]
+async fn the_sandbox_has_built_in_templates_and_template_sends_are_checked_against_them() {
+    let app = TestApp::spawn().await;
+    let listed = app.get_json("/v1/templates").await;
+    assert_eq!(listed["source"], "built_in");
+    let templates = listed["templates"].as_array().unwrap();
+    let order = templates
+        .iter()
+        .find(|t| t["name"] == "order_update" && t["language"] == "en_US")
+        .expect("order_update is built in");
+    assert_eq!(
+        (order["params"].as_u64(), order["status"].as_str()),
+        (Some(2), Some("APPROVED"))
+    );
+    let send = |name: &str, language: &str, params: Vec<&str>| json!({"to": "447700900321", "type": "template", "template": {"name": name, "language": language, "params": params}});
+    for (body, code) in [
+        (send("order_update", "pt_BR", vec!["1", "2"]), "unknown_template"),
+        (send("no_such_template", "en_US", vec![]), "unknown_template"),
+        (
+            send("spring_sale", "en_US", vec!["Monday", "10%"]),
+            "template_not_approved",
+        ),
+        (send("order_update", "en_US", vec!["A-1"]), "template_params"),
+    ] {
+        let (status, answer) = app.post("/v1/messages", body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{answer}"
+        );
+    }
+    // Nothing was queued for the refused ones; the right one goes.
+    let (status, answer) = app
+        .post("/v1/messages", send("order_update", "en_GB", vec!["A-1", "Friday"]))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let history = app.get_json("/v1/conversations/447700900321/messages").await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    // There is nothing to sync on the sandbox.
+    let (status, answer) = app.post("/v1/templates/sync", json!({})).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("cannot_sync_templates"))
+    );
 }

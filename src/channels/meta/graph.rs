@@ -218,6 +218,44 @@ impl Graph {
         Ok(value["messages"][0]["id"].as_str().map(str::to_string))
     }
 
+    /// `GET /{version}/{waba-id}/message_templates`: every template of a WhatsApp Business
+    /// Account, page by page (by the `after` cursor, never by a URL from the answer), at most
+    /// 50 pages of 100.
+    pub async fn list_templates(&self, waba_id: &str, token: &Secret) -> Result<Vec<Value>, GraphError> {
+        let mut templates = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..50 {
+            let mut url = reqwest::Url::parse(&format!(
+                "{}/{}/{}/message_templates",
+                self.base_url, self.version, waba_id
+            ))
+            .map_err(|e| GraphError::Transport(format!("bad Graph API URL: {e}")))?;
+            url.query_pairs_mut()
+                .append_pair("fields", "name,language,status,category,components")
+                .append_pair("limit", "100");
+            if let Some(cursor) = &after {
+                url.query_pairs_mut().append_pair("after", cursor);
+            }
+            let response = self
+                .client
+                .get(url)
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(transport)?;
+            let page = read_json(response).await?;
+            templates.extend(page["data"].as_array().cloned().unwrap_or_default());
+            after = page["paging"]["next"]
+                .is_string()
+                .then(|| page["paging"]["cursors"]["after"].as_str().map(str::to_string))
+                .flatten();
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(templates)
+    }
+
     /// `GET /{version}/{media-id}`: where to download a customer's media.
     pub async fn media_info(&self, media_id: &str, token: &Secret) -> Result<MediaInfo, GraphError> {
         let url = format!(

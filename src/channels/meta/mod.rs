@@ -8,7 +8,8 @@
 //! - [`graph`] is the client of the Graph API (send, mark as read, media) and the
 //!   classification of its errors;
 //! - [`outbound`] builds the Graph request for a business's message, and [`sender`] is the
-//!   worker that sends queued messages with retries.
+//!   worker that sends queued messages with retries and the number's pace;
+//! - [`templates`] syncs the WhatsApp Business Account's message templates.
 //!
 //! An instance on this channel has [`MetaSettings`] (the Phone number ID and three
 //! `Secret`s: access token, app secret, verify token), checked by `MetaSettings::new` (a
@@ -37,5 +38,6 @@ pub mod outbound;
 pub mod payload;
 pub mod sender;
 pub mod signature;
+pub mod templates;
 
 pub use crate::instances::meta_settings::{MetaSettings, MetaSettingsView};

@@ -87,7 +87,8 @@
 //! `events.seq` (positions come from transaction ids); `0005_instance_notices.sql` adds the
 //! instance trigger; `0006_rate_limit.sql` adds `endpoints.rate_limit` and the `pacing` table
 //! every process reserves its rate-limited sends in; `0007_service_window.sql` adds
-//! `conversations.last_inbound_at`.
+//! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
+//! `template_syncs`.
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -117,6 +118,7 @@ mod ingest;
 mod instance_cache;
 mod messages;
 mod outbox;
+mod templates;
 
 use std::sync::{Arc, Mutex};
 
@@ -134,6 +136,7 @@ use crate::store::{
     DeadFilter, DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats,
     ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
+use crate::templates::Template;
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
 const MIGRATIONS: &[&str] = &[
@@ -144,6 +147,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_instance_notices.sql"),
     include_str!("migrations/0006_rate_limit.sql"),
     include_str!("migrations/0007_service_window.sql"),
+    include_str!("migrations/0008_templates.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -573,6 +577,19 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>> {
         messages::list_conversations(&self.pool, instance_id, before, limit).await
+    }
+
+    async fn replace_templates(
+        &self,
+        instance_id: i64,
+        templates: Vec<Template>,
+        synced_at: Millis,
+    ) -> StoreResult<()> {
+        templates::replace(&self.pool, instance_id, &templates, synced_at).await
+    }
+
+    async fn list_templates(&self, instance_id: i64) -> StoreResult<(Vec<Template>, Option<Millis>)> {
+        templates::list(&self.pool, instance_id).await
     }
 
     async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {

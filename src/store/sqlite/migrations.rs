@@ -6,7 +6,8 @@
 //! and the `channel_sends` table; `0005_endpoint_health.sql` adds `endpoints.disabled_reason`,
 //! `failing_since`, `previous_secret` and `previous_secret_until` and the partial index
 //! `deliveries_dead`; `0006_rate_limit.sql` adds `endpoints.rate_limit`; `0007_service_window.sql`
-//! `conversations.last_inbound_at`.
+//! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
+//! `template_syncs`.
 
 use rusqlite::Connection;
 
@@ -20,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_endpoint_health.sql"),
     include_str!("migrations/0006_rate_limit.sql"),
     include_str!("migrations/0007_service_window.sql"),
+    include_str!("migrations/0008_templates.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

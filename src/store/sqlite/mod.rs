@@ -23,6 +23,7 @@ mod instances;
 mod messages;
 mod migrations;
 mod outbox;
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::store::{
     DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome,
     StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
+use crate::templates::Template;
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
 /// The SQLite store.
@@ -345,6 +347,21 @@ impl Store for SqliteStore {
         self.db
             .read(move |c| messages::list_conversations(c, instance_id, before, limit))
             .await
+    }
+
+    async fn replace_templates(
+        &self,
+        instance_id: i64,
+        templates: Vec<Template>,
+        synced_at: Millis,
+    ) -> StoreResult<()> {
+        self.db
+            .write(move |c| templates::replace(c, instance_id, &templates, synced_at))
+            .await
+    }
+
+    async fn list_templates(&self, instance_id: i64) -> StoreResult<(Vec<Template>, Option<Millis>)> {
+        self.db.read(move |c| templates::list(c, instance_id)).await
     }
 
     async fn last_inbound_at(&self, instance_id: i64, customer: &str) -> StoreResult<Option<Millis>> {
