@@ -13,6 +13,8 @@
 //! from transaction ids, which never repeat. On PostgreSQL each batch is selected with
 //! `SKIP LOCKED`, so the housekeeping of several processes takes different batches.
 //!
+//! Kept customer media (`channels::meta::media`) older than `--retention` goes too.
+//!
 //! It also keeps the message templates of `meta` instances fresh: [`sync_templates`] syncs
 //! every instance with a `waba_id` whose catalogue is more than an hour old (see
 //! `crate::templates`). Several processes may both sync one instance; the second sync simply
@@ -66,6 +68,9 @@ pub async fn step(app: &App) -> StoreResult<u64> {
         let n = app.store.prune(events_before, keys_before, BATCH).await?;
         pruned += u64::from(n);
         if n < BATCH {
+            if let Some(before) = events_before {
+                app.store.prune_media(before).await?;
+            }
             return Ok(pruned);
         }
         // Let other writes through between batches.

@@ -13,7 +13,7 @@
 //! **Serve** ([`Server::serve`]): axum, with each connection's address (`ConnectInfo`), by
 //! which the rate limit on failed authentications counts; and, with
 //! `Config::background_workers`, the delivery engine, the sandbox driver, the `meta` send
-//! worker and housekeeping; and, when the store offers them (`take_notifications`), a task
+//! worker, the `meta` media keeper and housekeeping; and, when the store offers them (`take_notifications`), a task
 //! that forwards other processes' notices: `ClusterNotice::Event` to `App::announce`,
 //! `ClusterNotice::Attempt` to `Live::attempt`.
 //!
@@ -130,6 +130,10 @@ impl Server {
             tasks.push(tokio::spawn(sandbox::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(sender::run(app.clone(), workers.clone())));
             tasks.push(tokio::spawn(housekeeping::run(app.clone(), workers.clone())));
+            tasks.push(tokio::spawn(crate::channels::meta::media::run(
+                app.clone(),
+                workers.clone(),
+            )));
         }
         if let Some(mut notices) = app.store.take_notifications() {
             // Events committed by other processes on the same database.

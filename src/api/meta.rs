@@ -1,8 +1,8 @@
 //! The `meta` channel's HTTP surface:
 //! - `GET /meta/webhook`: Meta's verification handshake (`hub.verify_token`);
 //! - `POST /meta/webhook`: Meta's signed webhooks (one URL for every number of an app);
-//! - `GET /v1/messages/{id}/media`: a customer's media, fetched from the Graph API with the
-//!   instance's token and streamed to a client holding the instance's keys;
+//! - `GET /v1/messages/{id}/media`: a customer's media, from botlinkd's copy or fetched from
+//!   the Graph API with the instance's token, for a client holding the instance's keys;
 //! - `PUT /v1/instance/channel`: switch an instance to `meta` (or back to `sandbox`); builds a
 //!   `ChannelChange` and answers the new `InstanceView`.
 //!
@@ -16,13 +16,13 @@
 //! header to `intake::accept` (401, 503 or 500 from its errors) and is not rate-limited by
 //! address (see `api::limits`).
 //!
-//! **Media through a botlinkd URL.** Customers' files stay with Meta. Meta's download URLs
-//! are short-lived and need the access token, so the event's `media.url` is instead a stable
-//! botlinkd URL (built on `--public-url`) that takes the instance's Basic keys: it reads
-//! Meta's media id from the stored message's `media.id`, asks `Graph::media_info` for a
-//! download URL and streams `Graph::download` with its content type,
-//! `Cache-Control: private, max-age=300` and `nosniff`. botlinkd stores nothing. The price:
-//! the portal's image tags cannot send keys, so the portal does not show these images.
+//! **Media through a botlinkd URL.** Meta's download URLs are short-lived and need the
+//! access token, so the event's `media.url` is instead a stable botlinkd URL (built on
+//! `--public-url`) that takes the instance's Basic keys. It answers from botlinkd's kept copy
+//! (`channels::meta::media` downloads each file when its message arrives); until that is
+//! there, it reads Meta's media id from the stored message's `media.id`, asks
+//! `Graph::media_info` for a download URL and streams `Graph::download`. Either way with the
+//! content type, `Cache-Control: private, max-age=300` and `nosniff`.
 
 use axum::Router;
 use axum::body::Body;
@@ -152,6 +152,17 @@ async fn media(State(app): State<App>, Authed(instance): Authed, Path(id): Path<
         .get_message(instance.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
+    // botlinkd's own copy first: it outlives Meta's (see `channels::meta::media`).
+    if let Some(kept) = app.store.kept_media(instance.id, &id).await? {
+        let mut response = Response::new(Body::from(kept.bytes));
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&kept.content_type) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        return Ok(response);
+    }
     let media_id = message
         .detail
         .get("media")

@@ -339,6 +339,52 @@ pub enum StatusOutcome {
     NotFound,
 }
 
+/// A customer's media to download and keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaFetch {
+    /// The instance.
+    pub instance_id: i64,
+    /// The message it belongs to.
+    pub message_id: String,
+    /// Meta's media id.
+    pub media_id: String,
+    /// The message type (`image`, `audio`, `video`, `document`, `sticker`): its size cap.
+    pub kind: String,
+    /// The checksum Meta sent with the message, if any.
+    pub sha256: Option<String>,
+    /// Failed downloads so far.
+    pub attempts: u32,
+    /// When the message arrived.
+    pub created_at: Millis,
+}
+
+/// What came of a media download.
+#[derive(Clone, Debug)]
+pub enum MediaFetchOutcome {
+    /// Downloaded and checked: keep it.
+    Kept(KeptMedia),
+    /// Try again at this time.
+    Retry {
+        /// When.
+        at: Millis,
+    },
+    /// Stop trying (too large, checksum wrong every time, or Meta has forgotten it).
+    GiveUp,
+}
+
+/// botlinkd's copy of a customer's media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptMedia {
+    /// Its MIME type.
+    pub content_type: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// The file.
+    pub bytes: Vec<u8>,
+    /// When it was kept.
+    pub created_at: Millis,
+}
+
 /// A conversation in the list.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationSummary {
@@ -647,6 +693,17 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>>;
+    /// Queues the download of a customer's media (nothing if it is queued already).
+    async fn enqueue_media_fetch(&self, fetch: MediaFetch, due_at: Millis) -> StoreResult<()>;
+    /// Claims due media downloads, leased until `lease_until`.
+    async fn claim_media_fetches(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<MediaFetch>>;
+    /// Records what came of a download: keeps the file and ends the fetch, schedules it
+    /// again, or ends it.
+    async fn finish_media_fetch(&self, fetch: &MediaFetch, outcome: MediaFetchOutcome) -> StoreResult<()>;
+    /// botlinkd's copy of a message's media.
+    async fn kept_media(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<KeptMedia>>;
+    /// Deletes kept media older than `before`; answers how many.
+    async fn prune_media(&self, before: Millis) -> StoreResult<u64>;
     /// Replaces an instance's template catalogue with a sync's result, made at `synced_at`.
     async fn replace_templates(&self, instance_id: i64, templates: Vec<Template>, synced_at: Millis)
     -> StoreResult<()>;

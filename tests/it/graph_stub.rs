@@ -38,6 +38,12 @@ struct StubState {
     base: Arc<Mutex<String>>,
     requests: Arc<Mutex<Vec<GraphRequest>>>,
     script: Arc<Mutex<VecDeque<Scripted>>>,
+    /// Media ids Meta has forgotten (their media id expired).
+    forgotten: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// How many of the next media lookups fail with a 500.
+    media_failures: Arc<Mutex<usize>>,
+    /// Bytes served instead of [`media_bytes`], by media id.
+    files: Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>,
     /// Errors for the next sends to one recipient, by number.
     script_to: Arc<Mutex<std::collections::HashMap<String, VecDeque<Scripted>>>>,
 }
@@ -88,6 +94,21 @@ impl GraphStub {
             .entry(to.to_string())
             .or_default()
             .extend(answers);
+    }
+
+    /// Meta forgets this media id: its lookup and download answer 404 from now on.
+    pub fn forget(&self, media_id: &str) {
+        self.state.forgotten.lock().unwrap().insert(media_id.to_string());
+    }
+
+    /// The next `n` media lookups answer 500.
+    pub fn fail_media(&self, n: usize) {
+        *self.state.media_failures.lock().unwrap() = n;
+    }
+
+    /// Serves these bytes for a media id (and reports their size).
+    pub fn serve_file(&self, media_id: &str, bytes: Vec<u8>) {
+        self.state.files.lock().unwrap().insert(media_id.to_string(), bytes);
     }
 
     /// Every request so far.
@@ -237,16 +258,36 @@ async fn media_info(
     if !authorised(&headers) {
         return error(401, 190, "Error validating access token");
     }
+    if state.forgotten.lock().unwrap().contains(&media_id) {
+        return error(404, 100, "Unsupported get request. Object does not exist");
+    }
+    {
+        let mut failures = state.media_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return error(500, 2, "Service temporarily unavailable");
+        }
+    }
     let base = state.base.lock().unwrap().clone();
     axum::Json(json!({
         "messaging_product": "whatsapp",
         "url": format!("{base}/files/{media_id}"),
         "mime_type": "image/jpeg",
         "sha256": "IqF9Gdr2dQ5cNoX7hIu0b4fp0pcbQ6zMBwCRNUfBP3c=",
-        "file_size": media_bytes(&media_id).len(),
+        "file_size": file_of(&state, &media_id).len(),
         "id": media_id,
     }))
     .into_response()
+}
+
+fn file_of(state: &StubState, media_id: &str) -> Vec<u8> {
+    state
+        .files
+        .lock()
+        .unwrap()
+        .get(media_id)
+        .cloned()
+        .unwrap_or_else(|| media_bytes(media_id))
 }
 
 /// The bytes the stand-in serves for a media id.
@@ -259,5 +300,8 @@ async fn media_file(State(state): State<StubState>, Path(media_id): Path<String>
     if !authorised(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    ([("content-type", "image/jpeg")], media_bytes(&media_id)).into_response()
+    if state.forgotten.lock().unwrap().contains(&media_id) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    ([("content-type", "image/jpeg")], file_of(&state, &media_id)).into_response()
 }

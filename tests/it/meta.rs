@@ -652,7 +652,7 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
     let url = graph.url.clone();
     let test = TestApp::spawn_with(move |c| {
         c.meta_graph_url = url;
-        c.meta_max_mps = 200;
+        c.meta_max_mps = 100;
         // The burst is the point: the API's own limit would stop it first.
         c.api_rate_limit = None;
     })
@@ -668,12 +668,12 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
     }
     let mut times: Vec<std::time::Instant> = graph.sends(500).await.iter().map(|r| r.at).collect();
     times.sort();
-    // 500 sends at 200 a second: at least 499 intervals of 5 ms, and never more than the
+    // 500 sends at 100 a second: at least 499 intervals of 10 ms, and never more than the
     // rate within a second, give or take the few milliseconds a sleep may wake late (a late
     // send shares its second with the punctual ones after it).
     let span = times[499].duration_since(times[0]);
     assert!(
-        span >= Duration::from_millis(499 * 5 - 100),
+        span >= Duration::from_millis(499 * 10 - 100),
         "500 sends left within {span:?}"
     );
     for (i, t) in times.iter().enumerate() {
@@ -681,7 +681,7 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
             .iter()
             .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
             .count();
-        assert!(within <= 205, "{within} sends within one second");
+        assert!(within <= 103, "{within} sends within one second");
     }
     let metrics = test
         .client
@@ -698,7 +698,8 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
         .expect("the pace is counted")
         .parse::<u64>()
         .unwrap();
-    assert!(paced > 400, "{paced} sends waited for the pace");
+    // The API takes them far faster than 100 a second, so most had to wait.
+    assert!(paced > 250, "{paced} sends waited for the pace");
 }
 
 #[tokio::test]
@@ -871,4 +872,124 @@ async fn templates_are_synced_from_meta_page_by_page_and_template_sends_are_chec
     let (status, synced) = test.post("/v1/templates/sync", json!({})).await;
     assert_eq!(status, 200, "{synced}");
     assert_eq!(synced["templates"].as_array().unwrap().len(), 5);
+}
+
+/// A customer's image webhook for `media_id`, written now, whose `sha256` is `sha256`
+/// (base64, as Meta writes it), as message `n`.
+fn image_webhook(media_id: &str, sha256: &str, kind: &str, n: usize) -> Vec<u8> {
+    String::from_utf8(written_now("message_image"))
+        .unwrap()
+        .replace("1479537139650973", media_id)
+        .replace("IqF9Gdr2dQ5cNoX7hIu0b4fp0pcbQ6zMBwCRNUfBP3c=", sha256)
+        .replace("\"type\": \"image\"", &format!("\"type\": \"{kind}\""))
+        .replace("\"image\": {", &format!("\"{kind}\": {{"))
+        .replace("IMAGE001", &format!("MEDIA{n:03}"))
+        .into_bytes()
+}
+
+/// Meta's base64 SHA-256 of these bytes.
+fn sha256_b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+}
+
+/// Waits until botlinkd holds its own copy of a message's media, and answers it.
+async fn kept(test: &TestApp, message_id: &str) -> botlinkd::store::KeptMedia {
+    let instance: i64 = test.keys.instance_id.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(kept) = test.app.store.kept_media(instance, message_id).await.unwrap() {
+            return kept;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{message_id}'s media was never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn customers_media_is_kept_when_it_arrives_and_served_after_meta_forgot_it() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    let media_id = "2000000000000001";
+    // Meta's first two lookups fail: the download is retried with back-off.
+    graph.fail_media(2);
+    let body = image_webhook(media_id, &sha256_b64(&media_bytes(media_id)), "image", 1);
+    assert_eq!(deliver(&test, &body).await["messages"], 1);
+    let message_id = "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggMEDIA001";
+    let copy = kept(&test, message_id).await;
+    assert_eq!(copy.bytes, media_bytes(media_id));
+    assert_eq!(copy.content_type, "image/jpeg");
+    let lookups = graph
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/v24.0/{media_id}"))
+        .count();
+    assert_eq!(lookups, 3, "two failures, then the download");
+
+    // Meta forgets the file; botlinkd still serves its copy.
+    graph.forget(media_id);
+    let response = test
+        .request(Method::GET, &format!("/v1/messages/{message_id}/media"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), media_bytes(media_id));
+}
+
+#[tokio::test]
+async fn media_with_a_wrong_checksum_or_over_whatsapps_cap_is_not_kept() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    // A file whose bytes are not the ones Meta's checksum names: tried again, never kept.
+    let tampered = "2000000000000002";
+    let body = image_webhook(tampered, &sha256_b64(b"something else"), "image", 2);
+    assert_eq!(deliver(&test, &body).await["messages"], 1);
+    // A sticker over WhatsApp's 500 KB cap: not downloaded at all.
+    let huge = "2000000000000003";
+    let big = vec![7u8; 600 * 1024];
+    graph.serve_file(huge, big.clone());
+    let body = image_webhook(huge, &sha256_b64(&big), "sticker", 3);
+    assert_eq!(deliver(&test, &body).await["messages"], 1);
+
+    // The keeper gives up on the tampered file after its tries (20 ms doubling, 8 tries).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while graph
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/files/{tampered}"))
+        .count()
+        < 8
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tampered file was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let instance: i64 = test.keys.instance_id.parse().unwrap();
+    for (media_id, message_id) in [
+        (tampered, "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggMEDIA002"),
+        (huge, "wamid.HBgMNDQ3MTIzNDU2Nzg5FQIAEhggMEDIA003"),
+    ] {
+        assert!(
+            test.app.store.kept_media(instance, message_id).await.unwrap().is_none(),
+            "{media_id} kept"
+        );
+    }
+    assert_eq!(
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.path == format!("/files/{tampered}"))
+            .count(),
+        8
+    );
+    assert!(!graph.requests().iter().any(|r| r.path == format!("/files/{huge}")));
 }

@@ -168,11 +168,17 @@ async fn accept_value(
         for field in ["context", "reaction"] {
             translate_reference(app, instance.id, message.detail.get_mut(field)).await?;
         }
+        let (kind, detail) = (message.kind.clone(), message.detail.clone());
+        let wamid = normalised.wamid.clone();
         match app
             .receive_from_channel(instance, normalised.wamid, normalised.sent_at, message)
             .await?
         {
-            Some(_) => report.messages += 1,
+            Some(_) => {
+                report.messages += 1;
+                // The file is downloaded and kept in the background (see `media`).
+                super::media::enqueue(app, instance.id, &wamid, &kind, &detail).await?;
+            }
             None => report.duplicates += 1,
         }
     }

@@ -9,7 +9,8 @@
 //!   classification of its errors;
 //! - [`outbound`] builds the Graph request for a business's message, and [`sender`] is the
 //!   worker that sends queued messages with retries and the number's pace;
-//! - [`templates`] syncs the WhatsApp Business Account's message templates.
+//! - [`templates`] syncs the WhatsApp Business Account's message templates;
+//! - [`media`] downloads and keeps customers' media when their messages arrive.
 //!
 //! An instance on this channel has [`MetaSettings`] (the Phone number ID and three
 //! `Secret`s: access token, app secret, verify token), checked by `MetaSettings::new` (a
@@ -33,6 +34,7 @@
 
 pub mod graph;
 pub mod intake;
+pub mod media;
 pub mod normalise;
 pub mod outbound;
 pub mod payload;

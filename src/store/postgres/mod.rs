@@ -88,7 +88,7 @@
 //! instance trigger; `0006_rate_limit.sql` adds `endpoints.rate_limit` and the `pacing` table
 //! every process reserves its rate-limited sends in; `0007_service_window.sql` adds
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
-//! `template_syncs`.
+//! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue.
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -116,6 +116,7 @@ mod channel_sends;
 mod complete;
 mod ingest;
 mod instance_cache;
+mod media;
 mod messages;
 mod outbox;
 mod templates;
@@ -133,8 +134,9 @@ use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewIns
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
     AttemptNotice, AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery,
-    DeadFilter, DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, NewChannelSend, NewMessage, QueueStats,
-    ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
+    DeadFilter, DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, KeptMedia, MediaFetch, MediaFetchOutcome,
+    NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store,
+    StoreError, StoreResult,
 };
 use crate::templates::Template;
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
@@ -148,6 +150,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_rate_limit.sql"),
     include_str!("migrations/0007_service_window.sql"),
     include_str!("migrations/0008_templates.sql"),
+    include_str!("migrations/0009_media.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -577,6 +580,26 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>> {
         messages::list_conversations(&self.pool, instance_id, before, limit).await
+    }
+
+    async fn enqueue_media_fetch(&self, fetch: MediaFetch, due_at: Millis) -> StoreResult<()> {
+        media::enqueue(&self.pool, &fetch, due_at).await
+    }
+
+    async fn claim_media_fetches(&self, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<MediaFetch>> {
+        media::claim(&self.pool, now, limit, lease_until).await
+    }
+
+    async fn finish_media_fetch(&self, fetch: &MediaFetch, outcome: MediaFetchOutcome) -> StoreResult<()> {
+        media::finish(&self.pool, fetch, &outcome).await
+    }
+
+    async fn kept_media(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<KeptMedia>> {
+        media::kept(&self.pool, instance_id, message_id).await
+    }
+
+    async fn prune_media(&self, before: Millis) -> StoreResult<u64> {
+        media::prune(&self.pool, before).await
     }
 
     async fn replace_templates(
