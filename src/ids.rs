@@ -53,6 +53,14 @@ pub fn message_id(now: Millis) -> String {
     format!("wamid.HBgL{}", sortable(now))
 }
 
+/// A new media id for a file uploaded to a sandbox instance: 16 random digits, shaped like
+/// Meta's.
+pub fn media_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{:016}", u64::from_be_bytes(bytes) % 10_000_000_000_000_000)
+}
+
 /// A long random key (App Key or Auth Key): 32 random bytes, URL-safe base64.
 pub fn api_key() -> String {
     let mut bytes = [0u8; 32];

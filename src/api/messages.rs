@@ -82,6 +82,7 @@ async fn send(
     let message = request.validate()?;
     ensure_can_send(&instance)?;
     ensure_window_open(&app, &instance, &message).await?;
+    ensure_uploaded(&app, &instance, &message).await?;
     if message.kind == "template"
         && let Some(wanted) = &template
     {
@@ -113,6 +114,26 @@ fn ensure_can_send(instance: &Instance) -> Result<(), ApiError> {
             "channel_needs_attention",
             format!("this instance cannot send until an operator fixes its channel: {reason}"),
         )),
+    }
+}
+
+/// A message that names an upload (`media_id`) needs it to be this instance's.
+async fn ensure_uploaded(app: &App, instance: &Instance, message: &OutboundMessage) -> Result<(), ApiError> {
+    let Some(id) = message
+        .detail
+        .get("media")
+        .and_then(|m| m.get("id"))
+        .and_then(|id| id.as_str())
+    else {
+        return Ok(());
+    };
+    if app.store.has_media(instance.id, id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "unknown_media",
+            format!("this instance has uploaded no file with media id `{id}` (POST /v1/media)"),
+        ))
     }
 }
 
@@ -219,6 +240,7 @@ pub(crate) fn compat_send_request(form: CompatForm) -> SendRequest {
         kind: Some(if file.is_some() { "image" } else { "text" }.to_string()),
         body: Some(form.message),
         media_url: file,
+        media_id: None,
         caption: None,
         buttons: None,
         template: None,

@@ -21,6 +21,7 @@ mod deliveries;
 mod events;
 mod health;
 mod instance;
+mod media;
 pub(crate) mod messages;
 mod meta;
 mod openapi;
@@ -52,6 +53,7 @@ pub fn router(app: App) -> Router {
         .merge(deliveries::router())
         .merge(sandbox::router())
         .merge(stream::router())
+        .merge(media::router())
         .merge(templates::router())
         .merge(openapi::router())
         .merge(crate::portal::router())

@@ -55,6 +55,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::messages::send,
         super::messages::read,
         super::messages::create_message,
+        super::media::upload,
+        super::media::read,
         super::conversations::conversations,
         super::conversations::messages,
         super::conversations::mark_read,

@@ -51,6 +51,9 @@ pub struct SendRequest {
     /// For `image`: where the picture is.
     #[serde(default)]
     pub media_url: Option<String>,
+    /// For `image`, instead of `media_url`: a file uploaded with `POST /v1/media`.
+    #[serde(default)]
+    pub media_id: Option<String>,
     /// For `image`: its caption.
     #[serde(default)]
     pub caption: Option<String>,
@@ -80,9 +83,14 @@ impl SendRequest {
     pub fn validate(self) -> Result<OutboundMessage, Invalid> {
         let to =
             PhoneNumber::parse(&self.to).map_err(|e| Invalid::new("invalid_phone_number", format!("`to`: {e}")))?;
-        let kind = self
-            .kind
-            .unwrap_or_else(|| if self.media_url.is_some() { "image" } else { "text" }.to_string());
+        let kind = self.kind.unwrap_or_else(|| {
+            if self.media_url.is_some() || self.media_id.is_some() {
+                "image"
+            } else {
+                "text"
+            }
+            .to_string()
+        });
         let mut detail = Map::new();
         let body = match kind.as_str() {
             "text" => {
@@ -94,13 +102,29 @@ impl SendRequest {
                 body
             }
             "image" => {
-                let url = self
-                    .media_url
-                    .ok_or_else(|| Invalid::new("missing_media_url", "an image message needs `media_url`"))?;
-                let url = parse_media_url("media_url", &url)?;
                 let caption = self.caption.or(self.body).unwrap_or_default();
                 check_text("caption", &caption, 1024)?;
-                detail.insert("media".into(), json!({"url": url, "caption": caption}));
+                let media = match (self.media_url, self.media_id) {
+                    (Some(url), None) => json!({"url": parse_media_url("media_url", &url)?, "caption": caption}),
+                    (None, Some(id))
+                        if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                    {
+                        json!({"id": id, "caption": caption})
+                    }
+                    (None, Some(_)) => {
+                        return Err(Invalid::new(
+                            "invalid_media_id",
+                            "`media_id` is an id from POST /v1/media",
+                        ));
+                    }
+                    _ => {
+                        return Err(Invalid::new(
+                            "missing_media_url",
+                            "an image message needs `media_url` or `media_id` (one of them)",
+                        ));
+                    }
+                };
+                detail.insert("media".into(), media);
                 caption
             }
             "buttons" | "interactive" => {

@@ -702,6 +702,10 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_media_fetch(&self, fetch: &MediaFetch, outcome: MediaFetchOutcome) -> StoreResult<()>;
     /// botlinkd's copy of a message's media.
     async fn kept_media(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<KeptMedia>>;
+    /// Keeps a file the business uploaded, under its media id.
+    async fn keep_media(&self, instance_id: i64, media_id: &str, media: KeptMedia) -> StoreResult<()>;
+    /// Whether botlinkd holds a file under this key (a message id or an upload's media id).
+    async fn has_media(&self, instance_id: i64, key: &str) -> StoreResult<bool>;
     /// Deletes kept media older than `before`; answers how many.
     async fn prune_media(&self, before: Millis) -> StoreResult<u64>;
     /// Replaces an instance's template catalogue with a sync's result, made at `synced_at`.

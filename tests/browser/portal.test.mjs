@@ -56,6 +56,8 @@ async function startServer(graphUrl) {
   };
 }
 
+// A 1×1 PNG, base64.
+const PARCEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 const PARCEL_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="240" height="160" viewBox="0 0 240 160">
 <rect width="240" height="160" fill="#f4e3c1"/><rect x="70" y="40" width="100" height="80" fill="#c8955a" stroke="#8a5a2b" stroke-width="3"/>
 <rect x="112" y="40" width="16" height="80" fill="#e8c48a"/><text x="120" y="145" font-family="sans-serif" font-size="14" text-anchor="middle" fill="#5a3a1a">Invoice #1001</text></svg>`;
@@ -238,6 +240,14 @@ describe("Cloud Chat Portal", () => {
     await page.fill("#compose-body", "Your invoice");
     await page.click("#compose-send");
     await page.locator(".bubble.out[data-type=image] img.media").waitFor();
+
+    // A picture attached from the computer is uploaded, sent by its media id, and shown.
+    await page.setInputFiles("#compose-file", { name: "label.png", mimeType: "image/png", buffer: Buffer.from(PARCEL_PNG, "base64") });
+    await page.fill("#compose-body", "Your label");
+    await page.click("#compose-send");
+    const attached = page.locator('.bubble.out[data-type=image]', { hasText: "Your label" }).locator('img.media[src^="blob:"]');
+    await attached.waitFor();
+    assert.ok(await attached.evaluate((img) => img.complete && img.naturalWidth > 0), "the uploaded picture is shown");
 
     await page.selectOption("#compose-type", "buttons");
     await page.fill("#compose-body", "Anything else?");

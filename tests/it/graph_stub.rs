@@ -66,6 +66,7 @@ impl GraphStub {
         let router = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(send))
             .route("/{version}/{waba_id}/message_templates", get(templates))
+            .route("/{version}/{phone_number_id}/media", post(upload))
             .route("/{version}/{media_id}", get(media_info))
             .route("/files/{media_id}", get(media_file))
             .with_state(state.clone());
@@ -200,6 +201,35 @@ async fn send(
         "messages": [{"id": format!("wamid.STANDIN{n:04}")}],
     }))
     .into_response()
+}
+
+/// The media id the stand-in gives every upload.
+pub const UPLOADED_MEDIA_ID: &str = "3000000000000001";
+
+/// An upload: recorded with its form fields (the file as text), answered with
+/// [`UPLOADED_MEDIA_ID`].
+async fn upload(
+    State(state): State<StubState>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let mut fields = serde_json::Map::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        let name = field.name().unwrap_or_default().to_string();
+        let text = String::from_utf8_lossy(&field.bytes().await.unwrap_or_default()).into_owned();
+        fields.insert(name, Value::String(text));
+    }
+    record(
+        &state,
+        format!("/{version}/{phone_number_id}/media"),
+        &headers,
+        Value::Object(fields),
+    );
+    if !authorised(&headers) {
+        return error(401, 190, "Error validating access token");
+    }
+    axum::Json(json!({"id": UPLOADED_MEDIA_ID})).into_response()
 }
 
 /// The WhatsApp Business Account's templates, as Meta lists them: two a page, the `after`

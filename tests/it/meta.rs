@@ -993,3 +993,43 @@ async fn media_with_a_wrong_checksum_or_over_whatsapps_cap_is_not_kept() {
     );
     assert!(!graph.requests().iter().any(|r| r.path == format!("/files/{huge}")));
 }
+
+#[tokio::test]
+async fn an_upload_goes_to_meta_and_the_send_names_metas_media_id() {
+    let graph = GraphStub::start().await;
+    let test = meta_app(&graph).await;
+    customer_writes(&test).await;
+    let part = reqwest::multipart::Part::bytes(b"%PDF-1.4 invoice".to_vec())
+        .file_name("invoice.pdf")
+        .mime_str("application/pdf")
+        .unwrap();
+    let response = test
+        .request(Method::POST, "/v1/media")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["media_id"], crate::graph_stub::UPLOADED_MEDIA_ID);
+    assert_eq!(uploaded["type"], "document");
+    let upload = graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path == format!("/v24.0/{PHONE_NUMBER_ID}/media"))
+        .expect("the file went to Meta");
+    assert_eq!(upload.authorization, format!("Bearer {TOKEN}"));
+    assert_eq!(upload.body["messaging_product"], "whatsapp");
+    assert_eq!(upload.body["type"], "application/pdf");
+    assert_eq!(upload.body["file"], "%PDF-1.4 invoice");
+
+    let (status, sent) = test
+        .post(
+            "/v1/messages",
+            json!({"to": CUSTOMER, "type": "image", "media_id": crate::graph_stub::UPLOADED_MEDIA_ID}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let call = graph.sends(1).await.pop().unwrap();
+    assert_eq!(call.body["image"], json!({"id": crate::graph_stub::UPLOADED_MEDIA_ID}));
+}

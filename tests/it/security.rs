@@ -17,6 +17,7 @@ struct Owned {
     inbound: String,
     outbound: String,
     event: String,
+    media: String,
     customer: &'static str,
 }
 
@@ -41,6 +42,7 @@ fn attack(route: &str, a: &Owned, b_url: &str) -> (String, Option<Value>) {
             &format!("/v1/sandbox/messages/{}", a.outbound),
         )
         .replace("/v1/messages/{id}", &format!("/v1/messages/{}", a.inbound))
+        .replace("/v1/media/{id}", &format!("/v1/media/{}", a.media))
         .replace("{number}", a.customer);
     let body = match (method, path.as_str()) {
         ("POST", "/v1/webhooks") => Some(json!({"url": b_url})),
@@ -103,6 +105,22 @@ async fn no_route_lets_one_instances_keys_read_or_change_anything_of_another() {
         inbound,
         outbound,
         event,
+        media: {
+            let file = reqwest::multipart::Part::bytes(b"\x89PNG A's picture".to_vec())
+                .mime_str("image/png")
+                .unwrap();
+            let uploaded = test
+                .request(Method::POST, "/v1/media")
+                .multipart(reqwest::multipart::Form::new().part("file", file))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(uploaded.status(), 201);
+            uploaded.json::<Value>().await.unwrap()["media_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        },
         customer: "447700900001",
     };
     let before_events = test.get_json("/v1/events?after=0&limit=1000").await["events"]
@@ -146,11 +164,14 @@ async fn no_route_lets_one_instances_keys_read_or_change_anything_of_another() {
             || path.contains(&a.event)
             || path.contains(&a.inbound)
             || path.contains(&a.outbound)
+            || path.contains(&a.media)
         {
             assert_eq!(status, 404, "{route} with A's id answered B {status}: {text}");
         }
+        // An upload sent as JSON is a malformed form: that is all B's call can be.
+        let malformed_upload = route == "POST /v1/media" && status == 400;
         assert!(
-            (200..300).contains(&status) || status == 404 || status == 409,
+            (200..300).contains(&status) || status == 404 || status == 409 || malformed_upload,
             "{route}: unexpected {status}: {text}"
         );
         for secret in [

@@ -363,3 +363,110 @@ async fn the_sandbox_has_built_in_templates_and_template_sends_are_checked_again
         (409, Some("cannot_sync_templates"))
     );
 }
+
+/// A small PNG-shaped file.
+fn picture() -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(std::iter::repeat_n(42u8, 2000));
+    bytes
+}
+
+async fn upload(app: &TestApp, content_type: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name("file.bin")
+        .mime_str(content_type)
+        .unwrap();
+    let response = app
+        .request(Method::POST, "/v1/media")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_file_uploaded_to_the_sandbox_is_sent_by_its_media_id_and_bad_files_are_refused() {
+    let app = TestApp::spawn().await;
+    app.inbound_text("447123456789", "send me the invoice").await;
+    let (status, uploaded) = upload(&app, "image/png", picture()).await;
+    assert_eq!(status, 201, "{uploaded}");
+    assert_eq!(
+        (uploaded["type"].as_str(), uploaded["size"].as_u64()),
+        (Some("image"), Some(2008))
+    );
+    let media_id = uploaded["media_id"].as_str().unwrap().to_string();
+    let served = app
+        .request(Method::GET, &format!("/v1/media/{media_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap().to_vec(), picture());
+
+    let (status, sent) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "type": "image", "media_id": media_id, "caption": "your invoice"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let stored = app
+        .get_json(&format!("/v1/messages/{}", sent["message_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(stored["media"]["id"], media_id.as_str());
+
+    // An id this instance never uploaded, both a URL and an id, and bad files.
+    let (status, answer) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "type": "image", "media_id": "1234567890123456"}),
+        )
+        .await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("unknown_media")));
+    let (status, answer) = app
+        .post(
+            "/v1/messages",
+            json!({"to": "447123456789", "media_id": media_id, "media_url": "https://example.com/a.png"}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("missing_media_url"))
+    );
+    for (content_type, bytes, expected, code) in [
+        ("image/png", Vec::new(), 422, "empty_file"),
+        ("text/html", b"<html></html>".to_vec(), 415, "unsupported_media_type"),
+        ("image/jpeg", vec![0u8; 5 * 1024 * 1024 + 1], 413, "file_too_large"),
+    ] {
+        let (status, answer) = upload(&app, content_type, bytes).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (expected, Some(code)),
+            "{answer}"
+        );
+    }
+    let missing = app
+        .request(Method::POST, "/v1/media")
+        .multipart(reqwest::multipart::Form::new().text("note", "no file"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 422);
+    let not_a_form = app
+        .request(Method::POST, "/v1/media")
+        .json(&json!({"file": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_form.status(), 400);
+    let answer: Value = not_a_form.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "invalid_upload");
+    let nothing = app
+        .request(Method::GET, "/v1/media/1234567890123456")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nothing.status(), 404);
+}

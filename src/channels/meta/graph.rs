@@ -256,6 +256,39 @@ impl Graph {
         Ok(templates)
     }
 
+    /// `POST /{version}/{phone-number-id}/media`: uploads a file for the business to send;
+    /// answers Meta's media id.
+    pub async fn upload_media(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, GraphError> {
+        let url = format!("{}/{}/{}/media", self.base_url, self.version, phone_number_id);
+        let file = reqwest::multipart::Part::bytes(bytes)
+            .file_name("upload")
+            .mime_str(content_type)
+            .map_err(|e| GraphError::Transport(format!("bad content type: {}", e.without_url())))?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", content_type.to_string())
+            .part("file", file);
+        let response = self
+            .downloads
+            .post(url)
+            .bearer_auth(token.expose())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let value = read_json(response).await?;
+        value["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| GraphError::Transport("Meta's answer had no media id".into()))
+    }
+
     /// `GET /{version}/{media-id}`: where to download a customer's media.
     pub async fn media_info(&self, media_id: &str, token: &Secret) -> Result<MediaInfo, GraphError> {
         let url = format!(

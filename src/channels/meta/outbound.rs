@@ -15,7 +15,11 @@ pub fn message_request(message: &OutboundMessage) -> Value {
     let d = &message.detail;
     match message.kind.as_str() {
         "image" => {
-            let mut image = json!({"link": d["media"]["url"]});
+            // An upload is sent by Meta's media id, anything else by link.
+            let mut image = match d["media"]["id"].as_str() {
+                Some(id) => json!({"id": id}),
+                None => json!({"link": d["media"]["url"]}),
+            };
             if !message.body.is_empty() {
                 image["caption"] = Value::String(message.body.clone());
             }

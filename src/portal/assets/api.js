@@ -35,7 +35,10 @@ export class Api {
 
   async call(method, path, body) {
     const init = { method, headers: { Authorization: this.authorization } };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      // The browser sets the multipart Content-Type with its boundary.
+      init.body = body;
+    } else if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }

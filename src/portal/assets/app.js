@@ -297,6 +297,7 @@ function scrollThread() {
 function updateComposer() {
   const type = $("compose-type").value;
   $("compose-media").hidden = type !== "image";
+  $("compose-file").hidden = type !== "image";
   $("compose-buttons").hidden = type !== "buttons";
   $("compose-body").placeholder = type === "image" ? "Caption (optional)" : "Type a message";
 }
@@ -307,9 +308,23 @@ async function sendReply(event) {
   const body = $("compose-body").value;
   const request = { to: state.open, type, body };
   if (type === "image") {
-    request.media_url = $("compose-media").value.trim();
     request.caption = body;
     delete request.body;
+    const file = $("compose-file").files[0];
+    if (file) {
+      // An attached picture is uploaded first and sent by its media id.
+      const form = new FormData();
+      form.append("file", file);
+      try {
+        request.media_id = (await state.api.post("/v1/media", form)).media_id;
+      } catch (error) {
+        report(error);
+        return;
+      }
+      $("compose-file").value = "";
+    } else {
+      request.media_url = $("compose-media").value.trim();
+    }
   }
   if (type === "buttons") {
     request.buttons = $("compose-buttons").value.split(",").map((t) => t.trim()).filter(Boolean).map((title) => ({ title }));

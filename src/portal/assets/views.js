@@ -70,7 +70,10 @@ export function conversationRow(c, active, onOpen) {
 // Media held by Meta (it has an `id`) is fetched through botlinkd with the keys, so it
 // starts without a source and is filled in by the page (`data-held` names where from).
 function mediaView(m) {
-  const held = m.media.id ? new URL(m.media.url, location.href).pathname : null;
+  // A customer's file has a botlinkd `url`; the business's upload only its media id.
+  const held = m.media.id
+    ? m.media.url ? new URL(m.media.url, location.href).pathname : `/v1/media/${encodeURIComponent(m.media.id)}`
+    : null;
   if (m.type === "image" || m.type === "sticker") {
     return h("img", {
       className: "media", alt: m.body || m.type, loading: "lazy",
@@ -86,7 +89,7 @@ function mediaView(m) {
 export function messageBubble(m) {
   const outbound = m.direction === "outbound";
   const parts = [];
-  if (m.media && m.media.url) parts.push(mediaView(m));
+  if (m.media && (m.media.url || m.media.id)) parts.push(mediaView(m));
   if (m.type === "button") {
     parts.push(h("div", { className: "button-reply" }, "▸ ", m.body));
   } else if (m.body) {

@@ -110,6 +110,34 @@ pub(super) async fn kept(pool: &PgPool, instance_id: i64, message_id: &str) -> S
     .transpose()
 }
 
+pub(super) async fn keep(pool: &PgPool, instance_id: i64, key: &str, m: &KeptMedia) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO media (instance_id, message_id, content_type, sha256, bytes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (instance_id, message_id) DO UPDATE SET \
+         content_type = EXCLUDED.content_type, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes, created_at = EXCLUDED.created_at",
+    )
+    .bind(instance_id)
+    .bind(key)
+    .bind(&m.content_type)
+    .bind(&m.sha256)
+    .bind(&m.bytes)
+    .bind(m.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn exists(pool: &PgPool, instance_id: i64, key: &str) -> StoreResult<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM media WHERE instance_id = $1 AND message_id = $2")
+            .bind(instance_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
+}
+
 pub(super) async fn prune(pool: &PgPool, before: Millis) -> StoreResult<u64> {
     Ok(sqlx::query("DELETE FROM media WHERE created_at < $1")
         .bind(before)

@@ -598,6 +598,14 @@ impl Store for PgStore {
         media::kept(&self.pool, instance_id, message_id).await
     }
 
+    async fn keep_media(&self, instance_id: i64, media_id: &str, kept: KeptMedia) -> StoreResult<()> {
+        media::keep(&self.pool, instance_id, media_id, &kept).await
+    }
+
+    async fn has_media(&self, instance_id: i64, key: &str) -> StoreResult<bool> {
+        media::exists(&self.pool, instance_id, key).await
+    }
+
     async fn prune_media(&self, before: Millis) -> StoreResult<u64> {
         media::prune(&self.pool, before).await
     }

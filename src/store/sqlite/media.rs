@@ -94,6 +94,30 @@ pub(super) fn kept(conn: &Connection, instance_id: i64, message_id: &str) -> Sto
         .optional()?)
 }
 
+pub(super) fn keep(conn: &Connection, instance_id: i64, key: &str, m: &KeptMedia) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO media (instance_id, message_id, content_type, sha256, bytes, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        instance_id,
+        key,
+        m.content_type,
+        m.sha256,
+        m.bytes,
+        m.created_at
+    ])?;
+    Ok(())
+}
+
+pub(super) fn exists(conn: &Connection, instance_id: i64, key: &str) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM media WHERE instance_id = ?1 AND message_id = ?2")?
+        .query_row(params![instance_id, key], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub(super) fn prune(conn: &Connection, before: Millis) -> StoreResult<u64> {
     Ok(conn.execute("DELETE FROM media WHERE created_at < ?1", [before])? as u64)
 }

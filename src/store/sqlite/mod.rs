@@ -372,6 +372,18 @@ impl Store for SqliteStore {
         self.db.read(move |c| media::kept(c, instance_id, &message_id)).await
     }
 
+    async fn keep_media(&self, instance_id: i64, media_id: &str, kept: KeptMedia) -> StoreResult<()> {
+        let media_id = media_id.to_string();
+        self.db
+            .write(move |c| media::keep(c, instance_id, &media_id, &kept))
+            .await
+    }
+
+    async fn has_media(&self, instance_id: i64, key: &str) -> StoreResult<bool> {
+        let key = key.to_string();
+        self.db.read(move |c| media::exists(c, instance_id, &key)).await
+    }
+
     async fn prune_media(&self, before: Millis) -> StoreResult<u64> {
         self.db.write(move |c| media::prune(c, before)).await
     }
