@@ -339,7 +339,7 @@ async function sendReply(event) {
       status: sent.status,
       timestamp: Math.floor(Date.now() / 1000),
     };
-    if (type === "image") shown.media = { url: request.media_url };
+    if (type === "image") shown.media = request.media_id ? { id: request.media_id } : { url: request.media_url };
     if (type === "buttons") shown.buttons = request.buttons;
     appendMessage(shown);
     $("compose-body").value = "";
