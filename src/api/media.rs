@@ -181,6 +181,12 @@ async fn read(State(app): State<App>, Authed(instance): Authed, Path(id): Path<S
         .kept_media(instance.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("media"))?;
+    Ok(kept_response(kept))
+}
+
+/// A file botlinkd holds, answered with its content type, a short private cache life and
+/// `nosniff` (the browser must not guess another type for bytes a customer chose).
+pub(super) fn kept_response(kept: KeptMedia) -> Response {
     let mut response = Response::new(Body::from(kept.bytes));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&kept.content_type) {
@@ -188,7 +194,7 @@ async fn read(State(app): State<App>, Authed(instance): Authed, Path(id): Path<S
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    Ok(response.into_response())
+    response.into_response()
 }
 
 #[cfg(test)]

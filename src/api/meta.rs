@@ -154,14 +154,7 @@ async fn media(State(app): State<App>, Authed(instance): Authed, Path(id): Path<
         .ok_or_else(|| ApiError::not_found("message"))?;
     // botlinkd's own copy first: it outlives Meta's (see `channels::meta::media`).
     if let Some(kept) = app.store.kept_media(instance.id, &id).await? {
-        let mut response = Response::new(Body::from(kept.bytes));
-        let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(&kept.content_type) {
-            headers.insert(header::CONTENT_TYPE, value);
-        }
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
-        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-        return Ok(response);
+        return Ok(super::media::kept_response(kept));
     }
     let media_id = message
         .detail

@@ -683,15 +683,7 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
             .count();
         assert!(within <= 103, "{within} sends within one second");
     }
-    let metrics = test
-        .client
-        .get(format!("{}/metrics", test.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&test).await;
     let paced = metrics
         .lines()
         .find_map(|l| l.strip_prefix("botlinkd_meta_sends_paced_total "))
@@ -756,15 +748,7 @@ async fn a_pair_rate_refusal_holds_back_only_that_customers_conversation() {
             "second to the busy customer"
         ]
     );
-    let metrics = test
-        .client
-        .get(format!("{}/metrics", test.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&test).await;
     assert!(
         metrics.contains("botlinkd_meta_sends_throttled_total{code=\"131056\"} 3"),
         "{metrics}"
@@ -1032,4 +1016,16 @@ async fn an_upload_goes_to_meta_and_the_send_names_metas_media_id() {
     assert_eq!(status, 202, "{sent}");
     let call = graph.sends(1).await.pop().unwrap();
     assert_eq!(call.body["image"], json!({"id": crate::graph_stub::UPLOADED_MEDIA_ID}));
+}
+
+/// What `/metrics` says now.
+async fn metrics_of(test: &TestApp) -> String {
+    test.client
+        .get(format!("{}/metrics", test.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -116,11 +116,7 @@ async fn keep(app: &App, fetch: &MediaFetch) -> StoreResult<()> {
         }
         Err(Failure::Again(why)) => {
             let now = app.now();
-            let wait = app
-                .config
-                .meta_retry_base
-                .saturating_mul(2u32.saturating_pow(fetch.attempts.min(16)))
-                .min(MAX_BACKOFF);
+            let wait = super::backoff(app.config.meta_retry_base, fetch.attempts, MAX_BACKOFF);
             let at = now + wait.as_millis() as Millis;
             if fetch.attempts + 1 >= MAX_ATTEMPTS || at - fetch.created_at > MAX_AGE_MS {
                 tracing::warn!(instance_id = fetch.instance_id, message_id = %fetch.message_id, why, "a customer's media could not be kept; given up");

@@ -43,3 +43,9 @@ pub mod signature;
 pub mod templates;
 
 pub use crate::instances::meta_settings::{MetaSettings, MetaSettingsView};
+
+/// The wait before the next try of something Meta refused for now: `base` doubled per earlier
+/// failure, at most `max` (the send worker and the media keeper both back off this way).
+pub fn backoff(base: std::time::Duration, failures: u32, max: std::time::Duration) -> std::time::Duration {
+    base.saturating_mul(2u32.saturating_pow(failures.min(16))).min(max)
+}

@@ -240,11 +240,7 @@ async fn retry(app: &App, send: &ChannelSend, error: &GraphError, retry_after: O
         app.metrics.meta_throttled(code);
     }
     let now = app.now();
-    let backoff = app
-        .config
-        .meta_retry_base
-        .saturating_mul(2u32.saturating_pow(send.attempts.min(16)))
-        .min(MAX_BACKOFF);
+    let backoff = super::backoff(app.config.meta_retry_base, send.attempts, MAX_BACKOFF);
     let wait = retry_after.map_or(backoff, |after| after.max(backoff));
     let at = now + wait.as_millis() as Millis;
     let deadline = send.created_at + app.config.meta_retry_for.as_millis() as Millis;
