@@ -1,5 +1,5 @@
-//! History: `/v1/conversations` and `/v1/conversations/{number}/messages`, newest first,
-//! paged with an opaque `before` position, and `POST /v1/conversations/{number}/read`
+//! History: `/v1/conversations` (searchable by number or name with `q`) and
+//! `/v1/conversations/{number}/messages`, newest first, paged with an opaque `before` position, and `POST /v1/conversations/{number}/read`
 //! (through `App::mark_read`).
 //!
 //! **Unread counts.** `conversations.unread` counts inbound messages not yet answered or
@@ -29,6 +29,21 @@ pub fn router() -> Router<App> {
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{number}/messages", get(messages))
         .route("/v1/conversations/{number}/read", post(mark_read))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ConversationQuery {
+    /// A `next` value from an earlier page.
+    #[serde(default)]
+    before: Option<String>,
+    /// How many, 1 to 200 (default 50).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// Only conversations whose number or name contains this, 1 to 100 characters. Case is
+    /// ignored for A to Z (on PostgreSQL for every letter); `%` and `_` are taken literally.
+    #[serde(default)]
+    q: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -68,15 +83,29 @@ pub(super) struct Conversations {
     next: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/conversations", tag = "history", params(Page),
+#[utoipa::path(get, path = "/v1/conversations", tag = "history", params(ConversationQuery),
     responses((status = 200, description = "Conversations, most recently active first", body = Conversations), (status = 400, description = "Bad paging", body = ErrorBody), (status = 401, description = "Missing or wrong keys", body = ErrorBody)))]
 async fn conversations(
     State(app): State<App>,
     Authed(instance): Authed,
-    Query(page): Query<Page>,
+    Query(query): Query<ConversationQuery>,
 ) -> Result<Json<Conversations>, ApiError> {
-    let (before, limit) = page.parse()?;
-    let conversations = app.store.list_conversations(instance.id, before, limit).await?;
+    let (before, limit) = Page {
+        before: query.before,
+        limit: query.limit,
+    }
+    .parse()?;
+    let search = match query.q.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(q) if q.chars().count() <= 100 => Some(q.to_string()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`q` may be at most 100 characters",
+            ));
+        }
+    };
+    let conversations = app.store.list_conversations(instance.id, before, limit, search).await?;
     let next = (conversations.len() == limit as usize)
         .then(|| conversations.last().map(|c| c.last_message.seq.to_string()))
         .flatten();

@@ -404,6 +404,12 @@ pub struct ConversationSummary {
     pub window_expires_at: Option<String>,
 }
 
+/// A `LIKE` pattern that finds `text` anywhere, its wildcards taken literally (escape `\\`).
+pub fn contains_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// A conversation's `window_expires_at` as the API shows it.
 pub fn window_expires_at(last_inbound_at: Option<Millis>) -> Option<String> {
     crate::messages::window::expires_at(last_inbound_at).map(rfc3339)
@@ -686,12 +692,15 @@ pub trait Store: Send + Sync + 'static {
     async fn channel_sends_pending(&self, instance_id: i64) -> StoreResult<bool>;
     /// One message of an instance.
     async fn get_message(&self, instance_id: i64, message_id: &str) -> StoreResult<Option<StoredMessage>>;
-    /// Conversations, most recently active first, before a paging position.
+    /// Conversations, most recently active first, before a paging position; with `search`,
+    /// only those whose number or name contains it (ignoring case: ASCII letters on SQLite,
+    /// every letter on PostgreSQL).
     async fn list_conversations(
         &self,
         instance_id: i64,
         before: Option<i64>,
         limit: u32,
+        search: Option<String>,
     ) -> StoreResult<Vec<ConversationSummary>>;
     /// Queues the download of a customer's media (nothing if it is queued already).
     async fn enqueue_media_fetch(&self, fetch: MediaFetch, due_at: Millis) -> StoreResult<()>;

@@ -259,6 +259,17 @@ describe("Cloud Chat Portal", () => {
     await api("POST", "/v1/sandbox/inbound", { from: "447123456789", type: "button", body: "Track", button_id: "track" });
     await page.locator('.bubble.in[data-type="button"]', { hasText: "Track" }).waitFor();
     await page.locator('.bubble.out[data-type="buttons"] .ticks[data-status="read"]').waitFor();
+    // The list can be searched by number or name.
+    await api("POST", "/v1/sandbox/inbound", { from: "447000000555", name: "Zoe Quinn", body: "hi" });
+    await page.locator('.conversation[data-number="447000000555"]').waitFor();
+    await page.fill("#conversation-search", "zoe");
+    await page.locator('.conversation[data-number="447123456789"]').waitFor({ state: "detached" });
+    await page.locator('.conversation[data-number="447000000555"]').waitFor();
+    await page.fill("#conversation-search", "4471234");
+    await page.locator('.conversation[data-number="447000000555"]').waitFor({ state: "detached" });
+    await page.locator('.conversation[data-number="447123456789"]').waitFor();
+    await page.fill("#conversation-search", "");
+    await page.locator('.conversation[data-number="447000000555"]').waitFor();
     // What arrives in the open conversation counts as read.
     await page.locator('.conversation[data-number="447123456789"]:not(:has(.unread))').waitFor();
     await page.screenshot({ path: join(shots, "chats.png") });

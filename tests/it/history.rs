@@ -101,3 +101,60 @@ async fn conversations_and_messages_page_newest_first() {
     assert_eq!(me["channel"], "sandbox");
     assert_eq!(me["phone_number"], app.keys.number.as_str());
 }
+
+#[tokio::test]
+async fn conversations_are_found_by_part_of_the_number_or_the_name() {
+    let app = TestApp::spawn().await;
+    for (from, name) in [
+        ("447700900111", "Zoë Quinn"),
+        ("447700900222", "Ada 100% Lovelace"),
+        ("15550100333", ""),
+    ] {
+        let (status, answer) = app
+            .post(
+                "/v1/sandbox/inbound",
+                json!({"from": from, "body": "hello", "name": name}),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let found = |q: &str| {
+        let q = q.to_string();
+        let app = &app;
+        async move {
+            let path = format!("/v1/conversations?q={}", url_escape(&q));
+            let list = app.get_json(&path).await;
+            let mut numbers: Vec<String> = list["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["number"].as_str().unwrap().to_string())
+                .collect();
+            numbers.sort();
+            numbers
+        }
+    };
+    // Case is ignored for A to Z (SQLite's LIKE; PostgreSQL ignores it for every letter).
+    assert_eq!(found("zoë").await, ["447700900111"]);
+    assert_eq!(found("QUINN").await, ["447700900111"]);
+    assert_eq!(found("7009002").await, ["447700900222"]);
+    assert_eq!(found("4477").await, ["447700900111", "447700900222"]);
+    // Wildcards are taken literally.
+    assert_eq!(found("100%").await, ["447700900222"]);
+    assert!(found("%").await.len() == 1);
+    assert!(found("_").await.is_empty());
+    assert_eq!(found("").await.len(), 3);
+    let (status, answer) = app.post("/v1/conversations?q=x", json!({})).await;
+    assert_eq!(status, 405, "{answer}");
+    let long = "9".repeat(101);
+    let response = app
+        .request(reqwest::Method::GET, &format!("/v1/conversations?q={long}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}

@@ -102,6 +102,11 @@ function wireStaticControls() {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
   }
   $("composer").addEventListener("submit", sendReply);
+  let searching;
+  $("conversation-search").addEventListener("input", () => {
+    clearTimeout(searching);
+    searching = setTimeout(loadConversations, 250);
+  });
   $("compose-type").addEventListener("change", updateComposer);
   $("load-older").addEventListener("click", loadOlder);
   $("new-endpoint-events").replaceChildren(...eventChecks(["message", "ack.read"], "new"));
@@ -187,7 +192,9 @@ function scheduleConversationRefresh() {
 async function loadConversations() {
   if (!state.api) return;
   try {
-    const { conversations } = await state.api.get("/v1/conversations?limit=100");
+    const search = $("conversation-search").value.trim();
+    const query = search ? `&q=${encodeURIComponent(search)}` : "";
+    const { conversations } = await state.api.get(`/v1/conversations?limit=100${query}`);
     state.conversations = conversations;
     renderConversations();
   } catch (error) {
@@ -199,7 +206,11 @@ function renderConversations() {
   $("conversation-list").replaceChildren(
     ...state.conversations.map((c) => conversationRow(c, c.number === state.open, openConversation)),
   );
-  $("no-conversations").hidden = state.conversations.length > 0;
+  const none = $("no-conversations");
+  none.hidden = state.conversations.length > 0;
+  none.textContent = $("conversation-search").value.trim()
+    ? "No conversation matches the search."
+    : "No conversations yet. Use the Simulator to write in as a customer.";
 }
 
 async function openConversation(number) {

@@ -115,15 +115,19 @@ pub(super) async fn list_conversations(
     instance_id: i64,
     before: Option<i64>,
     limit: u32,
+    search: Option<&str>,
 ) -> StoreResult<Vec<ConversationSummary>> {
     let rows = sqlx::query(&format!(
         "SELECT c.name AS customer_name, c.message_count, c.unread, c.last_inbound_at, {COLUMNS} \
          FROM conversations c JOIN messages m ON m.seq = c.last_seq \
-         WHERE c.instance_id = $1 AND c.last_seq < $2 ORDER BY c.last_seq DESC LIMIT $3"
+         WHERE c.instance_id = $1 AND c.last_seq < $2 \
+           AND ($4::TEXT IS NULL OR c.customer ILIKE $4 OR c.name ILIKE $4) \
+         ORDER BY c.last_seq DESC LIMIT $3"
     ))
     .bind(instance_id)
     .bind(before.unwrap_or(i64::MAX))
     .bind(i64::from(limit))
+    .bind(search.map(crate::store::contains_pattern))
     .fetch_all(pool)
     .await?;
     rows.iter()

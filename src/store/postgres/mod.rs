@@ -578,8 +578,9 @@ impl Store for PgStore {
         instance_id: i64,
         before: Option<i64>,
         limit: u32,
+        search: Option<String>,
     ) -> StoreResult<Vec<ConversationSummary>> {
-        messages::list_conversations(&self.pool, instance_id, before, limit).await
+        messages::list_conversations(&self.pool, instance_id, before, limit, search.as_deref()).await
     }
 
     async fn enqueue_media_fetch(&self, fetch: MediaFetch, due_at: Millis) -> StoreResult<()> {

@@ -132,23 +132,30 @@ pub(super) fn list_conversations(
     instance_id: i64,
     before: Option<i64>,
     limit: u32,
+    search: Option<&str>,
 ) -> StoreResult<Vec<ConversationSummary>> {
+    let pattern = search.map(crate::store::contains_pattern);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT c.customer, c.name, c.message_count, c.unread, c.last_inbound_at, {} FROM conversations c JOIN messages m ON m.seq = c.last_seq \
-         WHERE c.instance_id = ?1 AND c.last_seq < ?2 ORDER BY c.last_seq DESC LIMIT ?3",
+         WHERE c.instance_id = ?1 AND c.last_seq < ?2 \
+           AND (?4 IS NULL OR c.customer LIKE ?4 ESCAPE '\\' OR c.name LIKE ?4 ESCAPE '\\') \
+         ORDER BY c.last_seq DESC LIMIT ?3",
         COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
     ))?;
-    let rows = stmt.query_map(params![instance_id, before.unwrap_or(i64::MAX), limit], |row| {
-        let last = message_at(row, 5)?;
-        Ok(ConversationSummary {
-            number: row.get(0)?,
-            name: row.get(1)?,
-            message_count: row.get(2)?,
-            unread: row.get(3)?,
-            window_expires_at: crate::store::window_expires_at(row.get(4)?),
-            last_message: last,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![instance_id, before.unwrap_or(i64::MAX), limit, pattern],
+        |row| {
+            let last = message_at(row, 5)?;
+            Ok(ConversationSummary {
+                number: row.get(0)?,
+                name: row.get(1)?,
+                message_count: row.get(2)?,
+                unread: row.get(3)?,
+                window_expires_at: crate::store::window_expires_at(row.get(4)?),
+                last_message: last,
+            })
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -344,9 +344,10 @@ impl Store for SqliteStore {
         instance_id: i64,
         before: Option<i64>,
         limit: u32,
+        search: Option<String>,
     ) -> StoreResult<Vec<ConversationSummary>> {
         self.db
-            .read(move |c| messages::list_conversations(c, instance_id, before, limit))
+            .read(move |c| messages::list_conversations(c, instance_id, before, limit, search.as_deref()))
             .await
     }
 
