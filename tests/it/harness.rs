@@ -536,3 +536,18 @@ pub async fn expect_every_message_in_order(receiver: &Receiver, accepted: &[(Str
     }
     (expected.len(), duplicates)
 }
+
+/// The most of these sorted instants that fall within any one second (a rate limit's check).
+pub fn most_within_a_second(times: &[std::time::Instant]) -> usize {
+    times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
