@@ -88,7 +88,7 @@ pub(super) struct BulkResent {
     more: bool,
 }
 
-fn instant(field: &str, value: Option<&str>) -> Result<Option<Millis>, ApiError> {
+pub(super) fn instant(field: &str, value: Option<&str>) -> Result<Option<Millis>, ApiError> {
     value
         .map(|v| {
             humantime::parse_rfc3339_weak(v.trim())

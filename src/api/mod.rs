@@ -20,6 +20,7 @@ mod conversations;
 mod deliveries;
 mod events;
 mod health;
+mod insights;
 mod instance;
 mod media;
 pub(crate) mod messages;
@@ -51,6 +52,7 @@ pub fn router(app: App) -> Router {
         .merge(conversations::router())
         .merge(events::router())
         .merge(deliveries::router())
+        .merge(insights::router())
         .merge(sandbox::router())
         .merge(stream::router())
         .merge(media::router())

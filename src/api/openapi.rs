@@ -66,6 +66,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::events::resend,
         super::deliveries::list,
         super::deliveries::resend,
+        super::insights::stats,
+        super::insights::overview,
         super::stream::stream_events,
         super::templates::list,
         super::templates::sync_now,

@@ -40,7 +40,9 @@
 //! claim) and any process claims them. Either way the receiver may see the event twice, which
 //! at-least-once allows; the stable `webhook-id` lets it de-duplicate.
 
+pub mod attempt_stats;
 pub mod health;
+pub mod history;
 pub mod postgres;
 pub mod rules;
 pub mod sqlite;
@@ -744,6 +746,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The instance's events after a feed position (test events excluded).
     async fn list_events(&self, instance_id: i64, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
+    /// An instance's events as the history shows them: filtered, in either order, each with
+    /// its outcome (see [`history`]).
+    async fn event_history(
+        &self,
+        instance_id: i64,
+        query: &history::EventQuery,
+    ) -> StoreResult<Vec<history::HistoryEvent>>;
+    /// An endpoint's delivery statistics from `since`, its deliveries not yet made, and its
+    /// latest success (see [`attempt_stats`]).
+    async fn endpoint_activity(&self, endpoint_id: &str, since: Millis)
+    -> StoreResult<attempt_stats::EndpointActivity>;
+    /// What the portal's overview counts for an instance from `since`.
+    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<history::OverviewCounts>;
     /// One event of an instance.
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>>;
     /// Every attempt of an event, oldest first.

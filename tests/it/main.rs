@@ -8,6 +8,7 @@ mod dead;
 mod delivery;
 mod destinations;
 mod endpoint_health;
+mod event_history;
 mod example_bot;
 mod faults;
 mod feed;

@@ -88,7 +88,8 @@
 //! instance trigger; `0006_rate_limit.sql` adds `endpoints.rate_limit` and the `pacing` table
 //! every process reserves its rate-limited sends in; `0007_service_window.sql` adds
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
-//! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue.
+//! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue;
+//! `0010_history.sql` the event history's indexes and `attempt_stats`.
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -114,6 +115,7 @@ mod append;
 mod catalog;
 mod channel_sends;
 mod complete;
+mod history;
 mod ingest;
 mod instance_cache;
 mod media;
@@ -151,6 +153,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_service_window.sql"),
     include_str!("migrations/0008_templates.sql"),
     include_str!("migrations/0009_media.sql"),
+    include_str!("migrations/0010_history.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -174,9 +177,19 @@ pub struct PgStore {
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
     /// This process's mark on the notices it sends, so it skips its own.
     origin: String,
+    /// This process's rows in `attempt_stats` (random, so processes never share a row).
+    stats_writer: i32,
 }
 
 type Tx = Transaction<'static, Postgres>;
+
+/// A process's `attempt_stats` writer number, from its random origin mark.
+fn stats_writer(origin: &str) -> i32 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    origin.hash(&mut hasher);
+    hasher.finish() as i32
+}
 
 impl PgStore {
     /// Connects, applies migrations, and starts listening for other processes' events.
@@ -236,6 +249,7 @@ impl PgStore {
             instances,
             pool,
             notices: Mutex::new(Some(rx)),
+            stats_writer: stats_writer(&origin),
             origin,
         })
     }
@@ -665,6 +679,26 @@ impl Store for PgStore {
         outbox::list_events(&self.pool, instance_id, after, limit).await
     }
 
+    async fn event_history(
+        &self,
+        instance_id: i64,
+        query: &crate::store::history::EventQuery,
+    ) -> StoreResult<Vec<crate::store::history::HistoryEvent>> {
+        history::event_history(&self.pool, instance_id, query).await
+    }
+
+    async fn endpoint_activity(
+        &self,
+        endpoint_id: &str,
+        since: Millis,
+    ) -> StoreResult<crate::store::attempt_stats::EndpointActivity> {
+        history::endpoint_activity(&self.pool, endpoint_id, since).await
+    }
+
+    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<crate::store::history::OverviewCounts> {
+        history::overview(&self.pool, instance_id, since).await
+    }
+
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {
         outbox::get_event(&self.pool, instance_id, event_id).await
     }
@@ -745,6 +779,7 @@ impl Store for PgStore {
             .bind(payloads)
             .execute(&mut *tx)
             .await?;
+        history::record_stats(&mut tx, &results, self.stats_writer).await?;
         let handed = complete::complete(&mut tx, &results, hand_over).await?;
         tx.commit().await?;
         Ok(handed)
@@ -756,7 +791,10 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         match events_before {
-            Some(before) => outbox::prune_events(&self.pool, before, limit).await,
+            Some(before) => {
+                history::prune_stats(&self.pool, before).await?;
+                outbox::prune_events(&self.pool, before, limit).await
+            }
             None => Ok(0),
         }
     }

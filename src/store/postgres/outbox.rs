@@ -57,7 +57,7 @@ async fn enqueue(
 
 const EVENT_COLUMNS: &str = "seq, id, instance_id, kind, conversation, payload, created_at";
 
-fn event(row: &PgRow) -> StoreResult<EventRecord> {
+pub(super) fn event(row: &PgRow) -> StoreResult<EventRecord> {
     let kind: String = row.try_get("kind")?;
     Ok(EventRecord {
         seq: row.try_get("seq")?,
@@ -71,7 +71,7 @@ fn event(row: &PgRow) -> StoreResult<EventRecord> {
 }
 
 /// The longest a feed read waits for older transactions to finish (see [`list_events`]).
-const HORIZON_WAIT: Duration = Duration::from_secs(2);
+pub(super) const HORIZON_WAIT: Duration = Duration::from_secs(2);
 
 /// An instance's events after a feed position, oldest first, as far as they are final.
 ///

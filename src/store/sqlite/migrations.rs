@@ -7,7 +7,8 @@
 //! `failing_since`, `previous_secret` and `previous_secret_until` and the partial index
 //! `deliveries_dead`; `0006_rate_limit.sql` adds `endpoints.rate_limit`; `0007_service_window.sql`
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
-//! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue.
+//! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue; `0010_history.sql` the
+//! event history's indexes and `attempt_stats`.
 
 use rusqlite::Connection;
 
@@ -23,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_service_window.sql"),
     include_str!("migrations/0008_templates.sql"),
     include_str!("migrations/0009_media.sql"),
+    include_str!("migrations/0010_history.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

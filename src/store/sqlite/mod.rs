@@ -19,6 +19,7 @@
 mod channel_sends;
 mod db;
 mod endpoints;
+mod history;
 mod instances;
 mod media;
 mod messages;
@@ -452,6 +453,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn event_history(
+        &self,
+        instance_id: i64,
+        query: &crate::store::history::EventQuery,
+    ) -> StoreResult<Vec<crate::store::history::HistoryEvent>> {
+        let query = query.clone();
+        self.db
+            .read(move |c| history::event_history(c, instance_id, &query))
+            .await
+    }
+
+    async fn endpoint_activity(
+        &self,
+        endpoint_id: &str,
+        since: Millis,
+    ) -> StoreResult<crate::store::attempt_stats::EndpointActivity> {
+        let endpoint_id = endpoint_id.to_string();
+        self.db
+            .read(move |c| history::endpoint_activity(c, &endpoint_id, since))
+            .await
+    }
+
+    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<crate::store::history::OverviewCounts> {
+        self.db.read(move |c| history::overview(c, instance_id, since)).await
+    }
+
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {
         let event_id = event_id.to_string();
         self.db
@@ -535,7 +562,10 @@ impl Store for SqliteStore {
                 c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
                     .execute([keys_before])?;
                 match events_before {
-                    Some(before) => outbox::prune_events(c, before, limit),
+                    Some(before) => {
+                        history::prune_stats(c, before)?;
+                        outbox::prune_events(c, before, limit)
+                    }
                     None => Ok(0),
                 }
             })

@@ -178,7 +178,7 @@ fn enqueue(
 
 const EVENT_COLUMNS: &str = "seq, id, instance_id, kind, conversation, payload, created_at";
 
-fn event(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
+pub(super) fn event(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
     let kind: String = row.get(3)?;
     Ok(EventRecord {
         seq: row.get(0)?,
@@ -443,6 +443,7 @@ pub(super) fn complete(
     hand_over: Option<HandOver>,
 ) -> StoreResult<Vec<DueDelivery>> {
     let mut handed = Vec::new();
+    super::history::record_stats(conn, results)?;
     for r in results {
         conn.prepare_cached(
             "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \

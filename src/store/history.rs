@@ -1,0 +1,356 @@
+//! Looking back at events: the query behind `GET /v1/events` with its filters and both
+//! orders, and an event's outcome. The SQL is written once here for both backends (it uses
+//! only what SQLite and PostgreSQL share); they supply the placeholder style and bind values.
+//!
+//! **Two orders.** Ascending is the feed: by position (`seq`) after a cursor, as a follower
+//! reads it. Descending is browsing: newest first by the time the event was stored, ties by
+//! position, and the page cursor is that pair (`{created_at}.{seq}`), so each filter walks one
+//! index from the newest match down: `events_history` `(instance_id, created_at, seq)`,
+//! `events_by_kind` `(instance_id, kind, created_at, seq)` and `events_by_number`
+//! `(instance_id, conversation, created_at, seq)`. A time range is a range of that index, not
+//! a scan.
+//!
+//! **Outcome** is where an event stands towards its endpoints, the worst first: `dead` (the
+//! latest delivery to some endpoint gave up), `failing` (a delivery still retrying after a
+//! failure), `pending` (a delivery not yet made, or waiting its turn), `delivered` (every
+//! endpoint took it), `none` (no endpoint takes its type). [`OUTCOME_CASE`] states it once;
+//! the answer shows it and the filter selects by it. The three unfinished outcomes are rare,
+//! so their filters start from the deliveries (the partial indexes `deliveries_dead` and
+//! `deliveries_queue`, reached through the instance's endpoints) rather than from events.
+//!
+//! **By message.** A message id finds the events that carry it: the message's own event and
+//! its acks, all in its conversation. The API looks the message up first; the query then
+//! reads that conversation's events and keeps those whose payload holds
+//! `"message_id":"<id>"` (payloads are compact JSON that botlinkd wrote, so the text is exact).
+
+use crate::clock::Millis;
+use crate::events::{EventKind, EventRecord};
+
+use super::contains_pattern;
+
+/// Where an event stands towards its endpoints (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every endpoint that takes it has it.
+    Delivered,
+    /// A delivery is retrying after a failure.
+    Failing,
+    /// The latest delivery to some endpoint ran out of retries.
+    Dead,
+    /// A delivery has not been made yet (due, in flight, or behind an earlier event).
+    Pending,
+    /// No endpoint takes it.
+    None,
+}
+
+impl Outcome {
+    /// The outcomes a filter may ask for.
+    pub const FILTERABLE: [Outcome; 4] = [Outcome::Delivered, Outcome::Failing, Outcome::Dead, Outcome::Pending];
+
+    /// The name in answers and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failing => "failing",
+            Outcome::Dead => "dead",
+            Outcome::Pending => "pending",
+            Outcome::None => "none",
+        }
+    }
+
+    /// Reads a name written by [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "delivered" => Outcome::Delivered,
+            "failing" => Outcome::Failing,
+            "dead" => Outcome::Dead,
+            "pending" => Outcome::Pending,
+            "none" => Outcome::None,
+            _ => return None,
+        })
+    }
+}
+
+/// The outcome of the event `e`, as SQL both backends run (delivery states: 0 waiting,
+/// 1 pending, 2 delivered, 3 dead; see `rules::DeliveryState`).
+pub const OUTCOME_CASE: &str = "CASE \
+    WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 3 \
+        AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq \
+                        AND n.endpoint_id = d.endpoint_id AND n.id > d.id)) THEN 'dead' \
+    WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) AND d.failures > 0) THEN 'failing' \
+    WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) THEN 'pending' \
+    WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) THEN 'delivered' \
+    ELSE 'none' END";
+
+/// Which way a page goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryOrder {
+    /// The feed: oldest first, after a position.
+    Ascending {
+        /// Only events after this position.
+        after: i64,
+    },
+    /// Browsing: newest first, before a (stored at, position) pair, or from the newest.
+    Descending {
+        /// Only events before this point.
+        before: Option<(Millis, i64)>,
+    },
+}
+
+/// What to look for in an instance's events. Test events are never included.
+#[derive(Clone, Debug)]
+pub struct EventQuery {
+    /// Only these types (none: every type).
+    pub kinds: Vec<EventKind>,
+    /// Only this customer's conversation.
+    pub number: Option<String>,
+    /// Only events whose payload carries this message id (set `number` to its conversation).
+    pub message_id: Option<String>,
+    /// Only the event with this id.
+    pub event_id: Option<String>,
+    /// Only events with this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only events stored at or after this time.
+    pub since: Option<Millis>,
+    /// Only events stored before this time.
+    pub until: Option<Millis>,
+    /// Which way, from where.
+    pub order: HistoryOrder,
+    /// The most events to return.
+    pub limit: u32,
+}
+
+impl EventQuery {
+    /// Every event of the feed after `after`, oldest first.
+    pub fn feed(after: i64, limit: u32) -> Self {
+        Self {
+            kinds: Vec::new(),
+            number: None,
+            message_id: None,
+            event_id: None,
+            outcome: None,
+            since: None,
+            until: None,
+            order: HistoryOrder::Ascending { after },
+            limit,
+        }
+    }
+
+    /// The one event with this id.
+    pub fn by_id(event_id: &str) -> Self {
+        Self {
+            event_id: Some(event_id.to_string()),
+            ..Self::feed(0, 1)
+        }
+    }
+}
+
+/// An event with its outcome.
+#[derive(Clone, Debug)]
+pub struct HistoryEvent {
+    /// The event.
+    pub event: EventRecord,
+    /// Where it stands.
+    pub outcome: Outcome,
+}
+
+/// What an instance did from some time on, for the portal's overview.
+#[derive(Clone, Debug, Default)]
+pub struct OverviewCounts {
+    /// Events by type and hour (ms since the epoch, a multiple of an hour): (type, hour, count).
+    pub events_by_hour: Vec<(String, Millis, i64)>,
+    /// Attempts to the instance's endpoints that succeeded.
+    pub attempt_successes: i64,
+    /// And that failed.
+    pub attempt_failures: i64,
+    /// Deliveries not yet made (pending or waiting) now.
+    pub waiting: i64,
+    /// The instance's endpoints.
+    pub endpoints: i64,
+    /// Of which are disabled.
+    pub disabled_endpoints: i64,
+}
+
+/// An hour, in milliseconds.
+pub const HOUR: Millis = 3_600_000;
+
+/// A value to bind to a placeholder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bind {
+    /// An integer.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+/// A statement with its values, in placeholder order.
+#[derive(Debug)]
+pub struct Statement {
+    /// The SQL.
+    pub sql: String,
+    /// The values for its placeholders 1, 2, ….
+    pub binds: Vec<Bind>,
+}
+
+/// The columns selected (the event's, then `outcome`).
+pub const HISTORY_COLUMNS: &str = "e.seq, e.id, e.instance_id, e.kind, e.conversation, e.payload, e.created_at";
+
+/// Writes the query for an instance's events. `placeholder(n)` spells the n-th parameter
+/// (`?n` for SQLite, `$n` for PostgreSQL); `extra_columns` is appended to the select list.
+pub fn history_statement(
+    instance_id: i64,
+    query: &EventQuery,
+    placeholder: impl Fn(usize) -> String,
+    extra_columns: &str,
+) -> Statement {
+    let mut binds = vec![Bind::Int(instance_id)];
+    let mut bind = |value: Bind| {
+        binds.push(value);
+        placeholder(binds.len())
+    };
+    let mut conditions = vec![
+        format!("e.instance_id = {}", placeholder(1)),
+        "e.kind != 'test'".to_string(),
+    ];
+    if !query.kinds.is_empty() {
+        let kinds: Vec<String> = query
+            .kinds
+            .iter()
+            .map(|k| bind(Bind::Text(k.as_str().into())))
+            .collect();
+        conditions.push(format!("e.kind IN ({})", kinds.join(", ")));
+    }
+    if let Some(number) = &query.number {
+        conditions.push(format!("e.conversation = {}", bind(Bind::Text(number.clone()))));
+    }
+    if let Some(message_id) = &query.message_id {
+        let pattern = contains_pattern(&format!(
+            "\"message_id\":{}",
+            serde_json::Value::from(message_id.as_str())
+        ));
+        conditions.push(format!("e.payload LIKE {} ESCAPE '\\'", bind(Bind::Text(pattern))));
+    }
+    if let Some(event_id) = &query.event_id {
+        conditions.push(format!("e.id = {}", bind(Bind::Text(event_id.clone()))));
+    }
+    if let Some(since) = query.since {
+        conditions.push(format!("e.created_at >= {}", bind(Bind::Int(since))));
+    }
+    if let Some(until) = query.until {
+        conditions.push(format!("e.created_at < {}", bind(Bind::Int(until))));
+    }
+    if let Some(outcome) = query.outcome {
+        let states = match outcome {
+            Outcome::Dead => Some("= 3"),
+            Outcome::Failing | Outcome::Pending => Some("IN (0, 1)"),
+            Outcome::Delivered | Outcome::None => None,
+        };
+        if let Some(states) = states {
+            conditions.push(format!(
+                "e.seq IN (SELECT d.event_seq FROM deliveries d WHERE d.state {states} AND d.endpoint_id IN \
+                 (SELECT x.id FROM endpoints x WHERE x.instance_id = {}))",
+                placeholder(1)
+            ));
+        }
+        conditions.push(format!(
+            "({OUTCOME_CASE}) = {}",
+            bind(Bind::Text(outcome.as_str().into()))
+        ));
+    }
+    let order = match query.order {
+        HistoryOrder::Ascending { after } => {
+            conditions.push(format!("e.seq > {}", bind(Bind::Int(after))));
+            "e.seq"
+        }
+        HistoryOrder::Descending { before } => {
+            if let Some((at, seq)) = before {
+                let (at_1, at_2, seq) = (bind(Bind::Int(at)), bind(Bind::Int(at)), bind(Bind::Int(seq)));
+                // Spelled out rather than as a row value, which older SQLite cannot use an index for.
+                conditions.push(format!(
+                    "e.created_at <= {at_1} AND (e.created_at < {at_2} OR e.seq < {seq})"
+                ));
+            }
+            "e.created_at DESC, e.seq DESC"
+        }
+    };
+    let limit = bind(Bind::Int(i64::from(query.limit)));
+    Statement {
+        sql: format!(
+            "SELECT {HISTORY_COLUMNS}, ({OUTCOME_CASE}) AS outcome{extra_columns} FROM events e \
+             WHERE {} ORDER BY {order} LIMIT {limit}",
+            conditions.join(" AND ")
+        ),
+        binds,
+    }
+}
+
+/// The paging cursor of a descending page: the last event's stored time and position.
+pub fn descending_cursor(event: &EventRecord) -> String {
+    format!("{}.{}", event.created_at, event.seq)
+}
+
+/// Reads a cursor written by [`descending_cursor`].
+pub fn parse_descending_cursor(text: &str) -> Option<(Millis, i64)> {
+    let (at, seq) = text.split_once('.')?;
+    Some((at.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descending_cursors_read_back_and_refuse_junk() {
+        let event = EventRecord {
+            seq: 42,
+            id: "evt_1".into(),
+            instance_id: 1,
+            kind: EventKind::Message,
+            conversation: "1".into(),
+            payload: "{}".into(),
+            created_at: 1_700_000_000_000,
+        };
+        assert_eq!(
+            parse_descending_cursor(&descending_cursor(&event)),
+            Some((1_700_000_000_000, 42))
+        );
+        for junk in ["", "12", "a.b", "1.", ".2", "1.2.3"] {
+            assert_eq!(parse_descending_cursor(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn every_filter_adds_its_condition_and_binds_in_order() {
+        let query = EventQuery {
+            kinds: vec![EventKind::Message, EventKind::AckRead],
+            number: Some("447700900001".into()),
+            outcome: Some(Outcome::Dead),
+            since: Some(10),
+            until: Some(20),
+            order: HistoryOrder::Descending { before: Some((15, 7)) },
+            ..EventQuery::feed(0, 50)
+        };
+        let s = history_statement(9, &query, |n| format!("${n}"), "");
+        assert!(s.sql.contains("e.kind IN ($2, $3)"), "{}", s.sql);
+        assert!(s.sql.contains("e.conversation = $4"), "{}", s.sql);
+        assert!(s.sql.contains("d.state = 3 AND d.endpoint_id IN"), "{}", s.sql);
+        assert!(
+            s.sql.ends_with("ORDER BY e.created_at DESC, e.seq DESC LIMIT $11"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.binds.len(), 11);
+        assert_eq!(s.binds[0], Bind::Int(9));
+        assert_eq!(s.binds[6], Bind::Text("dead".into()));
+    }
+
+    #[test]
+    fn a_message_id_is_matched_as_its_json_text_with_wildcards_literal() {
+        let query = EventQuery {
+            message_id: Some("wamid_1%".into()),
+            ..EventQuery::feed(0, 10)
+        };
+        let s = history_statement(1, &query, |n| format!("?{n}"), "");
+        assert_eq!(s.binds[1], Bind::Text(r#"%"message\_id":"wamid\_1\%"%"#.into()));
+    }
+}

@@ -1,0 +1,195 @@
+//! The event history, endpoint statistics and overview on PostgreSQL (the rules and the
+//! history's SQL are in `store::history` and `store::attempt_stats`; this module binds, maps,
+//! and keeps the feed's horizon).
+//!
+//! An ascending page is a feed read, so it keeps the rule of `outbox::list_events`: only
+//! events below the oldest running transaction are returned (waiting up to
+//! `outbox::HORIZON_WAIT` for older writers), so a follower never skips an event that commits
+//! late. A descending page is browsing and reads what is committed.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row};
+
+use super::Tx;
+use super::append::FEED_SHIFT;
+use super::outbox::{HORIZON_WAIT, event};
+use crate::clock::Millis;
+use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
+use crate::store::history::{self, Bind, EventQuery, HOUR, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
+use crate::store::{AttemptResult, StoreError, StoreResult};
+
+fn bind_all<'q>(mut query: Query<'q, Postgres, PgArguments>, binds: &'q [Bind]) -> Query<'q, Postgres, PgArguments> {
+    for b in binds {
+        query = match b {
+            Bind::Int(i) => query.bind(*i),
+            Bind::Text(t) => query.bind(t.as_str()),
+        };
+    }
+    query
+}
+
+pub(super) async fn event_history(
+    pool: &PgPool,
+    instance_id: i64,
+    query: &EventQuery,
+) -> StoreResult<Vec<HistoryEvent>> {
+    let follows_feed = matches!(query.order, HistoryOrder::Ascending { .. });
+    let horizon = format!(", pg_snapshot_xmin(pg_current_snapshot())::TEXT::INT8 << {FEED_SHIFT} AS horizon");
+    let statement = history::history_statement(
+        instance_id,
+        query,
+        |n| format!("${n}"),
+        if follows_feed { &horizon } else { "" },
+    );
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let rows = bind_all(sqlx::query(&statement.sql), &statement.binds)
+            .fetch_all(pool)
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = event(row)?;
+            if follows_feed && record.seq >= row.try_get::<i64, _>("horizon")? {
+                break;
+            }
+            let outcome: String = row.try_get("outcome")?;
+            let outcome =
+                Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?;
+            events.push(HistoryEvent { event: record, outcome });
+        }
+        if events.len() == rows.len() || started.elapsed() >= HORIZON_WAIT {
+            return Ok(events);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Adds a batch of outcomes to the statistics, in the batch's transaction, under this
+/// process's `writer` (so processes never contend for a row).
+pub(super) async fn record_stats(tx: &mut Tx, results: &[AttemptResult], writer: i32) -> StoreResult<()> {
+    let deltas = attempt_stats::deltas(results);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let endpoints: Vec<&str> = deltas.iter().map(|d| d.endpoint_id.as_str()).collect();
+    let minutes: Vec<i64> = deltas.iter().map(|d| d.minute).collect();
+    let buckets: Vec<i16> = deltas.iter().map(|d| d.bucket).collect();
+    let successes: Vec<i64> = deltas.iter().map(|d| d.successes).collect();
+    let failures: Vec<i64> = deltas.iter().map(|d| d.failures).collect();
+    let last: Vec<i64> = deltas.iter().map(|d| d.last_success_at).collect();
+    sqlx::query(
+        "INSERT INTO attempt_stats (endpoint_id, minute, writer, bucket, successes, failures, last_success_at) \
+         SELECT u.endpoint_id, u.minute, $7, u.bucket, u.successes, u.failures, u.last_success_at \
+         FROM unnest($1::TEXT[], $2::INT8[], $3::INT2[], $4::INT8[], $5::INT8[], $6::INT8[]) \
+           AS u(endpoint_id, minute, bucket, successes, failures, last_success_at) \
+         ON CONFLICT (endpoint_id, minute, writer, bucket) DO UPDATE SET \
+           successes = attempt_stats.successes + excluded.successes, \
+           failures = attempt_stats.failures + excluded.failures, \
+           last_success_at = GREATEST(attempt_stats.last_success_at, excluded.last_success_at)",
+    )
+    .bind(endpoints)
+    .bind(minutes)
+    .bind(buckets)
+    .bind(successes)
+    .bind(failures)
+    .bind(last)
+    .bind(writer)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn endpoint_activity(
+    pool: &PgPool,
+    endpoint_id: &str,
+    since: Millis,
+) -> StoreResult<EndpointActivity> {
+    let rows = sqlx::query(
+        "SELECT minute, bucket, SUM(successes)::INT8 AS successes, SUM(failures)::INT8 AS failures \
+         FROM attempt_stats WHERE endpoint_id = $1 AND minute >= $2 GROUP BY minute, bucket",
+    )
+    .bind(endpoint_id)
+    .bind(since - since.rem_euclid(attempt_stats::MINUTE))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(StatsRow {
+            minute: r.try_get("minute")?,
+            bucket: r.try_get("bucket")?,
+            successes: r.try_get("successes")?,
+            failures: r.try_get("failures")?,
+        })
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    let waiting = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE endpoint_id = $1 AND state IN (0, 1)")
+        .bind(endpoint_id)
+        .fetch_one(pool)
+        .await?;
+    let last_success_at: Option<Millis> = sqlx::query_scalar(
+        "SELECT MAX(last_success_at) FROM attempt_stats WHERE endpoint_id = $1 AND minute = \
+           (SELECT minute FROM attempt_stats WHERE endpoint_id = $1 AND successes > 0 ORDER BY minute DESC LIMIT 1)",
+    )
+    .bind(endpoint_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(EndpointActivity {
+        rows,
+        waiting,
+        last_success_at: last_success_at.filter(|at| *at > 0),
+    })
+}
+
+pub(super) async fn overview(pool: &PgPool, instance_id: i64, since: Millis) -> StoreResult<OverviewCounts> {
+    let events_by_hour = sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT kind, created_at - created_at % $3, COUNT(*) FROM events \
+         WHERE instance_id = $1 AND created_at >= $2 AND kind != 'test' GROUP BY 1, 2",
+    )
+    .bind(instance_id)
+    .bind(since)
+    .bind(HOUR)
+    .fetch_all(pool)
+    .await?;
+    let (attempt_successes, attempt_failures): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(s.successes), 0)::INT8, COALESCE(SUM(s.failures), 0)::INT8 FROM endpoints x \
+         JOIN attempt_stats s ON s.endpoint_id = x.id WHERE x.instance_id = $1 AND s.minute >= $2",
+    )
+    .bind(instance_id)
+    .bind(since - since.rem_euclid(attempt_stats::MINUTE))
+    .fetch_one(pool)
+    .await?;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM endpoints x JOIN deliveries d ON d.endpoint_id = x.id \
+         WHERE x.instance_id = $1 AND d.state IN (0, 1)",
+    )
+    .bind(instance_id)
+    .fetch_one(pool)
+    .await?;
+    let (endpoints, disabled_endpoints): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE NOT enabled) FROM endpoints WHERE instance_id = $1")
+            .bind(instance_id)
+            .fetch_one(pool)
+            .await?;
+    Ok(OverviewCounts {
+        events_by_hour,
+        attempt_successes,
+        attempt_failures,
+        waiting,
+        endpoints,
+        disabled_endpoints,
+    })
+}
+
+/// Forgets statistics of minutes before `before`.
+pub(super) async fn prune_stats(pool: &PgPool, before: Millis) -> StoreResult<()> {
+    sqlx::query("DELETE FROM attempt_stats WHERE minute < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
