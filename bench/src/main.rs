@@ -8,6 +8,7 @@
 //! cargo build --release && cargo run --release -p botlinkd-bench -- --workloads w1,w2,w3,w4,w5
 //! ```
 
+mod history;
 mod receiver;
 mod server;
 
@@ -25,7 +26,8 @@ use server::{Server, ServerOptions};
 #[derive(Parser)]
 #[command(about = "Throughput, latency and backlog figures for botlinkd")]
 struct Args {
-    /// Which workloads to run: w1 (throughput), w2 (latency), w3 (fan-out), w4 (backlog), w5 (ordering cost).
+    /// Which workloads to run: w1 (throughput), w2 (latency), w3 (fan-out), w4 (backlog), w5
+    /// (ordering cost), w6 (history queries over a million stored events; not in the default).
     #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5")]
     workloads: Vec<String>,
     /// Multiplies every message count (0.1 for a quick look).
@@ -102,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             "w3" => bench.w3(null_rps).await?,
             "w4" => bench.w4(null_rps).await?,
             "w5" => bench.w5().await?,
+            "w6" => bench.w6().await?,
             other => anyhow::bail!("unknown workload {other}"),
         }
     }

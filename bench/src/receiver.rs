@@ -29,6 +29,8 @@ pub struct Seen {
     pub changed_webhook_ids: AtomicUsize,
     /// Requests for a message that had arrived already.
     pub duplicates: AtomicUsize,
+    /// While set, every request is answered 500 and not recorded (a receiver in trouble).
+    pub refuse: std::sync::atomic::AtomicBool,
 }
 
 /// A running receiver.
@@ -94,7 +96,14 @@ impl Receiver {
     }
 }
 
-async fn record(State(seen): State<Arc<Seen>>, headers: axum::http::HeaderMap, body: Bytes) -> &'static str {
+async fn record(
+    State(seen): State<Arc<Seen>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    if seen.refuse.load(Ordering::Relaxed) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "refused");
+    }
     let now = Instant::now();
     seen.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = message_id(&body) {
@@ -120,7 +129,7 @@ async fn record(State(seen): State<Arc<Seen>>, headers: axum::http::HeaderMap, b
         seen.arrivals.lock().expect("lock").entry(id).or_insert(now);
     }
     seen.notify.notify_waiters();
-    "ok"
+    (axum::http::StatusCode::OK, "ok")
 }
 
 /// The `data.message_id` of a webhook body, found without parsing all of it.

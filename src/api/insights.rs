@@ -200,7 +200,7 @@ async fn overview(
     Query(q): Query<OverviewQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let (since, now) = start(&app, q.since.as_deref(), 24 * HOUR)?;
-    let counts = app.store.overview(instance.id, since).await?;
+    let counts = app.store.overview(instance.id, since, now + 1).await?;
     let first_hour = since - since.rem_euclid(HOUR);
     let mut hours: Vec<HourCount> = (0..=((now - first_hour) / HOUR))
         .map(|i| HourCount {

@@ -14,8 +14,11 @@
 //!
 //! The app is plain ES modules without dependencies: `index.html` and `style.css`; `api.js`
 //! (keys in `localStorage`, JSON calls, the stream resumed from the last cursor with
-//! back-off); `views.js` (DOM pieces built as text nodes, never HTML strings); `app.js`
-//! (login, the Chats, Monitor, Webhooks and Simulator tabs: `showInstance` writes the instance
+//! back-off); `views.js` (DOM pieces built as text nodes, never HTML strings); `charts.js`
+//! (inline SVG: an endpoint's deliveries and latency per bucket, a sparkline); `insights.js`
+//! (the Overview tab and each endpoint card's health block); `monitor.js` (the Monitor:
+//! history newest first with live events on top, filters, search, attempts, Resend); `app.js`
+//! (login, tabs with arrow-key movement, the Chats, Webhooks and Simulator tabs: `showInstance` writes the instance
 //! line, hides the Simulator tab on `meta` and shows the attention bar; `refreshInstance`
 //! reads `GET /v1/instance` again when a failed ack arrives on a `meta` instance;
 //! `endpointCard` shows an endpoint's `disabled_reason` or, failing that, its
@@ -28,33 +31,33 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
 const INDEX: &str = include_str!("assets/index.html");
-const STYLE: &str = include_str!("assets/style.css");
-const API_JS: &str = include_str!("assets/api.js");
-const APP_JS: &str = include_str!("assets/app.js");
-const VIEWS_JS: &str = include_str!("assets/views.js");
+
+/// The scripts and the style sheet, by name under `/portal/`.
+const FILES: [(&str, &str, &str); 7] = [
+    ("style.css", "text/css; charset=utf-8", include_str!("assets/style.css")),
+    ("api.js", JS, include_str!("assets/api.js")),
+    ("app.js", JS, include_str!("assets/app.js")),
+    ("views.js", JS, include_str!("assets/views.js")),
+    ("monitor.js", JS, include_str!("assets/monitor.js")),
+    ("insights.js", JS, include_str!("assets/insights.js")),
+    ("charts.js", JS, include_str!("assets/charts.js")),
+];
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// The routes, for any router state.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    let mut router = Router::new()
         .route("/portal", get(|| async { Redirect::permanent("/portal/") }))
         .route("/portal/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route(
-            "/portal/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-        .route(
-            "/portal/api.js",
-            get(|| async { asset("text/javascript; charset=utf-8", API_JS) }),
-        )
-        .route(
-            "/portal/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/portal/views.js",
-            get(|| async { asset("text/javascript; charset=utf-8", VIEWS_JS) }),
-        )
-        .route("/", get(|| async { Redirect::temporary("/portal/") }))
+        .route("/", get(|| async { Redirect::temporary("/portal/") }));
+    for (name, content_type, body) in FILES {
+        router = router.route(
+            &format!("/portal/{name}"),
+            get(move || async move { asset(content_type, body) }),
+        );
+    }
+    router
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

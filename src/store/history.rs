@@ -14,9 +14,11 @@
 //! latest delivery to some endpoint gave up), `failing` (a delivery still retrying after a
 //! failure), `pending` (a delivery not yet made, or waiting its turn), `delivered` (every
 //! endpoint took it), `none` (no endpoint takes its type). [`OUTCOME_CASE`] states it once;
-//! the answer shows it and the filter selects by it. The three unfinished outcomes are rare,
-//! so their filters start from the deliveries (the partial indexes `deliveries_dead` and
-//! `deliveries_queue`, reached through the instance's endpoints) rather than from events.
+//! the answer shows it and the filter selects by it. `dead` and `failing` are rare, so their
+//! filters start from those deliveries (the partial indexes `deliveries_dead` and
+//! `deliveries_queue`, reached through the instance's endpoints, joined to events in that
+//! order); `pending` events are the newest and `delivered` the most, so those filters read
+//! events newest first and stop at the limit.
 //!
 //! **By message.** A message id finds the events that carry it: the message's own event and
 //! its acks, all in its conversation. The API looks the message up first; the query then
@@ -157,7 +159,9 @@ pub struct HistoryEvent {
 /// What an instance did from some time on, for the portal's overview.
 #[derive(Clone, Debug, Default)]
 pub struct OverviewCounts {
-    /// Events by type and hour (ms since the epoch, a multiple of an hour): (type, hour, count).
+    /// Events by type and hour (ms since the epoch, a multiple of an hour): (type, hour,
+    /// count), the first hour counted from `since`. Counted hour by hour and type by type from
+    /// `events_by_kind`, reading the index only.
     pub events_by_hour: Vec<(String, Millis, i64)>,
     /// Attempts to the instance's endpoints that succeeded.
     pub attempt_successes: i64,
@@ -173,6 +177,16 @@ pub struct OverviewCounts {
 
 /// An hour, in milliseconds.
 pub const HOUR: Millis = 3_600_000;
+
+/// The hours from `since` to `until`: (the hour's start, from, to), the first from `since`,
+/// the last up to `until`.
+pub fn hours(since: Millis, until: Millis) -> impl Iterator<Item = (Millis, Millis, Millis)> {
+    let first = since - since.rem_euclid(HOUR);
+    (0..=((until - first).max(0) / HOUR)).map(move |i| {
+        let hour = first + i * HOUR;
+        (hour, hour.max(since), (hour + HOUR).min(until.max(since)))
+    })
+}
 
 /// A value to bind to a placeholder.
 #[derive(Clone, Debug, PartialEq)]
@@ -239,18 +253,22 @@ pub fn history_statement(
     if let Some(until) = query.until {
         conditions.push(format!("e.created_at < {}", bind(Bind::Int(until))));
     }
+    // The rare outcomes start from their deliveries (few rows, through partial indexes); the
+    // others read events newest first and stop at the limit.
+    let mut source = "events e".to_string();
     if let Some(outcome) = query.outcome {
-        let states = match outcome {
-            Outcome::Dead => Some("= 3"),
-            Outcome::Failing | Outcome::Pending => Some("IN (0, 1)"),
-            Outcome::Delivered | Outcome::None => None,
+        let candidates = match outcome {
+            Outcome::Dead => Some("d.state = 3"),
+            Outcome::Failing => Some("d.state IN (0, 1) AND d.failures > 0"),
+            Outcome::Pending | Outcome::Delivered | Outcome::None => None,
         };
-        if let Some(states) = states {
-            conditions.push(format!(
-                "e.seq IN (SELECT d.event_seq FROM deliveries d WHERE d.state {states} AND d.endpoint_id IN \
-                 (SELECT x.id FROM endpoints x WHERE x.instance_id = {}))",
+        if let Some(candidates) = candidates {
+            source = format!(
+                "(SELECT DISTINCT d.event_seq AS seq FROM deliveries d WHERE {candidates} AND d.endpoint_id IN \
+                 (SELECT x.id FROM endpoints x WHERE x.instance_id = {})) AS c CROSS JOIN events e",
                 placeholder(1)
-            ));
+            );
+            conditions.push("e.seq = c.seq".to_string());
         }
         conditions.push(format!(
             "({OUTCOME_CASE}) = {}",
@@ -276,7 +294,7 @@ pub fn history_statement(
     let limit = bind(Bind::Int(i64::from(query.limit)));
     Statement {
         sql: format!(
-            "SELECT {HISTORY_COLUMNS}, ({OUTCOME_CASE}) AS outcome{extra_columns} FROM events e \
+            "SELECT {HISTORY_COLUMNS}, ({OUTCOME_CASE}) AS outcome{extra_columns} FROM {source} \
              WHERE {} ORDER BY {order} LIMIT {limit}",
             conditions.join(" AND ")
         ),
@@ -333,7 +351,8 @@ mod tests {
         let s = history_statement(9, &query, |n| format!("${n}"), "");
         assert!(s.sql.contains("e.kind IN ($2, $3)"), "{}", s.sql);
         assert!(s.sql.contains("e.conversation = $4"), "{}", s.sql);
-        assert!(s.sql.contains("d.state = 3 AND d.endpoint_id IN"), "{}", s.sql);
+        assert!(s.sql.contains("WHERE d.state = 3 AND d.endpoint_id IN"), "{}", s.sql);
+        assert!(s.sql.contains(") AS c CROSS JOIN events e WHERE"), "{}", s.sql);
         assert!(
             s.sql.ends_with("ORDER BY e.created_at DESC, e.seq DESC LIMIT $11"),
             "{}",
@@ -342,6 +361,20 @@ mod tests {
         assert_eq!(s.binds.len(), 11);
         assert_eq!(s.binds[0], Bind::Int(9));
         assert_eq!(s.binds[6], Bind::Text("dead".into()));
+    }
+
+    #[test]
+    fn hours_cover_the_range_clipped_at_both_ends() {
+        let hours: Vec<_> = hours(HOUR + 5, 3 * HOUR + 7).collect();
+        assert_eq!(
+            hours,
+            [(HOUR, HOUR + 5, 2 * HOUR), (2 * HOUR, 2 * HOUR, 3 * HOUR), (3 * HOUR, 3 * HOUR, 3 * HOUR + 7)]
+        );
+        assert_eq!(hours_of(5, 5), [(0, 5, 5)]);
+    }
+
+    fn hours_of(since: Millis, until: Millis) -> Vec<(Millis, Millis, Millis)> {
+        hours(since, until).collect()
     }
 
     #[test]

@@ -757,8 +757,8 @@ pub trait Store: Send + Sync + 'static {
     /// latest success (see [`attempt_stats`]).
     async fn endpoint_activity(&self, endpoint_id: &str, since: Millis)
     -> StoreResult<attempt_stats::EndpointActivity>;
-    /// What the portal's overview counts for an instance from `since`.
-    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<history::OverviewCounts>;
+    /// What the portal's overview counts for an instance from `since` to `until`.
+    async fn overview(&self, instance_id: i64, since: Millis, until: Millis) -> StoreResult<history::OverviewCounts>;
     /// One event of an instance.
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>>;
     /// Every attempt of an event, oldest first.

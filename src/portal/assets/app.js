@@ -2,9 +2,9 @@
 // webhooks, and (on sandbox instances) write in as a customer.
 
 import { Api, ApiError, forgetKeys, saveKeys, savedKeys } from "./api.js";
-import {
-  $, h, attemptRow, attemptTable, checkedEvents, conversationRow, eventChecks, messageBubble, ticks,
-} from "./views.js";
+import { endpointHealth, loadOverview } from "./insights.js";
+import { initMonitor, liveAttempt, liveEvent, startMonitor, stopMonitor } from "./monitor.js";
+import { $, h, checkedEvents, conversationRow, eventChecks, messageBubble, ticks } from "./views.js";
 
 const state = {
   api: null,
@@ -13,8 +13,8 @@ const state = {
   conversations: [],
   open: null, // the customer number whose thread is shown
   olderBefore: null,
-  events: new Map(), // event id → monitor entry element
   refreshTimer: null,
+  overviewTimer: null,
 };
 
 // ---- start, login, logout -------------------------------------------------------------
@@ -54,9 +54,10 @@ async function login(keys, { fromStorage = false } = {}) {
   $("login").hidden = true;
   $("main").hidden = false;
   showInstance(state.instance);
-  showTab("chats");
+  showTab("overview");
   state.stopStream = api.follow(onLiveItem, onLiveState);
-  await Promise.all([loadConversations(), loadEndpoints()]);
+  startMonitor(api);
+  await Promise.all([loadConversations(), loadEndpoints(), loadOverview(api, report)]);
 }
 
 // The instance line, the simulator (sandbox only), and what needs an operator's attention.
@@ -83,8 +84,7 @@ function logout() {
   forgetKeys();
   Object.assign(state, { api: null, instance: null, stopStream: null, conversations: [], open: null });
   $("attention").hidden = true;
-  state.events.clear();
-  $("event-list").replaceChildren();
+  stopMonitor();
   $("message-list").replaceChildren();
   $("conversation-list").replaceChildren();
   $("app-key").value = "";
@@ -101,6 +101,20 @@ function wireStaticControls() {
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
   }
+  // The tab list is one stop for Tab; the arrow keys, Home and End move between its tabs.
+  document.querySelector(".tabs").addEventListener("keydown", (e) => {
+    const tabs = [...document.querySelectorAll(".tab")].filter((t) => !t.hidden);
+    const at = tabs.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[e.key];
+    if (next === undefined) return;
+    e.preventDefault();
+    const tab = tabs[(next + tabs.length) % tabs.length];
+    showTab(tab.dataset.tab);
+    tab.focus();
+  });
+  $("overview-refresh").addEventListener("click", () => loadOverview(state.api, report));
+  initMonitor({ report });
   $("composer").addEventListener("submit", sendReply);
   let searching;
   $("conversation-search").addEventListener("input", () => {
@@ -118,12 +132,24 @@ function wireStaticControls() {
 
 function showTab(name) {
   for (const tab of document.querySelectorAll(".tab")) {
-    tab.classList.toggle("active", tab.dataset.tab === name);
-    tab.setAttribute("aria-selected", tab.dataset.tab === name);
+    const selected = tab.dataset.tab === name;
+    tab.classList.toggle("active", selected);
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
   }
   for (const panel of document.querySelectorAll(".tab-panel")) {
     panel.hidden = panel.id !== `tab-${name}`;
   }
+  if (name === "overview" && state.api) loadOverview(state.api, report);
+}
+
+// While the Overview is shown, what arrives live updates its figures (at most every 2 s).
+function scheduleOverviewRefresh() {
+  if ($("tab-overview").hidden || state.overviewTimer) return;
+  state.overviewTimer = setTimeout(() => {
+    state.overviewTimer = null;
+    if (state.api) loadOverview(state.api, report);
+  }, 2000);
 }
 
 // Shows a problem plainly at the top of the page for a while.
@@ -146,7 +172,8 @@ function onLiveState(text) {
 
 function onLiveItem(kind, data) {
   if (kind === "event") {
-    addMonitorEvent(data);
+    liveEvent(data);
+    scheduleOverviewRefresh();
     const payload = data.payload;
     if (payload.event === "message") {
       if (payload.data.from === state.open) {
@@ -163,7 +190,7 @@ function onLiveItem(kind, data) {
       if (payload.data.status === "failed" && state.instance.channel === "meta") refreshInstance();
     }
   } else if (kind === "attempt") {
-    addMonitorAttempt(data);
+    liveAttempt(data);
   }
 }
 
@@ -360,61 +387,6 @@ async function sendReply(event) {
   }
 }
 
-// ---- monitor --------------------------------------------------------------------------
-
-function addMonitorEvent(e) {
-  if (state.events.has(e.id)) return;
-  const attempts = h("div", { className: "attempt-area" });
-  const details = h(
-    "details",
-    { className: "event", "data-event-id": e.id, "data-type": e.type },
-    h("summary", {},
-      h("span", { className: `pill ${e.type.replace(".", "-")}` }, e.type),
-      h("span", { className: "small" }, new Date(e.created_at).toLocaleTimeString()),
-      h("span", { className: "small ellipsis" }, e.id),
-      h("span", { className: "delivery-state small", "data-state": "pending" }, "…")),
-    h("pre", { className: "json" }, JSON.stringify(e.payload, null, 2)),
-    attempts,
-    h("button", { className: "resend", onclick: () => resend(e.id) }, "Resend"),
-  );
-  details.addEventListener("toggle", () => {
-    if (details.open) loadAttempts(e.id, attempts);
-  });
-  state.events.set(e.id, details);
-  $("event-list").prepend(details);
-  $("no-events").hidden = true;
-}
-
-function addMonitorAttempt(a) {
-  const details = state.events.get(a.event_id);
-  if (!details) return;
-  const label = details.querySelector(".delivery-state");
-  label.textContent = a.outcome === "success" ? `✓ ${a.status_code} · ${a.duration_ms} ms` : `✗ ${a.status_code ?? a.error}`;
-  label.dataset.state = a.outcome;
-  const area = details.querySelector(".attempt-area");
-  const body = area.querySelector("tbody");
-  if (body) body.append(attemptRow(a));
-  else area.replaceChildren(attemptTable([a]));
-}
-
-async function loadAttempts(eventId, area) {
-  try {
-    const { attempts } = await state.api.get(`/v1/events/${eventId}/attempts`);
-    area.replaceChildren(attempts.length ? attemptTable(attempts) : h("p", { className: "muted" }, "No attempts yet (no endpoint subscribed, or waiting)."));
-  } catch (error) {
-    report(error);
-  }
-}
-
-async function resend(eventId) {
-  try {
-    const { scheduled } = await state.api.post(`/v1/events/${eventId}/resend`);
-    report(scheduled ? `Resending to ${scheduled} endpoint(s).` : "Nothing to resend: no endpoint takes this event.");
-  } catch (error) {
-    report(error);
-  }
-}
-
 // ---- webhooks -------------------------------------------------------------------------
 
 async function loadEndpoints() {
@@ -471,6 +443,7 @@ function endpointCard(ep) {
         secret.dataset.secret = shown ? "hidden" : "shown";
       } }, "Reveal"),
       h("button", { className: "link rotate", onclick: () => rotate(ep.id) }, "Rotate")),
+    endpointHealth(state.api, ep.id, report),
     h("div", { className: "actions" },
       h("button", { className: "save", onclick: () => saveEndpoint(ep.id, {
         url: url.value, events: checkedEvents(checks), enabled: enabled.checked, rate_limit: rateLimitOf(rate),

@@ -17,8 +17,9 @@ use super::Tx;
 use super::append::FEED_SHIFT;
 use super::outbox::{HORIZON_WAIT, event};
 use crate::clock::Millis;
+use crate::events::EventKind;
 use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
-use crate::store::history::{self, Bind, EventQuery, HOUR, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
+use crate::store::history::{self, Bind, EventQuery, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
 use crate::store::{AttemptResult, StoreError, StoreResult};
 
 fn bind_all<'q>(mut query: Query<'q, Postgres, PgArguments>, binds: &'q [Bind]) -> Query<'q, Postgres, PgArguments> {
@@ -145,16 +146,36 @@ pub(super) async fn endpoint_activity(
     })
 }
 
-pub(super) async fn overview(pool: &PgPool, instance_id: i64, since: Millis) -> StoreResult<OverviewCounts> {
+pub(super) async fn overview(
+    pool: &PgPool,
+    instance_id: i64,
+    since: Millis,
+    until: Millis,
+) -> StoreResult<OverviewCounts> {
+    let (mut kinds, mut hours, mut froms, mut tos) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for kind in EventKind::SUBSCRIBABLE {
+        for (hour, from, to) in history::hours(since, until) {
+            kinds.push(kind.as_str());
+            hours.push(hour);
+            froms.push(from);
+            tos.push(to);
+        }
+    }
     let events_by_hour = sqlx::query_as::<_, (String, i64, i64)>(
-        "SELECT kind, created_at - created_at % $3, COUNT(*) FROM events \
-         WHERE instance_id = $1 AND created_at >= $2 AND kind != 'test' GROUP BY 1, 2",
+        "SELECT s.kind, s.hour, (SELECT COUNT(*) FROM events e WHERE e.instance_id = $1 AND e.kind = s.kind \
+                                  AND e.created_at >= s.from_at AND e.created_at < s.to_at) AS n \
+         FROM unnest($2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[]) AS s(kind, hour, from_at, to_at)",
     )
     .bind(instance_id)
-    .bind(since)
-    .bind(HOUR)
+    .bind(kinds)
+    .bind(hours)
+    .bind(froms)
+    .bind(tos)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .filter(|(_, _, n)| *n > 0)
+    .collect();
     let (attempt_successes, attempt_failures): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(s.successes), 0)::INT8, COALESCE(SUM(s.failures), 0)::INT8 FROM endpoints x \
          JOIN attempt_stats s ON s.endpoint_id = x.id WHERE x.instance_id = $1 AND s.minute >= $2",

@@ -695,8 +695,13 @@ impl Store for PgStore {
         history::endpoint_activity(&self.pool, endpoint_id, since).await
     }
 
-    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<crate::store::history::OverviewCounts> {
-        history::overview(&self.pool, instance_id, since).await
+    async fn overview(
+        &self,
+        instance_id: i64,
+        since: Millis,
+        until: Millis,
+    ) -> StoreResult<crate::store::history::OverviewCounts> {
+        history::overview(&self.pool, instance_id, since, until).await
     }
 
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {

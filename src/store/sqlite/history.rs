@@ -6,8 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::corrupt;
 use crate::clock::Millis;
+use crate::events::EventKind;
 use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
-use crate::store::history::{self, Bind, EventQuery, HOUR, HistoryEvent, Outcome, OverviewCounts};
+use crate::store::history::{self, Bind, EventQuery, HistoryEvent, Outcome, OverviewCounts};
 use crate::store::{AttemptResult, StoreResult};
 
 /// The statistics writer of the one SQLite process.
@@ -90,16 +91,24 @@ pub(super) fn endpoint_activity(conn: &Connection, endpoint_id: &str, since: Mil
     })
 }
 
-pub(super) fn overview(conn: &Connection, instance_id: i64, since: Millis) -> StoreResult<OverviewCounts> {
-    let events_by_hour = conn
-        .prepare_cached(
-            "SELECT kind, created_at - created_at % ?3, COUNT(*) FROM events \
-             WHERE instance_id = ?1 AND created_at >= ?2 AND kind != 'test' GROUP BY 1, 2",
-        )?
-        .query_map(params![instance_id, since, HOUR], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+pub(super) fn overview(
+    conn: &Connection,
+    instance_id: i64,
+    since: Millis,
+    until: Millis,
+) -> StoreResult<OverviewCounts> {
+    let mut count = conn.prepare_cached(
+        "SELECT COUNT(*) FROM events WHERE instance_id = ?1 AND kind = ?2 AND created_at >= ?3 AND created_at < ?4",
+    )?;
+    let mut events_by_hour = Vec::new();
+    for kind in EventKind::SUBSCRIBABLE {
+        for (hour, from, to) in history::hours(since, until) {
+            let n: i64 = count.query_row(params![instance_id, kind.as_str(), from, to], |r| r.get(0))?;
+            if n > 0 {
+                events_by_hour.push((kind.as_str().to_string(), hour, n));
+            }
+        }
+    }
     let (attempt_successes, attempt_failures) = conn
         .prepare_cached(
             "SELECT COALESCE(SUM(s.successes), 0), COALESCE(SUM(s.failures), 0) FROM endpoints x \

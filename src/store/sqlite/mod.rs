@@ -475,8 +475,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn overview(&self, instance_id: i64, since: Millis) -> StoreResult<crate::store::history::OverviewCounts> {
-        self.db.read(move |c| history::overview(c, instance_id, since)).await
+    async fn overview(
+        &self,
+        instance_id: i64,
+        since: Millis,
+        until: Millis,
+    ) -> StoreResult<crate::store::history::OverviewCounts> {
+        self.db
+            .read(move |c| history::overview(c, instance_id, since, until))
+            .await
     }
 
     async fn get_event(&self, instance_id: i64, event_id: &str) -> StoreResult<Option<EventRecord>> {
