@@ -239,8 +239,11 @@ async fn event_query(app: &App, instance_id: i64, q: &PullQuery, limit: u32) -> 
     let until = instant("until", q.until.as_deref())?;
     let message_id = q.message_id.as_deref().map(str::trim).filter(|m| !m.is_empty());
     if let Some(message_id) = message_id {
-        if message_id.len() > 200 {
-            return Err(bad("invalid_message_id", "`message_id` is at most 200 characters"));
+        if message_id.len() > 200 || message_id.chars().any(char::is_control) {
+            return Err(bad(
+                "invalid_message_id",
+                "`message_id` is at most 200 characters, without control characters",
+            ));
         }
         // The message's events are all in its conversation: read only that one.
         let Some(message) = app.store.get_message(instance_id, message_id).await? else {

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,7 @@ const shots = process.env.UPDATE_SCREENSHOTS
   ? join(root, "docs/screenshots")
   : mkdtempSync(join(tmpdir(), "botlinkd-shots-"));
 const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const axeSource = readFileSync(join(dirname(fileURLToPath(import.meta.url)), "node_modules/axe-core/axe.min.js"), "utf8");
 
 // Starts `botlinkd serve` in a fresh directory and reads the banner it prints.
 // `graphUrl` stands in for Meta's Graph API.
@@ -279,8 +280,8 @@ describe("Cloud Chat Portal", () => {
     await page.click('.tab[data-tab="monitor"]');
     const entry = page.locator('.event[data-type="message"]').last();
     await entry.waitFor();
-    await entry.locator('.delivery-state[data-state="success"]').waitFor();
-    await entry.locator("summary").click();
+    await entry.locator('.outcome[data-outcome="delivered"]').waitFor();
+    await entry.locator(".event-toggle").click();
     await entry.locator('.attempts tr[data-outcome="success"]').first().waitFor();
     assert.match(await entry.locator(".json").textContent(), /"event": "message"/);
     const eventId = await entry.getAttribute("data-event-id");
@@ -289,6 +290,66 @@ describe("Cloud Chat Portal", () => {
     await entry.locator("button.resend").click();
     await receiver.waitFor((r) => r.headers["webhook-id"] === eventId && receiver.received.filter((x) => x.headers["webhook-id"] === eventId).length > before);
     await page.screenshot({ path: join(shots, "monitor.png") });
+  });
+
+  test("the monitor's history survives a reload, and its filters and search narrow it", async () => {
+    const first = await api("POST", "/v1/sandbox/inbound", { from: "447700900301", body: "history one" });
+    await api("POST", "/v1/sandbox/inbound", { from: "447700900302", body: "history two" });
+    const reply = await api("POST", "/v1/messages", { to: "447700900301", body: "answer one" });
+    await receiver.waitFor((r) => r.json.event === "ack" && r.json.data.message_id === reply.message_id && r.json.data.status === "read");
+    await page.reload();
+    await page.click('.tab[data-tab="monitor"]');
+    // Events from before the page was opened are there, newest first.
+    await page.locator(".event", { hasText: "history two" }).waitFor();
+    await page.locator(".event", { hasText: "history one" }).waitFor();
+    const shown = async () => page.locator(".event").evaluateAll((items) => items.map((i) => ({
+      type: i.dataset.type, outcome: i.dataset.outcome, text: i.querySelector(".json").textContent })));
+
+    await page.selectOption("#filter-type", "ack.read");
+    await page.locator('.event[data-type="message"]').first().waitFor({ state: "detached" });
+    let list = await shown();
+    assert.ok(list.length > 0 && list.every((e) => e.type === "ack.read"), JSON.stringify(list));
+    assert.ok(list.some((e) => e.text.includes(reply.message_id)));
+
+    await page.selectOption("#filter-type", "");
+    await page.fill("#filter-number", "+44 7700 900302");
+    await page.click("#filter-apply");
+    await page.locator(".event", { hasText: "history one" }).waitFor({ state: "detached" });
+    list = await shown();
+    assert.deepEqual(list.map((e) => e.type), ["message"]);
+    assert.match(list[0].text, /history two/);
+
+    // Live events that match the filters arrive on top while filtered; others do not.
+    await api("POST", "/v1/sandbox/inbound", { from: "447700900302", body: "history three" });
+    await api("POST", "/v1/sandbox/inbound", { from: "447700900303", body: "someone else" });
+    await page.locator(".event", { hasText: "history three" }).waitFor();
+    assert.match(await page.locator(".event").first().textContent(), /history three/);
+    assert.equal(await page.locator(".event", { hasText: "someone else" }).count(), 0);
+
+    await page.fill("#filter-number", "");
+    await page.selectOption("#filter-outcome", "delivered");
+    await page.selectOption("#filter-time", "3600");
+    list = await shown();
+    await page.waitForFunction(() => document.querySelectorAll(".event").length > 2);
+    list = await shown();
+    assert.ok(list.every((e) => e.outcome === "delivered"), JSON.stringify(list.map((e) => e.outcome)));
+
+    // Search by message id finds the message's event and its receipts.
+    await page.click("#filter-clear");
+    await page.fill("#event-search", reply.message_id);
+    await page.click("#filter-apply");
+    await page.waitForFunction(() => [...document.querySelectorAll(".event")].every((e) => e.dataset.type.startsWith("ack.")));
+    list = await shown();
+    assert.ok(list.length >= 3 && list.every((e) => e.text.includes(reply.message_id)), JSON.stringify(list));
+    await page.fill("#event-search", first.message_id);
+    await page.click("#filter-apply");
+    await page.waitForFunction(() => document.querySelectorAll(".event").length === 1);
+    assert.match((await shown())[0].text, /history one/);
+    await page.fill("#event-search", "wamid.nothing-like-this");
+    await page.click("#filter-apply");
+    await page.locator("#no-events", { hasText: "No event matches the search." }).waitFor();
+    await page.click("#filter-clear");
+    await page.locator(".event", { hasText: "history three" }).waitFor();
   });
 
   test("changing the event checkboxes changes what the receiver gets", async () => {
@@ -350,6 +411,14 @@ describe("Cloud Chat Portal", () => {
     const goneCard = page.locator(`.endpoint[data-endpoint-id="${gone.id}"]`);
     await goneCard.locator(".endpoint-problem", { hasText: "410 Gone" }).waitFor();
     const card = page.locator(`.endpoint[data-endpoint-id="${failing.id}"]`);
+    // Its chart shows the failures, in the last hour and in the last 24 hours.
+    await card.locator(".chart .bucket rect.failed").first().waitFor();
+    assert.match(await card.locator(".health-figures").textContent(), /0 delivered · 3 failed/);
+    assert.match(await card.locator(".chart").getAttribute("aria-label"), /Last hour: 0 delivered, 3 failed/);
+    await card.locator('button.range[data-range="day"]').click();
+    await card.locator('.chart[aria-label^="Last 24 hours: 0 delivered, 3 failed"]').waitFor();
+    assert.match(await card.locator(".health-queue").textContent(), /0 waiting · last success never/);
+    await card.screenshot({ path: join(shots, "endpoint-chart.png") });
     await card.locator("button.show-dead").click();
     await card.locator(".dead-rows li").first().waitFor();
     await page.screenshot({ path: join(shots, "dead-deliveries.png") });
@@ -359,6 +428,79 @@ describe("Cloud Chat Portal", () => {
     await card.locator(".dead-list", { hasText: "No dead deliveries." }).waitFor();
     await api("DELETE", `/v1/webhooks/${failing.id}`);
     await api("DELETE", `/v1/webhooks/${gone.id}`);
+  });
+
+  test("the overview counts what the test sent", async () => {
+    await page.click('.tab[data-tab="overview"]');
+    const figure = async (name) => (await page.locator(`.figure[data-figure="${name}"] .figure-value`).textContent()).trim();
+    await page.locator('.figure[data-figure="messages_in"]').waitFor();
+    const before = { in: Number(await figure("messages_in")), out: Number(await figure("messages_out")) };
+    for (const body of ["count me 1", "count me 2", "count me 3"]) {
+      await api("POST", "/v1/sandbox/inbound", { from: "447700900401", body });
+    }
+    const sent = await api("POST", "/v1/messages", { to: "447700900401", body: "counted" });
+    await receiver.waitFor((r) => r.json.event === "ack" && r.json.data.message_id === sent.message_id && r.json.data.status === "read");
+    // The page refreshes itself from the live events; the button does it at once.
+    await page.click("#overview-refresh");
+    await page.waitForFunction(({ n }) =>
+      document.querySelector('.figure[data-figure="messages_in"] .figure-value').textContent.trim() === String(n), { n: before.in + 3 });
+    assert.equal(Number(await figure("messages_out")), before.out + 1);
+    const overview = await api("GET", `/v1/overview?since=${encodeURIComponent(new Date(new Date().setHours(0, 0, 0, 0)).toISOString())}`);
+    assert.equal(await figure("deliveries_waiting"), String(overview.deliveries_waiting));
+    assert.equal(await figure("webhook_success_percent"), `${overview.webhook_success_percent}%`);
+    assert.equal(await figure("read_percent"), `${overview.read_percent}%`);
+    assert.equal(await figure("endpoints_disabled"), String(overview.endpoints_disabled));
+    assert.match(await page.locator("#overview-sparkline svg").getAttribute("aria-label"), /Messages per hour today/);
+    await hideBanner(page);
+    await page.screenshot({ path: join(shots, "overview.png") });
+  });
+
+  test("every tab works from the keyboard, and axe-core finds no serious problem on any", async () => {
+    await page.click('.tab[data-tab="overview"]');
+    await page.focus('.tab[data-tab="overview"]');
+    await page.keyboard.press("ArrowRight");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.tab), "chats");
+    assert.equal(await page.locator("#tab-chats").isVisible(), true);
+    await page.keyboard.press("ArrowRight");
+    assert.equal(await page.locator("#tab-monitor").isVisible(), true);
+    // Tab leaves the tab list (one stop), passes Log out, and reaches the Monitor's filters.
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "filter-type");
+    // An event opens with Enter.
+    await page.locator(".event-toggle").first().focus();
+    await page.keyboard.press("Enter");
+    assert.equal(await page.locator(".event-toggle").first().getAttribute("aria-expanded"), "true");
+    await page.keyboard.press("End");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.tab ?? null), null, "End only moves within the tab list");
+
+    // axe-core runs in a page of its own, allowed to inject its script (the portal's CSP refuses inline scripts).
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 800 } });
+    const audited = await context.newPage();
+    await audited.goto(server.base + "/portal/");
+    await audited.locator("#login-form").waitFor();
+    await audited.addScriptTag({ content: axeSource });
+    const audit = async (name) => {
+      const { violations } = await audited.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+      const bad = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+      assert.deepEqual(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join("; ")})`), [], `on ${name}`);
+    };
+    await audit("the login page");
+    await audited.fill("#app-key", server.appKey);
+    await audited.fill("#auth-key", server.authKey);
+    await audited.click("#login-button");
+    await audited.locator("#main").waitFor();
+    for (const tab of ["overview", "chats", "monitor", "webhooks", "simulator"]) {
+      await audited.click(`.tab[data-tab="${tab}"]`);
+      if (tab === "chats") await audited.locator(".conversation").first().click();
+      if (tab === "monitor") {
+        await audited.locator(".event").first().waitFor();
+        await audited.locator(".event-toggle").first().click();
+      }
+      if (tab === "webhooks") await audited.locator(".endpoint .chart").first().waitFor();
+      await audit(tab);
+    }
+    await context.close();
   });
 
   test("a meta instance: no simulator, a notice when Meta refuses its token, pictures fetched with the keys", async () => {

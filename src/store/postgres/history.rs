@@ -185,8 +185,8 @@ pub(super) async fn overview(
     .fetch_one(pool)
     .await?;
     let waiting: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM endpoints x JOIN deliveries d ON d.endpoint_id = x.id \
-         WHERE x.instance_id = $1 AND d.state IN (0, 1)",
+        "SELECT COUNT(*) FROM deliveries d WHERE d.state IN (0, 1) \
+         AND d.endpoint_id = ANY(ARRAY(SELECT x.id FROM endpoints x WHERE x.instance_id = $1))",
     )
     .bind(instance_id)
     .fetch_one(pool)

@@ -120,8 +120,8 @@ pub(super) fn overview(
         )?;
     let waiting = conn
         .prepare_cached(
-            "SELECT COUNT(*) FROM endpoints x JOIN deliveries d ON d.endpoint_id = x.id \
-             WHERE x.instance_id = ?1 AND d.state IN (0, 1)",
+            "SELECT COUNT(*) FROM deliveries d WHERE d.state IN (0, 1) \
+             AND d.endpoint_id IN (SELECT x.id FROM endpoints x WHERE x.instance_id = ?1)",
         )?
         .query_row([instance_id], |r| r.get(0))?;
     let (endpoints, disabled_endpoints) = conn
