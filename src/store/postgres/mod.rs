@@ -195,8 +195,12 @@ impl PgStore {
     /// Connects, applies migrations, and starts listening for other processes' events.
     pub async fn open(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url
-            .parse()
-            .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?;
+            .parse::<PgConnectOptions>()
+            .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?
+            // botlinkd's queries are short and indexed. PostgreSQL's JIT compiles any query
+            // whose estimate passes `jit_above_cost`, as a page of history can before the
+            // planner has statistics, and compiling costs ~200 ms where running costs 3 ms.
+            .options([("jit", "off")]);
         // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
         let pool = PgPoolOptions::new()
             .max_connections(16)
