@@ -278,7 +278,7 @@ describe("Cloud Chat Portal", () => {
 
   test("the monitor shows events with their attempts and resends", async () => {
     await page.click('.tab[data-tab="monitor"]');
-    const entry = page.locator('.event[data-type="message"]').last();
+    const entry = page.locator('.event[data-type="message"]').first();
     await entry.waitFor();
     await entry.locator('.outcome[data-outcome="delivered"]').waitFor();
     await entry.locator(".event-toggle").click();

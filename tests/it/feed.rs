@@ -111,10 +111,29 @@ async fn finished_events_older_than_the_retention_are_pruned() {
         .unwrap();
     assert_eq!(paused.status(), 200);
     app.inbound_text("447000000002", "pending, then old").await;
+    // Another instance's old event (no endpoint: nothing to wait for) goes too: retention
+    // reads instance by instance.
+    let other = app.create_instance("other").await;
+    let written = app
+        .request_as(&other, reqwest::Method::POST, "/v1/sandbox/inbound")
+        .json(&serde_json::json!({"from": "447000000009", "body": "another instance, old"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 201);
     app.clock().advance(Duration::from_secs(3601));
     app.inbound_text("447000000003", "recent").await;
 
-    assert_eq!(botlinkd::housekeeping::step(&app.app).await.unwrap(), 1);
+    assert_eq!(botlinkd::housekeeping::step(&app.app).await.unwrap(), 2);
+    let others: serde_json::Value = app
+        .request_as(&other, reqwest::Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(others["events"], serde_json::json!([]), "{others}");
     let feed = app.get_json("/v1/events").await;
     let bodies: Vec<&str> = feed["events"]
         .as_array()

@@ -57,9 +57,13 @@ export function endpointHealth(api, endpointId, report) {
   const queue = h("p", { className: "small muted health-queue" });
   const buttons = Object.entries(RANGES).map(([key, r]) =>
     h("button", { className: "link range", type: "button", "data-range": key, "aria-pressed": "false", onclick: () => show(key) }, r.label));
+  const span = h("div", { className: "chart-span small muted", "aria-hidden": "true" });
+  const legend = h("div", { className: "chart-legend small muted", "aria-hidden": "true" },
+    h("span", { className: "key ok" }), " delivered ", h("span", { className: "key failed" }), " failed ",
+    h("span", { className: "key p50" }), " p50 ", h("span", { className: "key p99" }), " p99 latency");
   const block = h("section", { className: "endpoint-health", "aria-label": "Delivery health" },
     h("div", { className: "health-head" }, h("strong", { className: "small" }, "Deliveries"), ...buttons),
-    chart, figures, queue);
+    chart, span, legend, figures, queue);
   async function show(range) {
     for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.range === range));
     block.dataset.range = range;
@@ -71,6 +75,8 @@ export function endpointHealth(api, endpointId, report) {
       const latency = t.p50 === null ? "no attempts" : `p50 ${t.p50} ms · p99 up to ${t.p99} ms`;
       const summary = `${r.label}: ${t.successes} delivered, ${t.failures} failed; ${latency}`;
       chart.replaceChildren(deliveryChart(stats.buckets, summary));
+      const first = stats.buckets[0];
+      span.replaceChildren(h("span", {}, first ? new Date(first.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ""), h("span", {}, "now"));
       figures.textContent = `${t.successes} delivered · ${t.failures} failed · ${latency}`;
       figures.dataset.failures = String(t.failures);
       queue.textContent = `${stats.waiting} waiting · last success ${stats.last_success_at ? new Date(stats.last_success_at).toLocaleString() : "never"}`;

@@ -34,6 +34,7 @@ use sqlx::Row;
 
 use super::Tx;
 use crate::clock::Millis;
+use crate::store::attempt_stats;
 use crate::store::rules::{self, DeliveryState, PAUSED};
 use crate::store::{AttemptResult, DueDelivery, HandOver, StoreResult};
 
@@ -43,10 +44,11 @@ pub(super) async fn complete(
     tx: &mut Tx,
     results: &[AttemptResult],
     hand_over_to: Option<HandOver>,
+    stats_writer: i32,
 ) -> StoreResult<Vec<DueDelivery>> {
     // The attempts and the endpoints' health first: they touch no queue, so the
     // conversations stay locked only for the moves below (and the commit).
-    let unhealthy = record_attempts(tx, results).await?;
+    let unhealthy = record_attempts(tx, results, stats_writer).await?;
     if !unhealthy.is_empty() {
         record_health(tx, results, &unhealthy).await?;
     }
@@ -104,10 +106,11 @@ async fn lock_queues(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> 
     Ok(())
 }
 
-/// Inserts the attempts; answers the endpoints whose health may change: any that failed, and
-/// any that succeeded while marked as failing (the usual batch changes none, and then no
-/// endpoint row is written or locked).
-async fn record_attempts(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<Vec<String>> {
+/// Inserts the attempts and adds them to `attempt_stats` (under this process's writer, see
+/// `store::attempt_stats`), in one statement; answers the endpoints whose health may change:
+/// any that failed, and any that succeeded while marked as failing (the usual batch changes
+/// none, and then no endpoint row is written or locked).
+async fn record_attempts(tx: &mut Tx, results: &[AttemptResult], stats_writer: i32) -> StoreResult<Vec<String>> {
     let n = results.len();
     let (mut seqs, mut endpoints, mut numbers) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut started, mut durations, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -124,11 +127,21 @@ async fn record_attempts(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<
         errors.push(r.error.as_deref());
         successes.push(r.success);
     }
+    let deltas = attempt_stats::deltas(results);
     Ok(sqlx::query_scalar(
         "WITH recorded AS ( \
            INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
            SELECT * FROM unnest($1::INT8[], $2::TEXT[], $3::INT4[], $4::INT8[], $5::INT8[], $6::INT4[], $7::TEXT[], \
-                                $8::TEXT[], $9::BOOL[])) \
+                                $8::TEXT[], $9::BOOL[])), \
+         counted AS ( \
+           INSERT INTO attempt_stats (endpoint_id, minute, writer, bucket, successes, failures, last_success_at) \
+           SELECT u.endpoint_id, u.minute, $16, u.bucket, u.successes, u.failures, u.last_success_at \
+           FROM unnest($10::TEXT[], $11::INT8[], $12::INT2[], $13::INT8[], $14::INT8[], $15::INT8[]) \
+             AS u(endpoint_id, minute, bucket, successes, failures, last_success_at) \
+           ON CONFLICT (endpoint_id, minute, writer, bucket) DO UPDATE SET \
+             successes = attempt_stats.successes + excluded.successes, \
+             failures = attempt_stats.failures + excluded.failures, \
+             last_success_at = GREATEST(attempt_stats.last_success_at, excluded.last_success_at)) \
          SELECT DISTINCT ep.id FROM unnest($2::TEXT[], $9::BOOL[]) AS o(endpoint_id, success) \
          JOIN endpoints ep ON ep.id = o.endpoint_id WHERE NOT o.success OR ep.failing_since IS NOT NULL",
     )
@@ -141,6 +154,13 @@ async fn record_attempts(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<
     .bind(&responses)
     .bind(&errors)
     .bind(&successes)
+    .bind(deltas.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.minute).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.bucket).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.successes).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.failures).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.last_success_at).collect::<Vec<_>>())
+    .bind(stats_writer)
     .fetch_all(&mut **tx)
     .await?)
 }

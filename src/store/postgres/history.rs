@@ -13,14 +13,13 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row};
 
-use super::Tx;
 use super::append::FEED_SHIFT;
 use super::outbox::{HORIZON_WAIT, event};
 use crate::clock::Millis;
 use crate::events::EventKind;
 use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
 use crate::store::history::{self, Bind, EventQuery, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
-use crate::store::{AttemptResult, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 fn bind_all<'q>(mut query: Query<'q, Postgres, PgArguments>, binds: &'q [Bind]) -> Query<'q, Postgres, PgArguments> {
     for b in binds {
@@ -68,41 +67,6 @@ pub(super) async fn event_history(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-}
-
-/// Adds a batch of outcomes to the statistics, in the batch's transaction, under this
-/// process's `writer` (so processes never contend for a row).
-pub(super) async fn record_stats(tx: &mut Tx, results: &[AttemptResult], writer: i32) -> StoreResult<()> {
-    let deltas = attempt_stats::deltas(results);
-    if deltas.is_empty() {
-        return Ok(());
-    }
-    let endpoints: Vec<&str> = deltas.iter().map(|d| d.endpoint_id.as_str()).collect();
-    let minutes: Vec<i64> = deltas.iter().map(|d| d.minute).collect();
-    let buckets: Vec<i16> = deltas.iter().map(|d| d.bucket).collect();
-    let successes: Vec<i64> = deltas.iter().map(|d| d.successes).collect();
-    let failures: Vec<i64> = deltas.iter().map(|d| d.failures).collect();
-    let last: Vec<i64> = deltas.iter().map(|d| d.last_success_at).collect();
-    sqlx::query(
-        "INSERT INTO attempt_stats (endpoint_id, minute, writer, bucket, successes, failures, last_success_at) \
-         SELECT u.endpoint_id, u.minute, $7, u.bucket, u.successes, u.failures, u.last_success_at \
-         FROM unnest($1::TEXT[], $2::INT8[], $3::INT2[], $4::INT8[], $5::INT8[], $6::INT8[]) \
-           AS u(endpoint_id, minute, bucket, successes, failures, last_success_at) \
-         ON CONFLICT (endpoint_id, minute, writer, bucket) DO UPDATE SET \
-           successes = attempt_stats.successes + excluded.successes, \
-           failures = attempt_stats.failures + excluded.failures, \
-           last_success_at = GREATEST(attempt_stats.last_success_at, excluded.last_success_at)",
-    )
-    .bind(endpoints)
-    .bind(minutes)
-    .bind(buckets)
-    .bind(successes)
-    .bind(failures)
-    .bind(last)
-    .bind(writer)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn endpoint_activity(

@@ -89,7 +89,8 @@
 //! every process reserves its rate-limited sends in; `0007_service_window.sql` adds
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
 //! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue;
-//! `0010_history.sql` the event history's indexes and `attempt_stats`.
+//! `0010_history.sql` the event history's indexes and `attempt_stats`, and drops
+//! `events_by_age` (retention reads `events_history` instance by instance).
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -788,8 +789,7 @@ impl Store for PgStore {
             .bind(payloads)
             .execute(&mut *tx)
             .await?;
-        history::record_stats(&mut tx, &results, self.stats_writer).await?;
-        let handed = complete::complete(&mut tx, &results, hand_over).await?;
+        let handed = complete::complete(&mut tx, &results, hand_over, self.stats_writer).await?;
         tx.commit().await?;
         Ok(handed)
     }

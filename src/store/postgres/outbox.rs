@@ -398,11 +398,14 @@ pub(super) async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreRes
 /// Deletes old, finished events with their deliveries and attempts.
 pub(super) async fn prune_events(pool: &PgPool, before: Millis, limit: u32) -> StoreResult<u32> {
     let mut tx = pool.begin().await?;
+    // Instance by instance, each oldest first through `events_history`.
     let seqs: Vec<i64> = sqlx::query_scalar(
-        "SELECT e.seq FROM events e WHERE e.created_at < $1 \
-           AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
-                           WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
-         ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "SELECT old.seq FROM instances i CROSS JOIN LATERAL ( \
+           SELECT e.seq, e.created_at FROM events e WHERE e.instance_id = i.id AND e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
+                             WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
+           ORDER BY e.created_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED) AS old \
+         LIMIT $2",
     )
     .bind(before)
     .bind(i64::from(limit))

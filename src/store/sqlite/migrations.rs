@@ -8,7 +8,8 @@
 //! `deliveries_dead`; `0006_rate_limit.sql` adds `endpoints.rate_limit`; `0007_service_window.sql`
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
 //! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue; `0010_history.sql` the
-//! event history's indexes and `attempt_stats`.
+//! event history's indexes and `attempt_stats`, and drops `events_by_age` (retention reads
+//! `events_history` instance by instance).
 
 use rusqlite::Connection;
 

@@ -574,16 +574,27 @@ pub(super) fn release_all_leases(conn: &Connection, now: Millis) -> StoreResult<
     Ok(n as u64)
 }
 
-/// Deletes old, finished events with their deliveries and attempts (see [`crate::store::Store::prune`]).
+/// Deletes old, finished events with their deliveries and attempts (see [`crate::store::Store::prune`]),
+/// instance by instance, each oldest first through `events_history`.
 pub(super) fn prune_events(conn: &Connection, before: Millis, limit: u32) -> StoreResult<u32> {
-    let seqs: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT e.seq FROM events e WHERE e.created_at < ?1 \
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
-             ORDER BY e.created_at LIMIT ?2",
-        )?
-        .query_map(params![before, limit], |r| r.get(0))?
+    let instances: Vec<i64> = conn
+        .prepare_cached("SELECT id FROM instances ORDER BY id")?
+        .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut old = conn.prepare_cached(
+        "SELECT e.seq FROM events e WHERE e.instance_id = ?1 AND e.created_at < ?2 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1)) \
+         ORDER BY e.created_at LIMIT ?3",
+    )?;
+    let mut seqs: Vec<i64> = Vec::new();
+    for instance_id in instances {
+        let room = limit as usize - seqs.len();
+        if room == 0 {
+            break;
+        }
+        let found = old.query_map(params![instance_id, before, room], |r| r.get(0))?;
+        seqs.extend(found.collect::<Result<Vec<i64>, _>>()?);
+    }
     for seq in &seqs {
         for sql in [
             "DELETE FROM attempts WHERE event_seq = ?1",

@@ -17,3 +17,7 @@ CREATE TABLE attempt_stats (
     PRIMARY KEY (endpoint_id, minute, writer, bucket)
 );
 CREATE INDEX attempt_stats_by_age ON attempt_stats (minute);
+
+-- Retention finds old events instance by instance through events_history; the global age
+-- index is one write per event fewer.
+DROP INDEX events_by_age;
