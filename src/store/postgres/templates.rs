@@ -46,6 +46,12 @@ pub(super) async fn replace(
 }
 
 pub(super) async fn list(pool: &PgPool, instance_id: i64) -> StoreResult<(Vec<Template>, Option<Millis>)> {
+    // The sync time first: a sync commits its templates and its time together, so templates
+    // read after the time are at least that sync's (never "synced" with a catalogue not yet seen).
+    let synced_at = sqlx::query_scalar("SELECT synced_at FROM template_syncs WHERE instance_id = $1")
+        .bind(instance_id)
+        .fetch_optional(pool)
+        .await?;
     let rows = sqlx::query(
         "SELECT name, language, category, status, body, params, buttons FROM templates \
          WHERE instance_id = $1 ORDER BY name, language",
@@ -68,9 +74,5 @@ pub(super) async fn list(pool: &PgPool, instance_id: i64) -> StoreResult<(Vec<Te
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let synced_at = sqlx::query_scalar("SELECT synced_at FROM template_syncs WHERE instance_id = $1")
-        .bind(instance_id)
-        .fetch_optional(pool)
-        .await?;
     Ok((templates, synced_at))
 }

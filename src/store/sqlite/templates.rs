@@ -39,6 +39,15 @@ pub(super) fn replace(
 }
 
 pub(super) fn list(conn: &Connection, instance_id: i64) -> StoreResult<(Vec<Template>, Option<Millis>)> {
+    // The sync time first: a sync commits its templates and its time together, so templates
+    // read after the time are at least that sync's (never "synced" with a catalogue not yet seen).
+    let synced_at = conn
+        .query_row(
+            "SELECT synced_at FROM template_syncs WHERE instance_id = ?1",
+            [instance_id],
+            |r| r.get(0),
+        )
+        .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT name, language, category, status, body, params, buttons FROM templates \
          WHERE instance_id = ?1 ORDER BY name, language",
@@ -57,12 +66,5 @@ pub(super) fn list(conn: &Connection, instance_id: i64) -> StoreResult<(Vec<Temp
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let synced_at = conn
-        .query_row(
-            "SELECT synced_at FROM template_syncs WHERE instance_id = ?1",
-            [instance_id],
-            |r| r.get(0),
-        )
-        .optional()?;
     Ok((templates, synced_at))
 }
