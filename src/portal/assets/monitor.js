@@ -15,6 +15,9 @@ const monitor = {
   filters: {},
   searching: false,
   loading: false,
+  // Each new list (filters applied, search made) gets a number; an answer for an older one is
+  // dropped, so a slow page of the previous filters never lands in the new list.
+  generation: 0,
 };
 
 export function initMonitor({ report }) {
@@ -73,34 +76,39 @@ function describe(f) {
 
 async function applyFilters() {
   if (!monitor.api) return;
+  const generation = ++monitor.generation;
   const search = $("event-search").value.trim();
   monitor.entries.clear();
   $("event-list").replaceChildren();
+  $("event-list").setAttribute("aria-busy", "true");
   monitor.before = null;
   monitor.searching = Boolean(search);
   if (search) {
-    await find(search);
-    return;
+    await find(search, generation);
+  } else {
+    monitor.filters = readFilters();
+    $("filter-note").textContent = describe(monitor.filters);
+    await loadPage(generation);
   }
-  monitor.filters = readFilters();
-  $("filter-note").textContent = describe(monitor.filters);
-  await loadPage();
+  if (generation === monitor.generation) $("event-list").setAttribute("aria-busy", "false");
 }
 
 // An event id (the webhook-id a receiver saw) or a message id.
-async function find(text) {
+async function find(text, generation) {
   $("filter-note").textContent = `Search results for “${text}”. Clear the search to see the live list again.`;
   try {
+    let found = [];
     if (text.startsWith("evt_")) {
       try {
-        showEvent(await monitor.api.get(`/v1/events/${encodeURIComponent(text)}`), "end");
+        found = [await monitor.api.get(`/v1/events/${encodeURIComponent(text)}`)];
       } catch (error) {
         if (error.status !== 404) throw error;
       }
     } else {
-      const { events } = await monitor.api.get(`/v1/events?order=desc&limit=${PAGE}&message_id=${encodeURIComponent(text)}`);
-      for (const e of events) showEvent(e, "end");
+      found = (await monitor.api.get(`/v1/events?order=desc&limit=${PAGE}&message_id=${encodeURIComponent(text)}`)).events;
     }
+    if (generation !== monitor.generation) return;
+    for (const e of found) showEvent(e, "end");
   } catch (error) {
     monitor.report(error);
   }
@@ -112,10 +120,11 @@ function query(extra) {
   return `/v1/events?${params}`;
 }
 
-async function loadPage() {
+async function loadPage(generation) {
   monitor.loading = true;
   try {
     const page = await monitor.api.get(query(monitor.before ? { before: monitor.before } : {}));
+    if (generation !== monitor.generation) return;
     for (const e of page.events) showEvent(e, "end");
     monitor.before = page.next;
   } catch (error) {
@@ -128,7 +137,7 @@ async function loadPage() {
 }
 
 async function loadOlder() {
-  if (monitor.before) await loadPage();
+  if (monitor.before) await loadPage(monitor.generation);
 }
 
 function updateEmpty() {
