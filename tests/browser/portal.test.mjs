@@ -286,9 +286,9 @@ describe("Cloud Chat Portal", () => {
     assert.match(await entry.locator(".json").textContent(), /"event": "message"/);
     const eventId = await entry.getAttribute("data-event-id");
     const before = receiver.received.filter((r) => r.headers["webhook-id"] === eventId).length;
-    await hideBanner(page);
     await entry.locator("button.resend").click();
     await receiver.waitFor((r) => r.headers["webhook-id"] === eventId && receiver.received.filter((x) => x.headers["webhook-id"] === eventId).length > before);
+    await hideBanner(page);
     await page.screenshot({ path: join(shots, "monitor.png") });
   });
 
