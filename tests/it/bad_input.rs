@@ -234,14 +234,7 @@ async fn another_instances_resources_are_not_found() {
             "{method} {path}"
         );
     }
-    let theirs: Value = app
-        .request_as(&other, Method::GET, "/v1/conversations")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json_as(&other, "/v1/conversations").await;
     assert!(theirs["conversations"].as_array().unwrap().is_empty());
     // Still there for its owner.
     assert_eq!(app.get_json(&format!("/v1/webhooks/{id}")).await["enabled"], true);

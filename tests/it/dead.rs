@@ -119,14 +119,7 @@ async fn dead_deliveries_are_listed_by_endpoint_and_time_and_resent_in_bulk_in_o
 
     // Another instance sees none of it and cannot touch it.
     let other = app.create_instance("other").await;
-    let foreign: Value = app
-        .request_as(&other, Method::GET, "/v1/deliveries/dead")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let foreign: Value = app.get_json_as(&other, "/v1/deliveries/dead").await;
     assert_eq!(bodies(&foreign).len(), 0);
     let refused = app
         .request_as(&other, Method::POST, "/v1/deliveries/dead/resend")

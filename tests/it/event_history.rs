@@ -236,14 +236,7 @@ async fn history_filters_orders_outcomes_stats_and_overview() {
 
     // Another instance sees none of it.
     let other = app.create_instance("other").await;
-    let foreign: Value = app
-        .request_as(&other, Method::GET, "/v1/events?order=desc")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let foreign: Value = app.get_json_as(&other, "/v1/events?order=desc").await;
     assert!(ids(&foreign).is_empty());
     let foreign = app
         .request_as(&other, Method::GET, &format!("/v1/webhooks/{endpoint}/stats"))

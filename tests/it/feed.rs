@@ -40,14 +40,7 @@ async fn events_are_pulled_after_a_cursor() {
 
     // Another instance sees none of these.
     let other = app.create_instance("other").await;
-    let theirs: serde_json::Value = app
-        .request_as(&other, reqwest::Method::GET, "/v1/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: serde_json::Value = app.get_json_as(&other, "/v1/events").await;
     assert!(theirs["events"].as_array().unwrap().is_empty());
 }
 
@@ -125,14 +118,7 @@ async fn finished_events_older_than_the_retention_are_pruned() {
     app.inbound_text("447000000003", "recent").await;
 
     assert_eq!(botlinkd::housekeeping::step(&app.app).await.unwrap(), 2);
-    let others: serde_json::Value = app
-        .request_as(&other, reqwest::Method::GET, "/v1/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let others: serde_json::Value = app.get_json_as(&other, "/v1/events").await;
     assert_eq!(others["events"], serde_json::json!([]), "{others}");
     let feed = app.get_json("/v1/events").await;
     let bodies: Vec<&str> = feed["events"]

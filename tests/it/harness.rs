@@ -265,6 +265,19 @@ impl TestApp {
         body
     }
 
+    /// GET as another instance's keys, expecting 200 and JSON.
+    pub async fn get_json_as(&self, keys: &Keys, path: &str) -> Value {
+        let response = self
+            .request_as(keys, reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, 200, "GET {path} as {}: {body}", keys.app_key);
+        body
+    }
+
     /// POST JSON, returning status and JSON.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
