@@ -33,6 +33,8 @@ export function initMonitor({ report }) {
   for (const id of ["filter-type", "filter-outcome", "filter-time"]) {
     $(id).addEventListener("change", applyFilters);
   }
+  $("filter-time").addEventListener("change", showCustomRange);
+  $("event-filters").addEventListener("reset", () => setTimeout(showCustomRange));
   $("load-older-events").addEventListener("click", loadOlder);
   // Scrolling near the end loads the next page by itself.
   const observer = new IntersectionObserver((seen) => {
@@ -52,16 +54,29 @@ export function stopMonitor() {
   $("event-list").replaceChildren();
 }
 
+// "From … to …" shows two local date-time fields, applied with Apply.
+function showCustomRange() {
+  const custom = $("filter-time").value === "custom";
+  $("filter-from-label").hidden = !custom;
+  $("filter-to-label").hidden = !custom;
+}
+
 function readFilters() {
   const f = {};
   const type = $("filter-type").value;
   const outcome = $("filter-outcome").value;
   const number = $("filter-number").value.trim().replace(/^\+/, "").replace(/[\s()-]/g, "");
-  const seconds = Number($("filter-time").value);
+  const time = $("filter-time").value;
   if (type) f.type = type;
   if (outcome) f.outcome = outcome;
   if (number) f.number = number;
-  if (seconds) f.since = new Date(Date.now() - seconds * 1000).toISOString();
+  if (time === "custom") {
+    // datetime-local values are the browser's local time.
+    if ($("filter-from").value) f.since = new Date($("filter-from").value).toISOString();
+    if ($("filter-to").value) f.until = new Date($("filter-to").value).toISOString();
+  } else if (time) {
+    f.since = new Date(Date.now() - Number(time) * 1000).toISOString();
+  }
   return f;
 }
 
@@ -71,6 +86,7 @@ function describe(f) {
   if (f.outcome) parts.push(`outcome ${f.outcome}`);
   if (f.number) parts.push(`customer ${f.number}`);
   if (f.since) parts.push(`since ${new Date(f.since).toLocaleString()}`);
+  if (f.until) parts.push(`before ${new Date(f.until).toLocaleString()}`);
   return parts.length ? `Showing events with ${parts.join(", ")}. New events that match appear on top.` : "";
 }
 
@@ -156,6 +172,7 @@ export function liveEvent(e) {
   if (f.type && f.type !== e.type) return;
   if (f.number && f.number !== number) return;
   if (f.outcome && f.outcome !== "pending") return;
+  if (f.until && new Date(e.created_at) >= new Date(f.until)) return;
   showEvent({ ...e, outcome: "pending" }, "top");
   updateEmpty();
 }
