@@ -809,14 +809,25 @@ async fn templates_are_synced_from_meta_page_by_page_and_template_sends_are_chec
         .map(|r| r.path)
         .filter(|p| p.contains("/message_templates"))
         .collect();
+    // Each sync walks the pages by the cursor. Housekeeping's first round may see the new
+    // instance before the channel change's own sync has stored anything and sync it too, so
+    // the walk may come twice.
+    let walk = [
+        format!("/v24.0/{WABA_ID}/message_templates?after="),
+        format!("/v24.0/{WABA_ID}/message_templates?after=page1"),
+        format!("/v24.0/{WABA_ID}/message_templates?after=page2"),
+    ];
+    let mut sorted = pages.clone();
+    sorted.sort();
+    let walks = pages.len() / 3;
+    assert!((1..=2).contains(&walks) && pages.len() % 3 == 0, "{pages:?}");
     assert_eq!(
-        pages,
-        [
-            format!("/v24.0/{WABA_ID}/message_templates?after="),
-            format!("/v24.0/{WABA_ID}/message_templates?after=page1"),
-            format!("/v24.0/{WABA_ID}/message_templates?after=page2"),
-        ]
+        sorted,
+        walk.iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), walks))
+            .collect::<Vec<_>>()
     );
+    assert_eq!(pages[0], walk[0], "{pages:?}");
 
     // Sends are checked against the catalogue before anything is queued.
     let send = |name: &str, language: &str, params: Vec<&str>| json!({"to": CUSTOMER, "type": "template", "template": {"name": name, "language": language, "params": params}});
