@@ -820,7 +820,7 @@ async fn templates_are_synced_from_meta_page_by_page_and_template_sends_are_chec
     let mut sorted = pages.clone();
     sorted.sort();
     let walks = pages.len() / 3;
-    assert!((1..=2).contains(&walks) && pages.len() % 3 == 0, "{pages:?}");
+    assert!((1..=2).contains(&walks) && pages.len().is_multiple_of(3), "{pages:?}");
     assert_eq!(
         sorted,
         walk.iter()
