@@ -11,7 +11,7 @@
 //! still wakes it; at shutdown (`App::stopping`) it answers at once.
 //!
 //! **History.** `order=desc` browses newest first by the time each event was stored, paged
-//! with `before` (the previous page's `next`, `null` after the last page). Both orders take
+//! with `before` (the previous page's `next`; `null` when a page comes back short). Both orders take
 //! the filters `type` (comma-separated), `number`, `message_id`, `outcome`, `since` and
 //! `until` (see `store::history` for what each means and which index serves it). Every event
 //! in an answer carries its `outcome`. An unknown `message_id` matches nothing (200, empty).
@@ -82,7 +82,8 @@ struct PullQuery {
     /// Only this customer's conversation (their number).
     #[serde(default)]
     number: Option<String>,
-    /// Only the events carrying this message id (the message's event and its acks).
+    /// Only the events carrying this message id: the message's event, its acks, and a
+    /// customer's reply or reaction quoting it.
     #[serde(default)]
     message_id: Option<String>,
     /// Only events with this outcome: `delivered`, `failing`, `dead` or `pending`.
@@ -142,7 +143,8 @@ impl TryFrom<HistoryEvent> for EventView {
 pub(super) struct Feed {
     events: Vec<EventView>,
     /// Oldest first: the cursor to pass as `after` next time (always set). Newest first: the
-    /// value to pass as `before` for the next page, `null` after the last.
+    /// value to pass as `before` for the next page; `null` when this page was not full (a
+    /// full last page is followed by an empty one).
     next: Option<String>,
 }
 

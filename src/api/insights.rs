@@ -4,7 +4,7 @@
 //!
 //! **Stats** read `attempt_stats` (see `store::attempt_stats`): for each bucket of `bucket`
 //! (a whole number of minutes, `1m` to `1d`, default `1h`) from `since` (RFC 3339, default 24
-//! hours ago, at most 31 days back) to now: attempts, successes, failures, p50 and p99 latency
+//! hours ago, at most 31 days back; a time ahead of the server's clock counts as now) to now: attempts, successes, failures, p50 and p99 latency
 //! (from a histogram, within about 9 %), every bucket present so a chart needs no gap logic;
 //! and now: the deliveries not yet made and the latest success. At most 1,500 buckets.
 //!
@@ -70,14 +70,15 @@ pub(super) struct EndpointStats {
     last_success_at: Option<String>,
 }
 
-/// `since` as given, or `default_back` before now; never more than 31 days back nor ahead.
+/// `since` as given (a time after now, from a client whose clock runs ahead, counts as now),
+/// or `default_back` before now; never more than 31 days back.
 fn start(app: &App, since: Option<&str>, default_back: Millis) -> Result<(Millis, Millis), ApiError> {
     let now = app.now();
-    let since = instant("since", since)?.unwrap_or(now - default_back);
-    if since < now - MAX_LOOKBACK || since > now {
+    let since = instant("since", since)?.unwrap_or(now - default_back).min(now);
+    if since < now - MAX_LOOKBACK {
         return Err(ApiError::bad_request(
             "invalid_time",
-            "`since` must be within the last 31 days and not in the future",
+            "`since` must be within the last 31 days",
         ));
     }
     Ok((since, now))
@@ -92,7 +93,8 @@ fn bucket_width(text: Option<&str>) -> Result<Millis, ApiError> {
     };
     let width = match text {
         None => HOUR,
-        Some(t) => humantime::parse_duration(t.trim()).map_err(|_| refuse())?.as_millis() as Millis,
+        Some(t) => Millis::try_from(humantime::parse_duration(t.trim()).map_err(|_| refuse())?.as_millis())
+            .map_err(|_| refuse())?,
     };
     if !(MINUTE..=24 * HOUR).contains(&width) || width % MINUTE != 0 {
         return Err(refuse());

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::{AttemptResult, rfc3339};
 use crate::clock::Millis;
 
-/// The last latency bucket (about 70 s and above).
+/// The last latency bucket (about 78 s and above).
 pub const LAST_BUCKET: i16 = 66;
 
 /// A minute, in milliseconds.

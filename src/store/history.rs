@@ -11,7 +11,8 @@
 //! a scan.
 //!
 //! **Outcome** is where an event stands towards its endpoints, the worst first: `dead` (the
-//! latest delivery to some endpoint gave up), `failing` (a delivery still retrying after a
+//! latest delivery to some endpoint that still exists gave up; a deleted endpoint's dead
+//! deliveries cannot be resent, so they no longer make the event dead), `failing` (a delivery still retrying after a
 //! failure), `pending` (a delivery not yet made, or waiting its turn), `delivered` (every
 //! endpoint took it), `none` (no endpoint takes its type). [`OUTCOME_CASE`] states it once;
 //! the answer shows it and the filter selects by it. `dead` and `failing` are rare, so their
@@ -20,15 +21,14 @@
 //! order); `pending` events are the newest and `delivered` the most, so those filters read
 //! events newest first and stop at the limit.
 //!
-//! **By message.** A message id finds the events that carry it: the message's own event and
-//! its acks, all in its conversation. The API looks the message up first; the query then
-//! reads that conversation's events and keeps those whose payload holds
-//! `"message_id":"<id>"` (payloads are compact JSON that botlinkd wrote, so the text is exact).
+//! **By message.** A message id finds the events that carry it: the message's own event, its
+//! acks, and a customer's reply or reaction that quotes it (its `context`), all in its
+//! conversation. The API looks the message up first; the query then reads that conversation's
+//! events and keeps those whose payload holds `"message_id":"<id>"` exactly, case included
+//! (payloads are compact JSON that botlinkd wrote, so the text is exact).
 
 use crate::clock::Millis;
 use crate::events::{EventKind, EventRecord};
-
-use super::contains_pattern;
 
 /// Where an event stands towards its endpoints (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,7 @@ impl Outcome {
 /// into one hash of every matching delivery, which reads the whole table for a page of 50.
 pub const OUTCOME_CASE: &str = "CASE \
     WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 3 \
+        AND EXISTS (SELECT 1 FROM endpoints x WHERE x.id = d.endpoint_id) \
         AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq \
                         AND n.endpoint_id = d.endpoint_id AND n.id > d.id) LIMIT 1) IS NOT NULL THEN 'dead' \
     WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) AND d.failures > 0 LIMIT 1) IS NOT NULL \
@@ -141,10 +142,12 @@ impl EventQuery {
         }
     }
 
-    /// The one event with this id.
+    /// The one event with this id, test events included, read as browsing is (not held back
+    /// by the feed's horizon on PostgreSQL).
     pub fn by_id(event_id: &str) -> Self {
         Self {
             event_id: Some(event_id.to_string()),
+            order: HistoryOrder::Descending { before: None },
             ..Self::feed(0, 1)
         }
     }
@@ -212,23 +215,46 @@ pub struct Statement {
 /// The columns selected (the event's, then `outcome`).
 pub const HISTORY_COLUMNS: &str = "e.seq, e.id, e.instance_id, e.kind, e.conversation, e.payload, e.created_at";
 
-/// Writes the query for an instance's events. `placeholder(n)` spells the n-th parameter
-/// (`?n` for SQLite, `$n` for PostgreSQL); `extra_columns` is appended to the select list.
-pub fn history_statement(
-    instance_id: i64,
-    query: &EventQuery,
-    placeholder: impl Fn(usize) -> String,
-    extra_columns: &str,
-) -> Statement {
+/// The little that differs between the backends' SQL here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `?n` placeholders, `instr`.
+    Sqlite,
+    /// `$n` placeholders, `strpos`.
+    Postgres,
+}
+
+impl Dialect {
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// Whether `text` holds `part`, exactly (`LIKE` would ignore case on SQLite).
+    fn contains(self, text: &str, part: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("instr({text}, {part}) > 0"),
+            Dialect::Postgres => format!("strpos({text}, {part}) > 0"),
+        }
+    }
+}
+
+/// Writes the query for an instance's events in a backend's `dialect`; `extra_columns` is
+/// appended to the select list.
+pub fn history_statement(instance_id: i64, query: &EventQuery, dialect: Dialect, extra_columns: &str) -> Statement {
+    let placeholder = |n| dialect.placeholder(n);
     let mut binds = vec![Bind::Int(instance_id)];
     let mut bind = |value: Bind| {
         binds.push(value);
         placeholder(binds.len())
     };
-    let mut conditions = vec![
-        format!("e.instance_id = {}", placeholder(1)),
-        "e.kind != 'test'".to_string(),
-    ];
+    let mut conditions = vec![format!("e.instance_id = {}", placeholder(1))];
+    // An id names one event, a test event too; lists leave test events out.
+    if query.event_id.is_none() {
+        conditions.push("e.kind != 'test'".to_string());
+    }
     if !query.kinds.is_empty() {
         let kinds: Vec<String> = query
             .kinds
@@ -241,11 +267,9 @@ pub fn history_statement(
         conditions.push(format!("e.conversation = {}", bind(Bind::Text(number.clone()))));
     }
     if let Some(message_id) = &query.message_id {
-        let pattern = contains_pattern(&format!(
-            "\"message_id\":{}",
-            serde_json::Value::from(message_id.as_str())
-        ));
-        conditions.push(format!("e.payload LIKE {} ESCAPE '\\'", bind(Bind::Text(pattern))));
+        let text = format!("\"message_id\":{}", serde_json::Value::from(message_id.as_str()));
+        let part = bind(Bind::Text(text));
+        conditions.push(dialect.contains("e.payload", &part));
     }
     if let Some(event_id) = &query.event_id {
         conditions.push(format!("e.id = {}", bind(Bind::Text(event_id.clone()))));
@@ -351,7 +375,7 @@ mod tests {
             order: HistoryOrder::Descending { before: Some((15, 7)) },
             ..EventQuery::feed(0, 50)
         };
-        let s = history_statement(9, &query, |n| format!("${n}"), "");
+        let s = history_statement(9, &query, Dialect::Postgres, "");
         assert!(s.sql.contains("e.kind IN ($2, $3)"), "{}", s.sql);
         assert!(s.sql.contains("e.conversation = $4"), "{}", s.sql);
         assert!(s.sql.contains("WHERE d.state = 3 AND d.endpoint_id IN"), "{}", s.sql);
@@ -385,12 +409,19 @@ mod tests {
     }
 
     #[test]
-    fn a_message_id_is_matched_as_its_json_text_with_wildcards_literal() {
+    fn a_message_id_is_matched_as_its_exact_json_text() {
         let query = EventQuery {
             message_id: Some("wamid_1%".into()),
             ..EventQuery::feed(0, 10)
         };
-        let s = history_statement(1, &query, |n| format!("?{n}"), "");
-        assert_eq!(s.binds[1], Bind::Text(r#"%"message\_id":"wamid\_1\%"%"#.into()));
+        let s = history_statement(1, &query, Dialect::Sqlite, "");
+        assert_eq!(s.binds[1], Bind::Text(r#""message_id":"wamid_1%""#.into()));
+        assert!(s.sql.contains("instr(e.payload, ?2) > 0"), "{}", s.sql);
+        let by_id = history_statement(1, &EventQuery::by_id("evt_1"), Dialect::Postgres, "");
+        assert!(
+            !by_id.sql.contains("'test'"),
+            "an id finds test events too: {}",
+            by_id.sql
+        );
     }
 }

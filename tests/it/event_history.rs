@@ -157,7 +157,6 @@ async fn history_filters_orders_outcomes_stats_and_overview() {
     assert_eq!(ids(&app.get_json(&by("outcome=dead")).await), [b1.as_str()]);
     let one = app.get_json(&format!("/v1/events/{b1}")).await;
     assert_eq!(one["outcome"], "dead");
-
     // Refusals name the problem.
     for (query, code) in [
         ("order=sideways", "invalid_order"),
@@ -244,4 +243,17 @@ async fn history_filters_orders_outcomes_stats_and_overview() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 404);
+
+    // An id finds a test event too (lists leave them out).
+    let (status, tested) = app
+        .post(&format!("/v1/webhooks/{endpoint}/test"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{tested}");
+    let test_event = app
+        .get_json(&format!("/v1/events/{}", tested["event_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(test_event["type"], "test");
+    assert!(
+        !ids(&app.get_json("/v1/events?order=desc").await).contains(&test_event["id"].as_str().unwrap().to_string())
+    );
 }

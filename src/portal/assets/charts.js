@@ -76,7 +76,8 @@ export function sparkline(values, summary) {
   );
 }
 
-// Sums a chart's buckets into the figures its summary names.
+// Sums a chart's buckets into the figures its summary names; the percentiles are the worst
+// bucket's (percentiles of buckets cannot be added up).
 export function totals(buckets) {
   const sum = (field) => buckets.reduce((acc, b) => acc + b[field], 0);
   const p = (field) => {

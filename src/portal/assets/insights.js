@@ -72,7 +72,8 @@ export function endpointHealth(api, endpointId, report) {
       const since = new Date(Date.now() - r.back).toISOString();
       const stats = await api.get(`/v1/webhooks/${endpointId}/stats?since=${encodeURIComponent(since)}&bucket=${r.bucket}`);
       const t = totals(stats.buckets);
-      const latency = t.p50 === null ? "no attempts" : `p50 ${t.p50} ms · p99 up to ${t.p99} ms`;
+      // The worst bucket's percentiles: a chart's buckets cannot be merged into one p50.
+      const latency = t.p50 === null ? "no attempts" : `p50 up to ${t.p50} ms · p99 up to ${t.p99} ms`;
       const summary = `${r.label}: ${t.successes} delivered, ${t.failures} failed; ${latency}`;
       chart.replaceChildren(deliveryChart(stats.buckets, summary));
       const first = stats.buckets[0];

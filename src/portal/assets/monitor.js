@@ -185,8 +185,12 @@ export function liveAttempt(a) {
   label.textContent = a.outcome === "success" ? `✓ ${a.status_code ?? "ok"} · ${a.duration_ms} ms` : `✗ ${a.status_code ?? a.error}`;
   label.dataset.state = a.outcome;
   setOutcome(item, a.outcome === "success" ? "delivered" : "failing");
-  const body = item.querySelector(".attempt-area tbody");
+  // What this page knows from one attempt: a success, or a failure (retrying or, if it was the
+  // last, dead: the list shows that after a reload).
+  const area = item.querySelector(".attempt-area");
+  const body = area.querySelector("tbody");
   if (body) body.append(attemptRow(a));
+  else if (area.childElementCount) area.replaceChildren(attemptTable([a]));
 }
 
 const OUTCOME_NAMES = { delivered: "delivered", failing: "failing", dead: "dead", pending: "pending", none: "no endpoint" };

@@ -18,7 +18,7 @@ use super::outbox::{HORIZON_WAIT, event};
 use crate::clock::Millis;
 use crate::events::EventKind;
 use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
-use crate::store::history::{self, Bind, EventQuery, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
+use crate::store::history::{self, Bind, Dialect, EventQuery, HistoryEvent, HistoryOrder, Outcome, OverviewCounts};
 use crate::store::{StoreError, StoreResult};
 
 fn bind_all<'q>(mut query: Query<'q, Postgres, PgArguments>, binds: &'q [Bind]) -> Query<'q, Postgres, PgArguments> {
@@ -41,7 +41,7 @@ pub(super) async fn event_history(
     let statement = history::history_statement(
         instance_id,
         query,
-        |n| format!("${n}"),
+        Dialect::Postgres,
         if follows_feed { &horizon } else { "" },
     );
     let started = Instant::now();

@@ -8,14 +8,14 @@ use super::corrupt;
 use crate::clock::Millis;
 use crate::events::EventKind;
 use crate::store::attempt_stats::{self, EndpointActivity, StatsRow};
-use crate::store::history::{self, Bind, EventQuery, HistoryEvent, Outcome, OverviewCounts};
+use crate::store::history::{self, Bind, Dialect, EventQuery, HistoryEvent, Outcome, OverviewCounts};
 use crate::store::{AttemptResult, StoreResult};
 
 /// The statistics writer of the one SQLite process.
 const WRITER: i64 = 0;
 
 pub(super) fn event_history(conn: &Connection, instance_id: i64, query: &EventQuery) -> StoreResult<Vec<HistoryEvent>> {
-    let statement = history::history_statement(instance_id, query, |n| format!("?{n}"), "");
+    let statement = history::history_statement(instance_id, query, Dialect::Sqlite, "");
     let values = statement.binds.into_iter().map(|b| match b {
         Bind::Int(i) => Value::Integer(i),
         Bind::Text(t) => Value::Text(t),
