@@ -106,7 +106,8 @@ pub(super) struct EventView {
     kind: &'static str,
     created_at: String,
     /// Where it stands towards the endpoints, the worst first: `dead`, `failing`, `pending`,
-    /// `delivered`, or `none` when no endpoint takes it. Always set here; left out on the
+    /// `delivered`, or `none` when no endpoint takes it (or the only one that gave up on it was
+    /// deleted). Always set here; left out on the
     /// live stream, whose events are new (their attempts follow as `attempt` items).
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'static str>,

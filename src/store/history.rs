@@ -14,7 +14,8 @@
 //! latest delivery to some endpoint that still exists gave up; a deleted endpoint's dead
 //! deliveries cannot be resent, so they no longer make the event dead), `failing` (a delivery still retrying after a
 //! failure), `pending` (a delivery not yet made, or waiting its turn), `delivered` (every
-//! endpoint took it), `none` (no endpoint takes its type). [`OUTCOME_CASE`] states it once;
+//! endpoint took it), `none` (no endpoint takes its type, or the only one that gave up on it
+//! was deleted since). [`OUTCOME_CASE`] states it once;
 //! the answer shows it and the filter selects by it. `dead` and `failing` are rare, so their
 //! filters start from those deliveries (the partial indexes `deliveries_dead` and
 //! `deliveries_queue`, reached through the instance's endpoints, joined to events in that
@@ -41,7 +42,7 @@ pub enum Outcome {
     Dead,
     /// A delivery has not been made yet (due, in flight, or behind an earlier event).
     Pending,
-    /// No endpoint takes it.
+    /// No endpoint takes it (or the only one that gave up on it was deleted).
     None,
 }
 
@@ -85,7 +86,7 @@ pub const OUTCOME_CASE: &str = "CASE \
     WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) AND d.failures > 0 LIMIT 1) IS NOT NULL \
         THEN 'failing' \
     WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) LIMIT 1) IS NOT NULL THEN 'pending' \
-    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq LIMIT 1) IS NOT NULL THEN 'delivered' \
+    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 2 LIMIT 1) IS NOT NULL THEN 'delivered' \
     ELSE 'none' END";
 
 /// Which way a page goes.

@@ -257,3 +257,34 @@ async fn history_filters_orders_outcomes_stats_and_overview() {
         !ids(&app.get_json("/v1/events?order=desc").await).contains(&test_event["id"].as_str().unwrap().to_string())
     );
 }
+
+#[tokio::test]
+async fn an_event_is_dead_only_towards_an_endpoint_that_still_exists() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(T0);
+        c.background_workers = false;
+        c.retry_schedule = RetrySchedule::new(Vec::new(), 0.0);
+    })
+    .await;
+    let refusing = Receiver::start_with(Arc::new(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO))).await;
+    let endpoint = app.create_webhook(&refusing.url, Some(&["message"])).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.inbound_text(ANN, "never taken").await;
+    app.app.engine.step().await.unwrap();
+    let dead = app.get_json("/v1/events?order=desc&outcome=dead").await;
+    assert_eq!(outcomes(&dead), ["dead"], "{dead}");
+
+    let removed = app
+        .request(Method::DELETE, &format!("/v1/webhooks/{endpoint}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success());
+    // Nothing can be resent to a deleted endpoint: the event is no longer dead, in the list
+    // and in the filter alike.
+    assert!(ids(&app.get_json("/v1/events?order=desc&outcome=dead").await).is_empty());
+    let all = app.get_json("/v1/events?order=desc").await;
+    assert_eq!(outcomes(&all), ["none"], "{all}");
+}
