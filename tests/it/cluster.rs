@@ -206,6 +206,69 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
 }
 
+/// The notices go out on a connection of their own after each commit; when that connection
+/// is cut (a restart, a proxy's idle timeout), the next event still reaches the other
+/// process's watchers: the notifier sends it again on a new connection.
+#[tokio::test]
+async fn events_still_reach_another_process_after_the_notifier_loses_its_connection() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 2).await;
+    let client = reqwest::Client::new();
+    let inbound = |body: &'static str| {
+        client
+            .post(format!("{}/v1/sandbox/inbound", nodes[1].base))
+            .basic_auth(&app_key, Some(&auth_key))
+            .json(&json!({"from": "447123456789", "body": body}))
+            .send()
+    };
+    let mut stream = client
+        .get(format!("{}/v1/stream", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send()
+        .await
+        .unwrap();
+    let ready = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let mut seen = String::new();
+    // Once, so that node 2's notifier has its connection.
+    let first: Value = inbound("before").await.unwrap().json().await.unwrap();
+    assert!(stream_shows(&mut stream, &mut seen, first["message_id"].as_str().unwrap()).await);
+
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'botlinkd-notifier'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        cut,
+        [true],
+        "node 2, the only one that wrote, has its notifier connection"
+    );
+
+    let after: Value = inbound("after").await.unwrap().json().await.unwrap();
+    assert!(
+        stream_shows(&mut stream, &mut seen, after["message_id"].as_str().unwrap()).await,
+        "node 1's stream showed the first event written after the cut"
+    );
+}
+
+/// Whether `stream` shows `text` (read into `seen`) within [`PATIENCE`].
+async fn stream_shows(stream: &mut reqwest::Response, seen: &mut String, text: &str) -> bool {
+    tokio::time::timeout(PATIENCE, async {
+        while !seen.contains(text) {
+            seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// Writers in three processes, a pull reader on each process following the feed, and one
 /// transaction that takes its feed position first and commits last (as a slow writer would):
 /// every reader sees every event exactly once, all in the same cursor order.

@@ -50,7 +50,8 @@
 //! of the append to a queue is its head when the queue has nothing unfinished), pauses those
 //! of disabled endpoints, leases up to a hand-over's limit of an event's deliveries to enabled
 //! endpoints (heads leased; waiting ones returned with `after`, the delivery they follow), and
-//! announces each instance's newest position on `botlinkd_events` (see `super`).
+//! answers each instance's newest position, which the caller announces on `botlinkd_events`
+//! once it has committed (see `super::notifier`).
 
 use std::sync::{Arc, LazyLock};
 
@@ -104,17 +105,22 @@ pub(super) struct NewEvent<'a> {
     pub hand_over: Option<HandOver>,
 }
 
+/// An instance's newest position after a write, and whether the write left a delivery due for
+/// a claim loop: what [`super::notifier::Notifier::events`] announces once it has committed.
+pub(super) type Newest = (i64, i64, bool);
+
 /// What an append wrote: the events, in the order given, and the deliveries it handed over.
 pub(super) struct Appended {
     /// The stored events.
     pub records: Vec<EventRecord>,
     /// Claimed deliveries (heads) and deliveries that follow another (`after` set, not leased).
     pub handed: Vec<DueDelivery>,
+    /// What to announce once the transaction commits, per instance.
+    pub newest: Vec<Newest>,
 }
 
-/// Appends events with a delivery for each endpoint whose filter accepts them, and
-/// announces them to every process (on [`super::EVENTS_CHANNEL`], when it commits), in one
-/// statement. A delivery is the head of its queue (`pending`) when nothing of its queue is
+/// Appends events with a delivery for each endpoint whose filter accepts them, in one
+/// statement; the caller announces `newest` once it has committed. A delivery is the head of its queue (`pending`) when nothing of its queue is
 /// unfinished and no earlier event of this append goes to the same queue; otherwise it waits
 /// behind. A disabled endpoint's deliveries are paused. With a hand-over, up to its limit of
 /// an event's deliveries to enabled endpoints are returned: heads already leased, and
@@ -127,6 +133,7 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
         return Ok(Appended {
             records: Vec::new(),
             handed: Vec::new(),
+            newest: Vec::new(),
         });
     }
     static APPEND: LazyLock<String> = LazyLock::new(|| statement("", "", ""));
@@ -137,7 +144,7 @@ pub(super) async fn append<'a>(tx: &mut Tx, events: &[NewEvent<'a>]) -> StoreRes
 
 /// The text of an append statement (see [`append`]): `before` adds CTEs ahead of the
 /// events' `input`, `filter` a condition on each event row `i` (its index is `i.idx`), and
-/// `columns` more columns to the answer. The events take parameters `$1` to `$12`
+/// `columns` more columns to the answer. The events take parameters `$1` to `$11`
 /// (see [`Columns::bind`]); whatever the additions use comes after.
 pub(super) fn statement(before: &str, filter: &str, columns: &str) -> String {
     let filter = if filter.is_empty() {
@@ -155,10 +162,19 @@ pub(super) fn read_appended(
     events: &[NewEvent<'_>],
     stored: impl Fn(usize) -> bool,
 ) -> StoreResult<Appended> {
-    let xid: i64 = rows
+    let first = rows
         .first()
-        .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?
-        .try_get("xid")?;
+        .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?;
+    let xid: i64 = first.try_get("xid")?;
+    let instances: Vec<i64> = first.try_get::<Option<_>, _>("newest_instances")?.unwrap_or_default();
+    let seqs: Vec<i64> = first.try_get::<Option<_>, _>("newest_seqs")?.unwrap_or_default();
+    let due: Vec<bool> = first.try_get::<Option<_>, _>("newest_due")?.unwrap_or_default();
+    let newest = instances
+        .into_iter()
+        .zip(seqs)
+        .zip(due)
+        .map(|((i, s), d)| (i, s, d))
+        .collect();
     let position = |index: usize| (xid << FEED_SHIFT) | index as i64;
     let records: Vec<EventRecord> = events
         .iter()
@@ -208,7 +224,11 @@ pub(super) fn read_appended(
             after: if state == 0 { row.try_get("after")? } else { None },
         });
     }
-    Ok(Appended { records, handed })
+    Ok(Appended {
+        records,
+        handed,
+        newest,
+    })
 }
 
 /// The events of an append, numbered in the transaction: each event's feed position is the
@@ -223,8 +243,8 @@ FROM unnest($1::INT8[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::TEXT[], $6::TEXT
 /// place in its queue (the first of this append to a queue is its head when the queue has
 /// nothing unfinished); `inserted` numbers deliveries in event order, so a queue's row ids
 /// follow its events; `handed` pairs each waiting delivery with the one ahead of it;
-/// `notified` announces each instance's newest position (sent at commit), marked `handed`
-/// when no delivery was left due for a claim loop (every head went to this process's engine).
+/// `newest` is each instance's newest position, `due` unless every head went to this
+/// process's engine (nothing left for a claim loop).
 const APPEND_CTES: &str = "\
 stored AS ( \
   INSERT INTO events (seq, id, instance_id, kind, conversation, payload, created_at) \
@@ -251,16 +271,23 @@ handed AS ( \
          CASE WHEN ep.previous_secret_until > p.at THEN ep.previous_secret END AS previous_secret, ep.rate_limit \
   FROM inserted d JOIN placed p ON p.seq = d.event_seq AND p.endpoint_id = d.endpoint_id \
   JOIN endpoints ep ON ep.id = d.endpoint_id), \
-notified AS ( \
-  SELECT pg_notify($12, i.inst::TEXT || ':' || max(i.seq)::TEXT || \
-                        CASE WHEN bool_or(p.head AND p.enabled AND NOT p.handed) THEN '' ELSE ':handed' END) \
+newest AS ( \
+  SELECT i.inst, max(i.seq) AS seq, COALESCE(bool_or(p.head AND p.enabled AND NOT p.handed), FALSE) AS due \
   FROM input i LEFT JOIN placed p ON p.seq = i.seq GROUP BY i.inst)";
 
-/// The answer: always one row with the transaction id (`xid`), then one per delivery handed
-/// over. Counting `notified` makes it run.
+/// The answer: always one row with the transaction id (`xid`) and the instances' newest
+/// positions, then one per delivery handed over.
 const APPEND_ANSWER: &str = "\
-pg_current_xact_id()::TEXT::INT8 AS xid, (SELECT count(*) FROM notified) AS notices, h.* \
+pg_current_xact_id()::TEXT::INT8 AS xid, \
+(SELECT array_agg(inst) FROM newest) AS newest_instances, (SELECT array_agg(seq) FROM newest) AS newest_seqs, \
+(SELECT array_agg(due) FROM newest) AS newest_due, h.* \
 FROM (SELECT 1) AS one LEFT JOIN handed h ON h.handed";
+
+/// The columns of an append statement's answer and their types (`RETURNS TABLE` of a routine
+/// that ends in one, see `super::routines`).
+pub(super) const ANSWER_TYPES: &str = "xid INT8, newest_instances INT8[], newest_seqs INT8[], newest_due BOOL[], \
+id INT8, event_seq INT8, endpoint_id TEXT, state INT2, lease_until INT8, after INT8, handed BOOL, \
+url TEXT, secret TEXT, previous_secret TEXT, rate_limit INT4";
 
 /// A query with its parameters.
 pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
@@ -289,7 +316,7 @@ impl<'a> Columns<'a> {
         columns
     }
 
-    /// Binds `$1` to `$12` of an append statement.
+    /// Binds `$1` to `$11` of an append statement.
     pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.index)
@@ -303,7 +330,6 @@ impl<'a> Columns<'a> {
             .bind(&self.hand_limit)
             .bind(&self.lease)
             .bind(PAUSED)
-            .bind(super::EVENTS_CHANNEL)
     }
 
     fn with_capacity(n: usize) -> Self {

@@ -1,52 +1,54 @@
 //! Group commit for customers' messages on PostgreSQL.
 //!
 //! `record_inbound` is the write every customer message makes, and under load many arrive at
-//! once. Each call hands its message to this module's dispatcher, which gathers whatever is
-//! queued (up to [`MAX_BATCH`]) into a batch and writes the batch in one transaction of four
-//! round trips: `BEGIN` (with the delivery path's `SET LOCAL`s, see `super::begin_hot`), the
-//! conversation locks, one set-based statement, and `COMMIT`: one WAL flush for dozens of
-//! messages instead of for each. No caller is answered before the commit returns, and
-//! `synchronous_commit` stays as the server has it, so an answered message is durable.
+//! once. Each call hands its message to this module's writer, which gathers whatever is
+//! queued (up to [`MAX_BATCH`]) into a batch and writes the batch as one transaction in one
+//! round trip: a call of the ingest routine ([`ROUTINE`], see `super::routines`), which takes
+//! the batch's conversation locks, writes it with one set-based statement and commits: one
+//! WAL flush for dozens of messages instead of for each, and no lock held while botlinkd and
+//! PostgreSQL wait for each other. No caller is answered before the commit returns, and
+//! `synchronous_commit` stays as the server has it, so an answered message is durable. The
+//! batch is announced to the other processes after it commits (`super::notifier`), so its
+//! commit shares a WAL flush with whatever else commits at that moment.
 //!
 //! The statement ([`INGEST`] in front of the append, see [`super::append::statement`]) takes
 //! the batch as `unnest` arrays and writes the messages (`ON CONFLICT (id) DO NOTHING`, so a
 //! repeated wamid is skipped, within the batch as across batches), the conversations
-//! (aggregated per conversation), the events of the new messages with every delivery, and one
-//! `NOTIFY` per instance. The locks stay a statement of their own because a statement reads
-//! with the snapshot it started with: one that waited for a lock inside itself would not see
-//! the previous writer's deliveries.
+//! (aggregated per conversation), and the events of the new messages with every delivery. The
+//! locks come first, as a statement of their own inside the routine, because a statement
+//! reads with the snapshot it started with: one that waited for a lock inside itself would not
+//! see the previous lock holder's deliveries.
 //!
-//! One batch ([`WRITERS`]) is in flight at a time per process: the next one gathers while it
-//! commits. (Two in flight measured no faster with one process, and with three processes on
-//! one database it made each batch a third smaller and cost about 10 % of the throughput: a
-//! batch's fixed cost, opening and locking some twenty tables and indexes, a commit, is
-//! most of what a small batch costs.)
+//! One batch is in flight at a time per process: the next one gathers while it commits. (Two
+//! in flight, unpartitioned, made each batch smaller and waited on each other's conversation
+//! locks; two lanes partitioned by conversation measured within the noise on the 2-core
+//! bench machine, where the CPU, not the writer, is what runs out. See docs/perf-log.md.)
 //!
-//! Batches lock their conversations like any other writer (see [`super::append`]), so two
-//! batches only wait for each other when they share a conversation.
+//! Batches lock their conversations like any other writer (see [`super::append`]), so batches
+//! of several processes only wait for each other when they share a conversation.
 //!
-//! A batch that fails is rolled back and its messages are written again one transaction each,
-//! so one bad message does not fail its neighbours. When the database is out of reach (a lost
+//! A batch that fails is rolled back and its messages are written again one call each, so one
+//! bad message does not fail its neighbours. When the database is out of reach (a lost
 //! connection, a restart, no connection to be had), the whole batch fails instead: every
 //! caller gets the error (a 503) and nothing of the batch was written, or, for a connection
-//! lost during `COMMIT` itself, all of it was; a client's retry with the same wamid or
+//! lost while the commit was under way, all of it was; a client's retry with the same wamid or
 //! Idempotency-Key settles it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use sqlx::{PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::append::{self, NewEvent};
+use super::notifier::Notifier;
+use super::routines::Routine;
 use crate::events::{EventDraft, EventRecord};
 use crate::messages::Direction;
 use crate::store::{DueDelivery, HandOver, NewMessage, StoreError, StoreResult};
 
 /// The most messages written in one transaction.
 const MAX_BATCH: usize = 256;
-/// Batches written at the same time, per process.
-const WRITERS: usize = 1;
 
 /// What `record_inbound` answers: the event and the deliveries handed over, or `None` for a
 /// message stored before.
@@ -74,11 +76,17 @@ pub(super) struct Ingest {
     requests: mpsc::UnboundedSender<Request>,
 }
 
+/// Where a batch is written and announced.
+struct Writer {
+    pool: PgPool,
+    notifier: Arc<Notifier>,
+}
+
 impl Ingest {
-    /// Starts the dispatcher; it ends when the handle is dropped.
-    pub(super) fn start(pool: PgPool) -> Self {
+    /// Starts the writer; it ends when the handle is dropped.
+    pub(super) fn start(pool: PgPool, notifier: Arc<Notifier>) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(pool, queue));
+        tokio::spawn(run(Writer { pool, notifier }, queue));
         Self { requests }
     }
 
@@ -92,29 +100,19 @@ impl Ingest {
     }
 }
 
-async fn dispatch(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request>) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
+/// Writes whatever is queued as one batch, then the next, until the handle is dropped. While
+/// a batch is written, the next gathers.
+async fn run(writer: Writer, mut queue: mpsc::UnboundedReceiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // Wait for a free writer first: while both write, requests gather into the next batch.
-        let Ok(writer) = writers.clone().acquire_owned().await else {
-            return;
-        };
-        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let pool = pool.clone();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        tokio::spawn(async move {
-            write_and_answer(&pool, requests).await;
-            drop(writer);
-        });
+        write_and_answer(&writer, requests).await;
     }
 }
 
-async fn write_and_answer(pool: &PgPool, requests: Vec<Request>) {
+async fn write_and_answer(writer: &Writer, requests: Vec<Request>) {
     let (inbound, replies): (Vec<Inbound>, Vec<_>) = requests.into_iter().map(|r| (r.inbound, r.reply)).unzip();
-    match write_batch(pool, &inbound).await {
+    match write_batch(writer, &inbound).await {
         Ok(recorded) => {
             for (reply, answer) in replies.into_iter().zip(recorded) {
                 let _ = reply.send(Ok(answer));
@@ -135,24 +133,35 @@ async fn write_and_answer(pool: &PgPool, requests: Vec<Request>) {
         Err(error) => {
             tracing::debug!(error = %error, "postgres batch failed; writing its messages one by one");
             for (one, reply) in inbound.chunks(1).zip(replies) {
-                let answer = write_batch(pool, one).await.map(|mut r| r.pop().flatten());
+                let answer = write_batch(writer, one).await.map(|mut r| r.pop().flatten());
                 let _ = reply.send(answer);
             }
         }
     }
 }
 
-/// Writes a batch in one transaction: the conversation locks, then one statement (see
-/// [`INGEST`]), then the commit. Answers each message's outcome in order.
-async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Recorded>> {
-    static STATEMENT: LazyLock<String> =
-        LazyLock::new(|| append::statement(INGEST, "i.idx IN (SELECT idx FROM fresh)", FRESH));
-    let mut tx = super::begin_hot(pool).await?;
-    append::lock_conversations(
-        &mut tx,
-        batch.iter().map(|b| (b.instance_id, b.event.conversation.as_str())),
+/// The ingest transaction as a function (see `super::routines`): the batch's conversation
+/// locks, then the statement (see [`INGEST`]); called on its own, it commits before it answers.
+pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
+    let statement = append::statement(INGEST, "i.idx IN (SELECT idx FROM fresh)", FRESH);
+    Routine::new(
+        "botlinkd_ingest",
+        "INT8[], TEXT[], INT8[], TEXT[], TEXT[], TEXT[], INT8[], INT2[], INT8[], INT8[], INT8, \
+         TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], INT8[], TEXT[]",
+        &format!("fresh INT8[], {}", append::ANSWER_TYPES),
+        &format!("{LOCKS} RETURN QUERY {statement};"),
     )
-    .await?;
+});
+
+/// The conversation locks of the batch's events (instance `$3`, conversation `$5`), in key
+/// order, as `append::lock_conversations` takes them.
+const LOCKS: &str = "PERFORM pg_advisory_xact_lock(k) FROM ( \
+  SELECT DISTINCT hashtextextended(c, i) AS k FROM unnest($5, $3) AS u(c, i) ORDER BY k) AS keys;";
+
+/// Writes a batch in one transaction, one call of [`ROUTINE`], and announces it. Answers each
+/// message's outcome in order.
+async fn write_batch(writer: &Writer, batch: &[Inbound]) -> StoreResult<Vec<Recorded>> {
+    static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(21));
     let events: Vec<NewEvent<'_>> = batch
         .iter()
         .map(|b| NewEvent {
@@ -164,8 +173,8 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
     let event_columns = append::Columns::new(&events);
     let message_columns = MessageColumns::new(batch);
     let rows = message_columns
-        .bind(event_columns.bind(sqlx::query(&STATEMENT)))
-        .fetch_all(&mut *tx)
+        .bind(event_columns.bind(sqlx::query(&CALL)))
+        .fetch_all(&writer.pool)
         .await?;
     let fresh: Vec<i64> = rows
         .first()
@@ -175,7 +184,7 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
         .unwrap_or_default();
     let stored = |index: usize| fresh.binary_search(&(index as i64)).is_ok();
     let appended = append::read_appended(&rows, &events, stored)?;
-    tx.commit().await?;
+    writer.notifier.events(appended.newest);
 
     let mut handed: HashMap<i64, Vec<DueDelivery>> = HashMap::new();
     for due in appended.handed {
@@ -204,8 +213,8 @@ async fn write_batch(pool: &PgPool, batch: &[Inbound]) -> StoreResult<Vec<Record
 /// written by `record_outbound`).
 const INGEST: &str = "\
 m AS ( \
-  SELECT * FROM unnest($1::INT8[], $13::TEXT[], $3::INT8[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], \
-                       $18::TEXT[], $19::TEXT[], $20::TEXT[], $21::INT8[], $22::TEXT[]) \
+  SELECT * FROM unnest($1::INT8[], $12::TEXT[], $3::INT8[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], \
+                       $17::TEXT[], $18::TEXT[], $19::TEXT[], $20::INT8[], $21::TEXT[]) \
     AS m(idx, id, inst, dir, customer, business, kind, body, detail, status, at, name)), \
 first AS (SELECT DISTINCT ON (id) * FROM m ORDER BY id, idx), \
 kept AS ( \
@@ -228,7 +237,7 @@ talks AS ( \
 /// The batch indexes of the new messages, in order.
 const FRESH: &str = "(SELECT array_agg(idx ORDER BY idx) FROM fresh) AS fresh,";
 
-/// The batch's messages as the ingest statement's parallel arrays (`$13` to `$22`; the
+/// The batch's messages as the ingest statement's parallel arrays (`$12` to `$21`; the
 /// index and instance are the events' `$1` and `$3`).
 struct MessageColumns<'a> {
     ids: Vec<&'a str>,

@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::Tx;
+use super::append::Newest;
 use crate::clock::Millis;
 use crate::messages::{Direction, MessageStatus, StoredMessage};
 use crate::store::{
@@ -259,8 +260,9 @@ pub(super) async fn idempotent_response(
         .transpose()
 }
 
-/// Moves an outgoing message's status forward and publishes its ack (see the trait).
-pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreResult<StatusOutcome> {
+/// Moves an outgoing message's status forward and publishes its ack (see the trait); with the
+/// outcome, what to announce once the transaction commits.
+pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreResult<(StatusOutcome, Vec<Newest>)> {
     let current: Option<String> = sqlx::query_scalar(
         "SELECT status FROM messages WHERE id = $1 AND instance_id = $2 AND direction = 'outbound' FOR UPDATE",
     )
@@ -269,7 +271,7 @@ pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreRes
     .fetch_optional(&mut **tx)
     .await?;
     let Some(current) = current.as_deref().and_then(MessageStatus::parse) else {
-        return Ok(StatusOutcome::NotFound);
+        return Ok((StatusOutcome::NotFound, Vec::new()));
     };
     sqlx::query("DELETE FROM scheduled_statuses WHERE message_id = $1 AND status = $2")
         .bind(&change.message_id)
@@ -277,7 +279,7 @@ pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreRes
         .execute(&mut **tx)
         .await?;
     if !current.can_advance_to(change.status) {
-        return Ok(StatusOutcome::Stale(current));
+        return Ok((StatusOutcome::Stale(current), Vec::new()));
     }
     sqlx::query("UPDATE messages SET status = $2 WHERE id = $1")
         .bind(&change.message_id)
@@ -296,7 +298,7 @@ pub(super) async fn apply_status(tx: &mut Tx, change: &StatusChange) -> StoreRes
         hand_over: None,
     };
     let mut appended = super::append::append(tx, &[event]).await?;
-    Ok(StatusOutcome::Applied(appended.records.remove(0)))
+    Ok((StatusOutcome::Applied(appended.records.remove(0)), appended.newest))
 }
 
 /// The id and customer of the outgoing message a channel knows by `external_id`.

@@ -2,7 +2,8 @@
 //!
 //! With SQLite, the store's guarantees rest on one fact: a single writer thread in a single
 //! process does every write, one after the other. Here many processes write at once, each over
-//! a pool of 16 connections (one of them held by the listener), so each guarantee is kept by a
+//! a pool of 16 connections (one of them held by the listener; the notifier has one more of
+//! its own), so each guarantee is kept by a
 //! mechanism of its own; the rest of the program sees the same `Store` trait. The processes
 //! never talk to each other directly: everything they coordinate goes through the database
 //! (advisory locks, row locks, leases, `LISTEN`/`NOTIFY`). No lock covers a whole instance:
@@ -36,20 +37,24 @@
 //! the same moment is left without an endpoint, never claimed (claims join `endpoints`) and
 //! pruned with its event (pruning counts only deliveries whose endpoint exists).
 //!
-//! **The delivery path's transactions** (ingest and completion) begin with `BEGIN_HOT`, so
-//! their array statements are planned once per connection and reach their rows through
-//! indexes (see `begin_hot`). sqlx prepares each statement once per connection and reuses it.
+//! **The delivery path's transactions** are planned once per connection and reach their rows
+//! through indexes: a completion begins with `BEGIN_HOT` (see `begin_hot`), and an ingest batch
+//! is one call of a PL/pgSQL routine with the same settings (see `routines`), the whole
+//! transaction in one round trip. sqlx prepares each statement once per connection and reuses
+//! it; PL/pgSQL keeps the routine's plans for the connection's life.
 //!
-//! **Announcements.** The append statement calls `pg_notify('botlinkd_events',
-//! '<instance_id>:<seq>[:handed]')` once per instance with its newest position; `:handed` says
-//! that the write left no head due for a claim loop (every one was leased to the writing
-//! process's engine), so the other processes' engines need not look. A completion sends its
-//! outcomes on `botlinkd_attempts` in as few notices as fit under PostgreSQL's 8,000-byte
-//! limit: `<origin>\n[{instance_id, notice}, …]` (an outcome too large for a notice alone goes
-//! with its response excerpt and error cut to 200 characters). A trigger on `instances`
-//! (migration `0005`) announces every changed instance on `botlinkd_instances`. PostgreSQL
-//! delivers notifications only when the transaction commits, and drops them when it rolls
-//! back, so a notice never runs ahead of its data.
+//! **Announcements.** A write that appended events announces, once it has committed, each
+//! instance's newest position on `botlinkd_events` as `<instance_id>:<seq>[:handed]`;
+//! `:handed` says that the write left no head due for a claim loop (every one was leased to
+//! the writing process's engine), so the other processes' engines need not look. A completion
+//! sends its outcomes on `botlinkd_attempts` in as few notices as fit under PostgreSQL's
+//! 8,000-byte limit: `<origin>\n[{instance_id, notice}, …]` (an outcome too large for a
+//! notice alone goes with its response excerpt and error cut to 200 characters). Both go out
+//! through `notifier`, after the commit and on a connection of its own, never from inside the
+//! write: a `NOTIFY` makes its transaction's commit take a cluster-wide lock until its WAL is
+//! flushed, which would make every write of the delivery path commit alone. A trigger on
+//! `instances` (migration `0005`) announces every changed instance on `botlinkd_instances`
+//! from inside its (rare) transaction. Either way a notice never runs ahead of its data.
 //!
 //! Each `PgStore` keeps one connection as a `PgListener` on the three channels; a task turns
 //! notifications into [`ClusterNotice`]s on an unbounded channel, which the server takes with
@@ -78,7 +83,8 @@
 //! **Migrations** run in [`PgStore::open`], in one transaction that first takes
 //! `pg_advisory_xact_lock(LOCK_SPACE, 0)` (the two-key lock space, apart from the one-key space
 //! of the conversation locks). The table `botlinkd_migrations` has one row per applied file;
-//! the files after that count are run and recorded. Processes that start together wait for one
+//! the files after that count are run and recorded, and then this build's routines are created
+//! if the database lacks them (see `routines`). Processes that start together wait for one
 //! another, and a failed migration leaves nothing behind. `0001_core.sql` is SQLite's schema
 //! (with `unread` and the age indexes already in) with `BIGSERIAL` sequences, `BOOLEAN` flags,
 //! instance ids from a sequence starting at 10001, and the unique partial index
@@ -121,7 +127,9 @@ mod ingest;
 mod instance_cache;
 mod media;
 mod messages;
+mod notifier;
 mod outbox;
+mod routines;
 mod templates;
 
 use std::sync::{Arc, Mutex};
@@ -173,6 +181,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The group commit for customers' messages.
     ingest: ingest::Ingest,
+    /// Announces committed writes to the other processes.
+    notifier: Arc<notifier::Notifier>,
     /// Instances looked up by App Key.
     instances: Arc<instance_cache::InstanceCache>,
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
@@ -206,7 +216,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         migrate(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -249,8 +259,10 @@ impl PgStore {
                 }
             }
         });
+        let notifier = Arc::new(notifier::Notifier::start(options));
         Ok(Self {
-            ingest: ingest::Ingest::start(pool.clone()),
+            ingest: ingest::Ingest::start(pool.clone(), notifier.clone()),
+            notifier,
             instances,
             pool,
             notices: Mutex::new(Some(rx)),
@@ -264,8 +276,8 @@ impl PgStore {
     }
 }
 
-/// How the transactions of the delivery path begin (ingest and completion; see
-/// [`begin_hot`]).
+/// How a completion's transaction begins (see [`begin_hot`]; the ingest routine sets the same
+/// for itself, see `routines`).
 const BEGIN_HOT: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
 
 /// Begins a transaction of the delivery path, whose statements are planned once per
@@ -382,6 +394,7 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
             .await?;
         tracing::info!(version = index + 1, "applied postgres migration");
     }
+    routines::install(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -538,9 +551,10 @@ impl Store for PgStore {
                 hand_over: None,
             })
             .collect();
-        let records = append::append(&mut tx, &new_events).await?.records;
+        let appended = append::append(&mut tx, &new_events).await?;
         tx.commit().await?;
-        Ok(records)
+        self.notifier.events(appended.newest);
+        Ok(appended.records)
     }
 
     async fn idempotent_response(
@@ -555,8 +569,9 @@ impl Store for PgStore {
     async fn apply_status(&self, change: StatusChange) -> StoreResult<StatusOutcome> {
         let mut tx = self.begin().await?;
         append::lock_conversations(&mut tx, [(change.instance_id, change.event.conversation.as_str())]).await?;
-        let outcome = messages::apply_status(&mut tx, &change).await?;
+        let (outcome, newest) = messages::apply_status(&mut tx, &change).await?;
         tx.commit().await?;
+        self.notifier.events(newest);
         Ok(outcome)
     }
 
@@ -762,6 +777,8 @@ impl Store for PgStore {
         append::lock_conversations(&mut tx, [(instance_id, event.conversation.as_str())]).await?;
         let due = outbox::test_event(&mut tx, instance_id, endpoint_id, &event, lease_until).await?;
         tx.commit().await?;
+        // Its one delivery is the caller's already: nothing due for the claim loops.
+        self.notifier.events([(instance_id, due.event_seq, false)]);
         Ok(due)
     }
 
@@ -781,16 +798,10 @@ impl Store for PgStore {
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = begin_hot(&self.pool).await?;
-        // Tell the other processes' live watchers (the portal's monitor) about each attempt
-        // (sent when the transaction commits).
-        let payloads = attempt_payloads(&self.origin, &results);
-        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
-            .bind(ATTEMPTS_CHANNEL)
-            .bind(payloads)
-            .execute(&mut *tx)
-            .await?;
         let handed = complete::complete(&mut tx, &results, hand_over, self.stats_writer).await?;
         tx.commit().await?;
+        // Tell the other processes' live watchers (the portal's monitor) about each attempt.
+        self.notifier.attempts(attempt_payloads(&self.origin, &results));
         Ok(handed)
     }
 

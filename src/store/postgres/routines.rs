@@ -1,0 +1,101 @@
+//! Write transactions that run as one PL/pgSQL function call: one round trip for the whole
+//! transaction, commit included.
+//!
+//! **Why.** The ingest batch takes its conversations' locks in one statement and writes in the
+//! next (a statement reads with the snapshot it started with, so the write must start after
+//! the locks are held). Sent one by one, with `BEGIN` and `COMMIT`, that is four round trips,
+//! and between them the backend sits idle in its transaction, holding the locks, until
+//! botlinkd's runtime gets to sending the next statement. On a busy machine that wait was as
+//! long as the statements themselves, and every other writer of those conversations waited
+//! with it. As a function called outside any transaction block, the call is its own
+//! transaction: the locks, then the write (a `VOLATILE` PL/pgSQL function takes a fresh
+//! snapshot for each statement, so the write sees the previous lock holder's rows), then the
+//! commit, before the one answer goes back.
+//!
+//! **How they get there.** A routine's text is built from the same Rust constants as the
+//! statement it wraps, and its name ends in a hash of that text
+//! (`botlinkd_ingest_3f2a…`). [`install`] creates the routines of this build when the store
+//! opens, under the migration lock, if they are not there yet. A new build with a changed
+//! statement so gets a function of its own, and processes of two builds can share one
+//! database during a rolling upgrade; a function no build uses any more is a few kilobytes
+//! of catalogue and is left alone.
+//!
+//! Inside, statements are planned as in `super::begin_hot` (the function's own `SET`s) and
+//! PL/pgSQL keeps each plan for the connection's life. Parameters are the statement's `$n`,
+//! so the text is the very one the statement would have sent; `#variable_conflict
+//! use_column` lets the result's column names match the tables'.
+
+use sha2::{Digest, Sha256};
+
+use super::Tx;
+use crate::store::StoreResult;
+
+/// A function this build calls: its name and the `CREATE` statement that makes it.
+pub(super) struct Routine {
+    /// The function's name, with the hash of its definition.
+    pub name: String,
+    create: String,
+}
+
+impl Routine {
+    /// A `VOLATILE` PL/pgSQL function `<prefix>_<hash>(arguments) RETURNS TABLE (returns)`
+    /// whose body is `body` (PL/pgSQL statements; they reach the arguments as `$1`, `$2`, …),
+    /// planned as the delivery path's statements are.
+    pub(super) fn new(prefix: &str, arguments: &str, returns: &str, body: &str) -> Self {
+        let signature = format!(
+            "({arguments}) RETURNS TABLE ({returns}) LANGUAGE plpgsql VOLATILE \
+             SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $routine$ \
+             #variable_conflict use_column\nBEGIN {body} END $routine$"
+        );
+        let hash = Sha256::digest(signature.as_bytes());
+        let name = format!("{prefix}_{}", hex(&hash[..6]));
+        let create = format!("CREATE OR REPLACE FUNCTION {name} {signature}");
+        Self { name, create }
+    }
+
+    /// `SELECT * FROM name($1, …, $n)`: the call, for `n` arguments.
+    pub(super) fn call(&self, n: usize) -> String {
+        let arguments: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!("SELECT * FROM {}({})", self.name, arguments.join(", "))
+    }
+}
+
+/// Every routine of this build.
+fn all() -> [&'static Routine; 1] {
+    [&*super::ingest::ROUTINE]
+}
+
+/// Creates this build's routines that the database lacks. Call it holding the migration
+/// lock, so that two processes starting together do not both create one.
+pub(super) async fn install(tx: &mut Tx) -> StoreResult<()> {
+    for routine in all() {
+        let present: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = $1)")
+            .bind(&routine.name)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !present {
+            sqlx::raw_sql(&routine.create).execute(&mut **tx).await?;
+            tracing::info!(routine = %routine.name, "created postgres routine");
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routine_is_named_by_its_definition_and_called_with_every_argument() {
+        let a = Routine::new("botlinkd_test", "INT8", "x INT8", "RETURN QUERY SELECT $1;");
+        let b = Routine::new("botlinkd_test", "INT8", "x INT8", "RETURN QUERY SELECT $1 + 1;");
+        assert!(a.name.starts_with("botlinkd_test_") && a.name.len() == "botlinkd_test_".len() + 12);
+        assert_ne!(a.name, b.name);
+        assert_eq!(a.call(2), format!("SELECT * FROM {}($1, $2)", a.name));
+        assert!(a.create.contains("#variable_conflict use_column"));
+    }
+}
