@@ -160,19 +160,12 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
         .unwrap();
     assert_eq!(hook.status(), 201);
 
-    let mut stream = client
-        .get(format!("{}/v1/stream", nodes[0].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .send()
-        .await
-        .unwrap();
     let poll = client
         .get(format!("{}/v1/events?wait=20", nodes[0].base))
         .basic_auth(&app_key, Some(&auth_key))
         .send();
     let poll = tokio::spawn(poll);
-    let ready = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    assert!(ready.contains("ready"), "{ready}");
+    let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
 
     let sent: Value = client
         .post(format!("{}/v1/sandbox/inbound", nodes[1].base))
@@ -186,22 +179,16 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
         .unwrap();
     let message_id = sent["message_id"].as_str().unwrap();
     let mut seen = String::new();
-    tokio::time::timeout(PATIENCE, async {
-        while !seen.contains(message_id) {
-            seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
-        }
-    })
-    .await
-    .expect("the stream on node 1 showed the event from node 2");
+    assert!(
+        stream_shows(&mut stream, &mut seen, message_id).await,
+        "the stream on node 1 showed the event from node 2"
+    );
     // Whichever process delivered it, node 1's stream shows the attempt.
     receiver.next().await;
-    tokio::time::timeout(PATIENCE, async {
-        while !seen.contains("event: attempt") {
-            seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
-        }
-    })
-    .await
-    .expect("the attempt reached the stream on node 1");
+    assert!(
+        stream_shows(&mut stream, &mut seen, "event: attempt").await,
+        "the attempt reached the stream on node 1"
+    );
     let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
     assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
 }
@@ -224,14 +211,7 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
             .json(&json!({"from": "447123456789", "body": body}))
             .send()
     };
-    let mut stream = client
-        .get(format!("{}/v1/stream", nodes[0].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .send()
-        .await
-        .unwrap();
-    let ready = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    assert!(ready.contains("ready"), "{ready}");
+    let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
     let mut seen = String::new();
     // Once, so that node 2's notifier has its connection.
     let first: Value = inbound("before").await.unwrap().json().await.unwrap();
@@ -256,6 +236,19 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
         stream_shows(&mut stream, &mut seen, after["message_id"].as_str().unwrap()).await,
         "node 1's stream showed the first event written after the cut"
     );
+}
+
+/// An instance's `/v1/stream` on one process, past its `ready` item.
+async fn open_stream(client: &reqwest::Client, base: &str, app_key: &str, auth_key: &str) -> reqwest::Response {
+    let mut stream = client
+        .get(format!("{base}/v1/stream"))
+        .basic_auth(app_key, Some(auth_key))
+        .send()
+        .await
+        .unwrap();
+    let ready = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    stream
 }
 
 /// Whether `stream` shows `text` (read into `seen`) within [`PATIENCE`].

@@ -48,7 +48,9 @@ impl Routine {
              #variable_conflict use_column\nBEGIN {body} END $routine$"
         );
         let hash = Sha256::digest(signature.as_bytes());
-        let name = format!("{prefix}_{}", hex(&hash[..6]));
+        // The first 48 bits of the hash, as 12 hex digits.
+        let short = hash[..6].iter().fold(0u64, |n, byte| n << 8 | u64::from(*byte));
+        let name = format!("{prefix}_{short:012x}");
         let create = format!("CREATE OR REPLACE FUNCTION {name} {signature}");
         Self { name, create }
     }
@@ -79,10 +81,6 @@ pub(super) async fn install(tx: &mut Tx) -> StoreResult<()> {
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
