@@ -238,6 +238,61 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
     );
 }
 
+/// An operator who drops the ingest routine (or restores a dump without functions) does not
+/// stop ingest: the next batch finds it missing, creates it again and is written.
+#[tokio::test]
+async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 1).await;
+    let client = reqwest::Client::new();
+    let inbound = |body: &'static str| {
+        client
+            .post(format!("{}/v1/sandbox/inbound", nodes[0].base))
+            .basic_auth(&app_key, Some(&auth_key))
+            .json(&json!({"from": "447123456789", "body": body}))
+            .send()
+    };
+    assert_eq!(inbound("before").await.unwrap().status(), 201);
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let routine: String =
+        sqlx::query_scalar("SELECT proname::TEXT FROM pg_proc WHERE proname LIKE 'botlinkd\\_ingest\\_%'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    sqlx::query(&format!("DROP FUNCTION {routine}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let after = inbound("after").await.unwrap();
+    assert_eq!(after.status(), 201, "{}", after.text().await.unwrap());
+    let restored: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = $1")
+        .bind(&routine)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(restored, 1);
+    let page: Value = client
+        .get(format!("{}/v1/events", nodes[0].base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["payload"]["data"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["before", "after"]);
+}
+
 /// An instance's `/v1/stream` on one process, past its `ready` item.
 async fn open_stream(client: &reqwest::Client, base: &str, app_key: &str, auth_key: &str) -> reqwest::Response {
     let mut stream = client

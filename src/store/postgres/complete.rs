@@ -7,11 +7,11 @@
 //! oldest waiting delivery of its queue. A promoted delivery the engine already started as a
 //! follower gets the follower's lease instead of becoming due.
 //!
-//! A batch is one transaction (begun by `super::begin_hot`, after `PgStore::complete` has
-//! queued the batch's attempt notices): one statement inserts the attempts and names the
-//! endpoints whose health may change; their health is written outcome by outcome in
-//! endpoint-id order, only when something changes; then the conversations of the outcomes are
-//! locked, and only then are deliveries moved (see the lock order in `super`). The moves take
+//! A batch is one transaction (begun by `super::begin_hot`; `PgStore::complete` announces its
+//! attempts to the other processes once it has committed): one statement inserts the attempts
+//! and names the endpoints whose health may change; their health is written outcome by outcome
+//! in endpoint-id order, only when something changes; then the conversations of the outcomes
+//! are locked, and only then are deliveries moved (see the lock order in `super`). The moves take
 //! the expected state as a column of the outcomes rather than as SQL text, so the planner
 //! reaches each row by its primary key rather than through the partial index of pending heads.
 //! With a hand-over, the promoted heads that are due are leased at once and returned for the

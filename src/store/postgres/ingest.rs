@@ -28,7 +28,10 @@
 //! of several processes only wait for each other when they share a conversation.
 //!
 //! A batch that fails is rolled back and its messages are written again one call each, so one
-//! bad message does not fail its neighbours. When the database is out of reach (a lost
+//! bad message does not fail its neighbours. (The routine commits before it answers, so an
+//! answer that could not be read would report a committed batch as failed; the answer's types
+//! are the routine's own `RETURNS TABLE`, checked by every ingest test.) Should the routine be
+//! missing, it is created again and the batch written with it. When the database is out of reach (a lost
 //! connection, a restart, no connection to be had), the whole batch fails instead: every
 //! caller gets the error (a 503) and nothing of the batch was written, or, for a connection
 //! lost while the commit was under way, all of it was; a client's retry with the same wamid or
@@ -42,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::append::{self, NewEvent};
 use super::notifier::Notifier;
-use super::routines::Routine;
+use super::routines::{self, Routine};
 use crate::events::{EventDraft, EventRecord};
 use crate::messages::Direction;
 use crate::store::{DueDelivery, HandOver, NewMessage, StoreError, StoreResult};
@@ -172,10 +175,21 @@ async fn write_batch(writer: &Writer, batch: &[Inbound]) -> StoreResult<Vec<Reco
         .collect();
     let event_columns = append::Columns::new(&events);
     let message_columns = MessageColumns::new(batch);
-    let rows = message_columns
-        .bind(event_columns.bind(sqlx::query(&CALL)))
-        .fetch_all(&writer.pool)
-        .await?;
+    let call = || {
+        message_columns
+            .bind(event_columns.bind(sqlx::query(&CALL)))
+            .fetch_all(&writer.pool)
+    };
+    let rows = match call().await {
+        // The routine is gone (dropped by hand, or a restore without functions): make it
+        // again and write the batch with it.
+        Err(error) if routines::is_missing(&error) => {
+            tracing::warn!(routine = %ROUTINE.name, "postgres ingest routine missing; creating it again");
+            routines::reinstall(&writer.pool).await?;
+            call().await?
+        }
+        rows => rows?,
+    };
     let fresh: Vec<i64> = rows
         .first()
         .map(|row| row.try_get::<Option<Vec<i64>>, _>("fresh"))

@@ -374,12 +374,18 @@ fn parse_attempt_notices(payload: &str, own: &str) -> Vec<ClusterNotice> {
 }
 
 /// Applies the migrations the database has not seen, one process at a time.
-async fn migrate(pool: &PgPool) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
+/// Takes the migration lock for the rest of the transaction.
+async fn lock_migrations(tx: &mut Tx) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
         .bind(LOCK_SPACE)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    lock_migrations(&mut tx).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS botlinkd_migrations (version INTEGER PRIMARY KEY)")
         .execute(&mut *tx)
         .await?;

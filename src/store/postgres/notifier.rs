@@ -17,14 +17,18 @@
 //! microseconds. While one statement is on its way, the next notices gather.
 //!
 //! **What can be lost.** A notice is sent only after its write committed, so it never runs
-//! ahead of its data. A send that fails (the connection was lost, PostgreSQL restarted) is tried
-//! once more on a new connection. A process that dies between a commit and its notice, or a
-//! second failure, loses the notices of that moment (the second is logged): the other
-//! processes' engines still poll at least every 0.5 s, and their feed watchers catch up at the
-//! instance's next notice (as when a listener reconnects). The connection shows in
+//! ahead of its data. A send that fails or takes longer than [`SEND_TIMEOUT`] (the connection
+//! was lost, PostgreSQL restarted, the network went silent) is tried once more on a new
+//! connection. Lost are the notices of a process that dies (or stops) between a commit and its
+//! notice, of a write whose commit succeeded but whose answer was lost with its connection
+//! (it is reported as failed, see `super::ingest`), and of a batch whose second try fails too
+//! (logged). Then the other processes' engines still poll at least every 0.5 s, and their feed
+//! watchers (long-polls, streams) catch up at the instance's next notice, as when a listener
+//! reconnects; on a quiet instance that can be a while. The connection shows in
 //! `pg_stat_activity` as `botlinkd-notifier`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -34,6 +38,10 @@ use super::{ATTEMPTS_CHANNEL, EVENTS_CHANNEL};
 
 /// How the notifier's connection shows in `pg_stat_activity`.
 pub(super) const APPLICATION_NAME: &str = "botlinkd-notifier";
+
+/// The longest a send (with its connect) may take before its connection is given up: a
+/// connection that died silently would otherwise hold every later notice until TCP notices.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most queued notices sent in one statement.
 const MAX_BATCH: usize = 1024;
@@ -87,7 +95,10 @@ async fn send_all(options: PgConnectOptions, mut notices: mpsc::UnboundedReceive
         // A connection that was lost since the last batch fails the first try; the second
         // goes out on a new one.
         for attempt in 1..=2 {
-            match send(&options, &mut connection, &channels, &payloads).await {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, send(&options, &mut connection, &channels, &payloads))
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())));
+            match sent {
                 Ok(()) => break,
                 Err(error) => {
                     if let Some(conn) = connection.take() {
@@ -121,27 +132,27 @@ async fn send(
     Ok(())
 }
 
-/// The channels and payloads of a batch of notices, one event notice per instance.
+/// The channels and payloads of a batch of notices: one event notice per instance first, then
+/// the attempts in order (so a watcher elsewhere reads an event before its attempts, as the
+/// writes happened).
 fn payloads(batch: impl Iterator<Item = Notice>) -> (Vec<&'static str>, Vec<String>) {
     let mut newest: BTreeMap<i64, (i64, bool)> = BTreeMap::new();
-    let (mut channels, mut payloads) = (Vec::new(), Vec::new());
+    let mut attempts = Vec::new();
     for notice in batch {
         match notice {
             Notice::Event { instance_id, seq, due } => {
                 let entry = newest.entry(instance_id).or_insert((seq, due));
                 *entry = (entry.0.max(seq), entry.1 || due);
             }
-            Notice::Attempts(payload) => {
-                channels.push(ATTEMPTS_CHANNEL);
-                payloads.push(payload);
-            }
+            Notice::Attempts(payload) => attempts.push(payload),
         }
     }
-    for (instance_id, (seq, due)) in newest {
-        channels.push(EVENTS_CHANNEL);
-        payloads.push(event_payload(instance_id, seq, due));
-    }
-    (channels, payloads)
+    let events = newest
+        .into_iter()
+        .map(|(instance_id, (seq, due))| (EVENTS_CHANNEL, event_payload(instance_id, seq, due)));
+    events
+        .chain(attempts.into_iter().map(|p| (ATTEMPTS_CHANNEL, p)))
+        .unzip()
 }
 
 /// An event notice: `instance:seq`, or `instance:seq:handed` (see `super::parse_event_notice`).
@@ -158,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_notices_of_one_instance_merge_into_the_newest_and_due_if_any_was() {
+    fn event_notices_of_one_instance_merge_into_the_newest_and_due_if_any_was_and_go_first() {
         let batch = vec![
             Notice::Event {
                 instance_id: 7,
@@ -178,7 +189,7 @@ mod tests {
             },
         ];
         let (channels, payloads) = payloads(batch.into_iter());
-        assert_eq!(channels, [ATTEMPTS_CHANNEL, EVENTS_CHANNEL, EVENTS_CHANNEL]);
-        assert_eq!(payloads, ["origin\n[]", "3:5:handed", "7:30"]);
+        assert_eq!(channels, [EVENTS_CHANNEL, EVENTS_CHANNEL, ATTEMPTS_CHANNEL]);
+        assert_eq!(payloads, ["3:5:handed", "7:30", "origin\n[]"]);
     }
 }

@@ -67,16 +67,38 @@ fn all() -> [&'static Routine; 1] {
     [&*super::ingest::ROUTINE]
 }
 
+/// Whether a call failed because its routine does not exist (SQLSTATE 42883).
+pub(super) fn is_missing(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("42883"))
+}
+
+/// Creates this build's missing routines again, under the migration lock.
+pub(super) async fn reinstall(pool: &sqlx::PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    super::lock_migrations(&mut tx).await?;
+    install(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Creates this build's routines that the database lacks. Call it holding the migration
 /// lock, so that two processes starting together do not both create one.
 pub(super) async fn install(tx: &mut Tx) -> StoreResult<()> {
     for routine in all() {
-        let present: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = $1)")
+        // Looked up as a call finds it: through the connection's search path.
+        let present: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
             .bind(&routine.name)
             .fetch_one(&mut **tx)
             .await?;
         if !present {
-            sqlx::raw_sql(&routine.create).execute(&mut **tx).await?;
+            // One statement, no parameters (the `$n` are inside the body's quotes); not kept
+            // as a prepared statement.
+            sqlx::query(&routine.create)
+                .persistent(false)
+                .execute(&mut **tx)
+                .await?;
             tracing::info!(routine = %routine.name, "created postgres routine");
         }
     }
