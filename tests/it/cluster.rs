@@ -167,13 +167,8 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     let poll = tokio::spawn(poll);
     let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
 
-    let sent: Value = client
-        .post(format!("{}/v1/sandbox/inbound", nodes[1].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .json(&json!({"from": "447123456789", "body": "via node 2"}))
-        .send()
+    let sent: Value = post_inbound(&client, &nodes[1].base, &app_key, &auth_key, "via node 2")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -204,17 +199,11 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
     let nodes = start_cluster(&db, dir.path(), 2).await;
     let client = reqwest::Client::new();
-    let inbound = |body: &'static str| {
-        client
-            .post(format!("{}/v1/sandbox/inbound", nodes[1].base))
-            .basic_auth(&app_key, Some(&auth_key))
-            .json(&json!({"from": "447123456789", "body": body}))
-            .send()
-    };
+    let inbound = |body| post_inbound(&client, &nodes[1].base, &app_key, &auth_key, body);
     let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
     let mut seen = String::new();
     // Once, so that node 2's notifier has its connection.
-    let first: Value = inbound("before").await.unwrap().json().await.unwrap();
+    let first: Value = inbound("before").await.json().await.unwrap();
     assert!(stream_shows(&mut stream, &mut seen, first["message_id"].as_str().unwrap()).await);
 
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -231,7 +220,7 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
         "node 2, the only one that wrote, has its notifier connection"
     );
 
-    let after: Value = inbound("after").await.unwrap().json().await.unwrap();
+    let after: Value = inbound("after").await.json().await.unwrap();
     assert!(
         stream_shows(&mut stream, &mut seen, after["message_id"].as_str().unwrap()).await,
         "node 1's stream showed the first event written after the cut"
@@ -248,14 +237,8 @@ async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
     let nodes = start_cluster(&db, dir.path(), 1).await;
     let client = reqwest::Client::new();
-    let inbound = |body: &'static str| {
-        client
-            .post(format!("{}/v1/sandbox/inbound", nodes[0].base))
-            .basic_auth(&app_key, Some(&auth_key))
-            .json(&json!({"from": "447123456789", "body": body}))
-            .send()
-    };
-    assert_eq!(inbound("before").await.unwrap().status(), 201);
+    let inbound = |body| post_inbound(&client, &nodes[0].base, &app_key, &auth_key, body);
+    assert_eq!(inbound("before").await.status(), 201);
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let routine: String =
         sqlx::query_scalar("SELECT proname::TEXT FROM pg_proc WHERE proname LIKE 'botlinkd\\_ingest\\_%'")
@@ -267,7 +250,7 @@ async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
         .await
         .unwrap();
 
-    let after = inbound("after").await.unwrap();
+    let after = inbound("after").await;
     assert_eq!(after.status(), 201, "{}", after.text().await.unwrap());
     let restored: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = $1")
         .bind(&routine)
@@ -291,6 +274,23 @@ async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
         .filter_map(|e| e["payload"]["data"]["body"].as_str())
         .collect();
     assert_eq!(bodies, ["before", "after"]);
+}
+
+/// A customer's text message to the instance, posted to one process's sandbox.
+async fn post_inbound(
+    client: &reqwest::Client,
+    base: &str,
+    app_key: &str,
+    auth_key: &str,
+    body: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/sandbox/inbound"))
+        .basic_auth(app_key, Some(auth_key))
+        .json(&json!({"from": "447123456789", "body": body}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// An instance's `/v1/stream` on one process, past its `ready` item.
