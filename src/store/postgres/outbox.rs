@@ -5,8 +5,8 @@
 //! The feed read ([`list_events`]) returns only what lies below the horizon (see
 //! `super::append`). A claim ([`claim`]) is one `FOR UPDATE OF d SKIP LOCKED` statement: the
 //! due heads of enabled endpoints, oldest `next_at` first, leased in the same statement, so
-//! processes claiming at once take different rows. [`hand_over`] leases the heads a completion
-//! promoted and reads them as a claim would. Pruning selects each batch `FOR UPDATE SKIP
+//! processes claiming at once take different rows ([`due_row`] reads a leased delivery, for
+//! claims and for the heads a completion promotes and leases, see `super::complete`). Pruning selects each batch `FOR UPDATE SKIP
 //! LOCKED`, so the housekeeping of several processes takes different batches, and counts only
 //! deliveries whose endpoint still exists. Resends follow `store::rules::resend_step`.
 
@@ -22,7 +22,7 @@ use crate::clock::Millis;
 use crate::events::{EventDraft, EventKind, EventRecord};
 use crate::store::rules::{self, DeliveryState, Latest, ResendStep};
 use crate::store::{
-    AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, HandOver, StoreError, StoreResult, rfc3339,
+    AttemptRecord, DeadDelivery, DeadFilter, DeliveryStatus, DueDelivery, StoreError, StoreResult, rfc3339,
 };
 use crate::webhooks::SigningSecret;
 
@@ -342,7 +342,8 @@ const DUE_RETURNING: &str = "d.id, d.event_seq, ev.id AS event_id, ev.instance_i
      ev.payload, d.failures, d.attempt_offset, \
      CASE WHEN ep.previous_secret_until > $1 THEN ep.previous_secret END AS previous_secret, ep.rate_limit";
 
-fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
+/// A leased delivery as the engine takes it, from a row with [`DUE_RETURNING`]'s columns.
+pub(super) fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
     let secret: String = r.try_get("secret")?;
     let payload: String = r.try_get("payload")?;
     let failures: i32 = r.try_get("failures")?;
@@ -370,29 +371,6 @@ fn due_row(r: &PgRow, lease_until: Millis) -> StoreResult<DueDelivery> {
 /// The endpoint's `rate_limit` column of a row.
 pub(super) fn rate_limit(r: &PgRow) -> StoreResult<Option<u32>> {
     Ok(r.try_get::<Option<i32>, _>("rate_limit")?.map(|n| n.max(1) as u32))
-}
-
-/// Leases the given promoted heads and reads them as a claim would.
-pub(super) async fn hand_over(tx: &mut Tx, ids: &[i64], h: HandOver) -> StoreResult<Vec<DueDelivery>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(&format!(
-        "UPDATE deliveries d SET lease_until = $2, next_at = $2 FROM events ev, endpoints ep \
-         WHERE d.id = ANY($3) AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
-         RETURNING {DUE_RETURNING}"
-    ))
-    .bind(h.now)
-    .bind(h.lease_until)
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut due: Vec<DueDelivery> = rows
-        .iter()
-        .map(|r| due_row(r, h.lease_until))
-        .collect::<StoreResult<_>>()?;
-    due.sort_by_key(|d| d.delivery_id);
-    Ok(due)
 }
 
 /// Deletes old, finished events with their deliveries and attempts.
