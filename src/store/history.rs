@@ -78,14 +78,20 @@ impl Outcome {
 /// 1 pending, 2 delivered, 3 dead; see `rules::DeliveryState`). Each test is a scalar
 /// subquery with `LIMIT 1` rather than `EXISTS`: PostgreSQL may turn a correlated `EXISTS`
 /// into one hash of every matching delivery, which reads the whole table for a page of 50.
+/// The states are tested as ranges (`< 2` for waiting or pending, `> 2` for dead), which no
+/// partial index's predicate matches, so each test reaches an event's few deliveries through
+/// `deliveries_by_event` alone: written as `IN (0, 1)` or `= 3`, PostgreSQL with stale
+/// statistics intersected that with the partial indexes `deliveries_queue` and
+/// `deliveries_dead`, reading every unfinished or dead delivery for each event listed (216 ms
+/// instead of 7 for a feed page of 1,000 events over 5,000 unfinished deliveries).
 pub const OUTCOME_CASE: &str = "CASE \
-    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 3 \
+    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state > 2 \
         AND EXISTS (SELECT 1 FROM endpoints x WHERE x.id = d.endpoint_id) \
         AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq \
                         AND n.endpoint_id = d.endpoint_id AND n.id > d.id) LIMIT 1) IS NOT NULL THEN 'dead' \
-    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) AND d.failures > 0 LIMIT 1) IS NOT NULL \
+    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state < 2 AND d.failures > 0 LIMIT 1) IS NOT NULL \
         THEN 'failing' \
-    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state IN (0, 1) LIMIT 1) IS NOT NULL THEN 'pending' \
+    WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state < 2 LIMIT 1) IS NOT NULL THEN 'pending' \
     WHEN (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 2 LIMIT 1) IS NOT NULL THEN 'delivered' \
     ELSE 'none' END";
 
