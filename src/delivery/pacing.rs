@@ -82,7 +82,9 @@ impl Pacing {
         let interval = interval_us(rate);
         let now_us = self.clock.now_ms() * 1000;
         let wait_us = match self.store.reserve_pace(&d.endpoint_id, interval, now_us).await {
-            Ok(slot) => slot - now_us,
+            // Measured again after the reservation: a slow round trip to the store must not
+            // push the attempt past its slot and towards the next one.
+            Ok(slot) => slot - self.clock.now_ms() * 1000,
             Err(error) => {
                 tracing::warn!(error = %error, endpoint_id = %d.endpoint_id, "reserving a paced slot failed; waiting one interval");
                 interval
