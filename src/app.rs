@@ -108,6 +108,8 @@ pub struct Shared {
     base_url: Arc<str>,
     /// Rate limits on authentication failures and API calls.
     pub limits: Arc<crate::api::limits::Limits>,
+    /// This process's live watchers per instance.
+    watching: Arc<crate::watching::Watching>,
 }
 
 /// A sent message, as the API reports it (and as an Idempotency-Key replays it).
@@ -141,6 +143,7 @@ impl App {
             channel_sends: Arc::new(Notify::new()),
             sandbox_scheduled: Arc::new(Notify::new()),
             base_url: base_url.trim_end_matches('/').into(),
+            watching: crate::watching::Watching::new(store.clone()),
             store,
             engine,
             live,
@@ -181,6 +184,13 @@ impl App {
     /// A receiver that changes whenever new events are committed.
     pub fn subscribe_feed(&self) -> watch::Receiver<i64> {
         self.feed.subscribe()
+    }
+
+    /// Marks a watcher of the instance's live news (a long-poll, a stream) for as long as the
+    /// answer is held: other processes sharing the database announce that instance's news
+    /// only while somebody here watches it.
+    pub fn watch(&self, instance_id: i64) -> crate::watching::Watch {
+        self.watching.watch(instance_id)
     }
 
     /// Announces committed events to the engine and the feed.

@@ -18,6 +18,7 @@
 //!   their outcome on the retry schedule.
 //! - [`listen`]: the stream client behind `botlinkd listen` and `botlinkd events tail`.
 //! - [`live`]: in-process notifications of new events and attempts, for live watchers.
+//! - [`watching`]: which instances this process has live watchers of, told to the store.
 //! - [`sandbox`]: the built-in channel that walks outgoing messages through sent → delivered → read.
 //! - [`channels`]: the `meta` channel (WhatsApp Business Cloud API): webhook intake,
 //!   normalisation, the Graph API client and the send worker.
@@ -53,6 +54,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod store;
 pub mod templates;
+pub mod watching;
 pub mod webhooks;
 
 mod server;

@@ -319,6 +319,7 @@ async fn pull(
     // Subscribe before reading, so an event committed between the read and the wait still
     // wakes this request.
     let mut feed = app.subscribe_feed();
+    let _watch = (wait > 0).then(|| app.watch(instance.id));
     loop {
         feed.borrow_and_update();
         let events = app.store.event_history(instance.id, &query).await?;

@@ -60,6 +60,8 @@ struct Watcher {
     instance_id: i64,
     cursor: i64,
     live: Receiver<LiveItem>,
+    /// Marks this stream as a watcher of its instance for the other processes.
+    _watch: crate::watching::Watch,
     /// Events read from the store but not yet sent.
     backlog: std::collections::VecDeque<Event>,
     /// Whether the store may hold events after `cursor` that were not read yet.
@@ -92,6 +94,7 @@ async fn stream_events(
     };
     // Subscribe before the first read, so nothing committed in between is missed.
     let watcher = Watcher {
+        _watch: app.watch(instance.id),
         live: app.live.subscribe(),
         app,
         instance_id: instance.id,

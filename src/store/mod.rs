@@ -825,6 +825,10 @@ pub trait Store: Send + Sync + 'static {
     /// Hands claimed deliveries back to the queue without an attempt, due at `next_at`:
     /// each `(delivery id, lease_until)` whose lease is still the one given.
     async fn release_claims(&self, claims: Vec<(i64, Millis)>, next_at: Millis) -> StoreResult<()>;
+    /// This process began (`on`) or stopped watching an instance's live news (a long-poll, a
+    /// stream, the portal): a shared backend tells the other processes, which announce news
+    /// only of instances watched elsewhere. Nothing for a backend used by one process.
+    fn watching(&self, _instance_id: i64, _on: bool) {}
     /// What other processes sharing the database committed (events, attempts); `None` for a
     /// backend that is only ever used by one process. Taken once.
     fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ClusterNotice>> {

@@ -188,6 +188,114 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     assert_eq!(polled["events"][0]["payload"]["data"]["message_id"], message_id);
 }
 
+/// A process announces an instance's news (events that left nothing due, attempts) only while
+/// another process watches that instance: notices nobody waits for are not sent at all. A
+/// watcher that comes later still hears of the next event at once.
+#[tokio::test]
+async fn only_instances_watched_elsewhere_are_announced() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (watched, app_key, auth_key) = create_instance_with_id(&db, dir.path()).await;
+    let (quiet, quiet_app, quiet_auth) = create_instance_with_id(&db, dir.path()).await;
+    let nodes = start_cluster(&db, dir.path(), 2).await;
+    let client = reqwest::Client::new();
+    let mut heard = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    heard
+        .listen_all(["botlinkd_events", "botlinkd_attempts"])
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+
+    // The quiet instance has an endpoint, so it makes an attempt too; nobody watches it.
+    let receiver = Receiver::start().await;
+    let hook = client
+        .post(format!("{}/v1/webhooks", nodes[1].base))
+        .basic_auth(&quiet_app, Some(&quiet_auth))
+        .json(&json!({"url": receiver.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+    let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
+    assert_eq!(
+        post_inbound(&client, &nodes[1].base, &quiet_app, &quiet_auth, "unwatched")
+            .await
+            .status(),
+        201
+    );
+    receiver.next().await;
+    tokio::time::timeout(PATIENCE, async {
+        while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM attempts")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the quiet instance's attempt was recorded");
+
+    let sent: Value = post_inbound(&client, &nodes[1].base, &app_key, &auth_key, "watched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    assert!(stream_shows(&mut stream, &mut seen, sent["message_id"].as_str().unwrap()).await);
+    // Whatever was announced before the watched instance's event arrived by now; a little
+    // longer for a notice from the other process.
+    let mut notices = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), heard.recv()).await {
+        notices.push(n.payload().to_string());
+    }
+    assert!(
+        notices.iter().any(|n| n.starts_with(&format!("{watched}:"))),
+        "the watched instance's event was announced: {notices:?}"
+    );
+    let about_quiet =
+        |n: &String| n.starts_with(&format!("{quiet}:")) || n.contains(&format!("\"instance_id\":{quiet},"));
+    assert!(
+        !notices.iter().any(about_quiet),
+        "nothing about the unwatched instance was announced: {notices:?}"
+    );
+
+    // Once watched on node 1, the quiet instance's next event reaches it from node 2 at once.
+    let poll = client
+        .get(format!("{}/v1/events?wait=20", nodes[0].base))
+        .basic_auth(&quiet_app, Some(&quiet_auth))
+        .query(&[("after", "0")])
+        .send();
+    let first: Value = poll.await.unwrap().json().await.unwrap();
+    let after = first["next"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let poll = tokio::spawn(
+        client
+            .get(format!("{}/v1/events?wait=20", nodes[0].base))
+            .basic_auth(&quiet_app, Some(&quiet_auth))
+            .query(&[("after", after.as_str())])
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later: Value = post_inbound(&client, &nodes[1].base, &quiet_app, &quiet_auth, "now watched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(
+        polled["events"][0]["payload"]["data"]["message_id"],
+        later["message_id"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the long-poll was woken by the event, not by its deadline ({:?})",
+        started.elapsed()
+    );
+}
+
 /// The notices go out on a connection of their own after each commit; when that connection
 /// is cut (a restart, a proxy's idle timeout), the next event still reaches the other
 /// process's watchers: the notifier sends it again on a new connection.

@@ -131,6 +131,7 @@ mod notifier;
 mod outbox;
 mod routines;
 mod templates;
+mod watchers;
 
 use std::sync::{Arc, Mutex};
 
@@ -163,6 +164,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_templates.sql"),
     include_str!("migrations/0009_media.sql"),
     include_str!("migrations/0010_history.sql"),
+    include_str!("migrations/0011_watchers.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -183,6 +185,10 @@ pub struct PgStore {
     ingest: ingest::Ingest,
     /// Announces committed writes to the other processes.
     notifier: Arc<notifier::Notifier>,
+    /// The instances other processes watch (their news is announced).
+    remote: Arc<watchers::RemoteWatch>,
+    /// This process's watches, kept in `watchers` for the others.
+    watches: watchers::Watches,
     /// Instances looked up by App Key.
     instances: Arc<instance_cache::InstanceCache>,
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
@@ -223,11 +229,20 @@ impl PgStore {
         let origin = crate::ids::api_key();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener
-            .listen_all([EVENTS_CHANNEL, ATTEMPTS_CHANNEL, INSTANCES_CHANNEL])
+            .listen_all([
+                EVENTS_CHANNEL,
+                ATTEMPTS_CHANNEL,
+                INSTANCES_CHANNEL,
+                watchers::WATCH_CHANNEL,
+            ])
             .await?;
         let own = origin.clone();
         let instances = Arc::new(instance_cache::InstanceCache::default());
         let cache = instances.clone();
+        let remote = Arc::new(watchers::RemoteWatch::default());
+        let notifier = Arc::new(notifier::Notifier::start(options, remote.clone()));
+        let watches = watchers::Watches::start(pool.clone(), origin.clone(), remote.clone(), notifier.clone());
+        let (watched_elsewhere, to_notifier) = (remote.clone(), notifier.clone());
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
@@ -238,6 +253,14 @@ impl PgStore {
                                 match notification.payload().parse() {
                                     Ok(id) => cache.forget(id),
                                     Err(_) => cache.clear(),
+                                }
+                                continue;
+                            }
+                            watchers::WATCH_CHANNEL => {
+                                if let Some(instance_id) = watchers::parse_watch_notice(notification.payload(), &own)
+                                    && watched_elsewhere.add(instance_id)
+                                {
+                                    to_notifier.watched(vec![instance_id]);
                                 }
                                 continue;
                             }
@@ -259,10 +282,11 @@ impl PgStore {
                 }
             }
         });
-        let notifier = Arc::new(notifier::Notifier::start(options));
         Ok(Self {
             ingest: ingest::Ingest::start(pool.clone(), notifier.clone()),
             notifier,
+            remote,
+            watches,
             instances,
             pool,
             notices: Mutex::new(Some(rx)),
@@ -322,7 +346,7 @@ struct AttemptEnvelope {
 /// of attempts, as few notices as fit (so a receiving process that finds its own origin skips
 /// the notice without parsing it). An attempt too large for a notice on its own is announced
 /// with its response excerpt shortened.
-fn attempt_payloads(origin: &str, results: &[AttemptResult]) -> Vec<String> {
+fn attempt_payloads<'a>(origin: &str, results: impl IntoIterator<Item = &'a AttemptResult>) -> Vec<String> {
     let mut payloads = Vec::new();
     let mut current = String::new();
     for result in results {
@@ -806,8 +830,10 @@ impl Store for PgStore {
         let mut tx = begin_hot(&self.pool).await?;
         let handed = complete::complete(&mut tx, &results, hand_over, self.stats_writer).await?;
         tx.commit().await?;
-        // Tell the other processes' live watchers (the portal's monitor) about each attempt.
-        self.notifier.attempts(attempt_payloads(&self.origin, &results));
+        // Tell the other processes' live watchers (the portal's monitor) about each attempt
+        // of an instance one of them watches.
+        let watched = results.iter().filter(|r| self.remote.wants(r.instance_id));
+        self.notifier.attempts(attempt_payloads(&self.origin, watched));
         Ok(handed)
     }
 
@@ -900,6 +926,10 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn watching(&self, instance_id: i64, on: bool) {
+        self.watches.watching(instance_id, on);
     }
 
     fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<ClusterNotice>> {

@@ -16,6 +16,11 @@
 //! wake-ups, not data, so their commit need not wait for a flush, and the lock is held for
 //! microseconds. While one statement is on its way, the next notices gather.
 //!
+//! **What is held back.** An event notice that left nothing due, for an instance no other
+//! process watches, is not sent: the newest position of each such instance is kept and sent
+//! when the instance becomes watched elsewhere (see `super::watchers`). Attempt notices of such
+//! instances are never queued (`PgStore::complete`).
+//!
 //! **What can be lost.** A notice is sent only after its write committed, so it never runs
 //! ahead of its data. A send that fails or takes longer than [`SEND_TIMEOUT`] (the connection
 //! was lost, PostgreSQL restarted, the network went silent) is tried once more on a new
@@ -27,13 +32,15 @@
 //! reconnects; on a quiet instance that can be a while. The connection shows in
 //! `pg_stat_activity` as `botlinkd-notifier`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::mpsc;
 
+use super::watchers::RemoteWatch;
 use super::{ATTEMPTS_CHANNEL, EVENTS_CHANNEL};
 
 /// How the notifier's connection shows in `pg_stat_activity`.
@@ -53,6 +60,8 @@ enum Notice {
     Event { instance_id: i64, seq: i64, due: bool },
     /// A notice ready for `botlinkd_attempts`.
     Attempts(String),
+    /// Instances another process began to watch: their held-back event notices go now.
+    Watched(Vec<i64>),
 }
 
 /// The handle writers queue notices on; the sending task ends when it is dropped.
@@ -62,11 +71,18 @@ pub(super) struct Notifier {
 
 impl Notifier {
     /// Starts the sending task; it connects with `options` when it first has something to
-    /// send.
-    pub(super) fn start(options: PgConnectOptions) -> Self {
+    /// send. Event notices that are not due go only for instances `remote` wants.
+    pub(super) fn start(options: PgConnectOptions, remote: Arc<RemoteWatch>) -> Self {
         let (queue, notices) = mpsc::unbounded_channel();
-        tokio::spawn(send_all(options, notices));
+        tokio::spawn(send_all(options, remote, notices));
         Self { queue }
+    }
+
+    /// Sends the event notices held back for these instances, now watched elsewhere.
+    pub(super) fn watched(&self, instances: Vec<i64>) {
+        if !instances.is_empty() {
+            let _ = self.queue.send(Notice::Watched(instances));
+        }
     }
 
     /// Announces committed events: `(instance_id, newest seq, due)` per instance.
@@ -84,14 +100,18 @@ impl Notifier {
     }
 }
 
-async fn send_all(options: PgConnectOptions, mut notices: mpsc::UnboundedReceiver<Notice>) {
+async fn send_all(options: PgConnectOptions, remote: Arc<RemoteWatch>, mut notices: mpsc::UnboundedReceiver<Notice>) {
     let options = options
         .options([("synchronous_commit", "off")])
         .application_name(APPLICATION_NAME);
     let mut connection: Option<PgConnection> = None;
+    let mut held = HeldBack::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while notices.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (channels, payloads) = payloads(batch.drain(..));
+        let (channels, payloads) = payloads(held.sift(batch.drain(..), &remote).into_iter());
+        if payloads.is_empty() {
+            continue;
+        }
         // A connection that was lost since the last batch fails the first try; the second
         // goes out on a new one.
         for attempt in 1..=2 {
@@ -132,6 +152,62 @@ async fn send(
     Ok(())
 }
 
+/// The newest position of each instance whose event notice was held back because no other
+/// process watched it (see `super::watchers`), until it is watched or forgotten.
+#[derive(Default)]
+struct HeldBack {
+    newest: HashMap<i64, i64>,
+}
+
+impl HeldBack {
+    /// The most instances remembered; beyond it the oldest memories are dropped wholesale,
+    /// which only makes a watcher that registers in that moment wait for its next notice.
+    const MAX: usize = 65_536;
+
+    /// The notices of a batch that go out: due event notices, event notices of instances
+    /// another process watches, attempts, and the held-back notices of instances that became
+    /// watched. The rest is held back.
+    fn sift(&mut self, batch: impl Iterator<Item = Notice>, remote: &RemoteWatch) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for notice in batch {
+            match notice {
+                Notice::Event { instance_id, seq, due } if !due && !remote.wants(instance_id) => {
+                    if self.newest.len() >= Self::MAX {
+                        self.newest.clear();
+                    }
+                    let newest = self.newest.entry(instance_id).or_insert(seq);
+                    *newest = (*newest).max(seq);
+                }
+                Notice::Watched(instances) => {
+                    for instance_id in instances {
+                        if let Some(seq) = self.newest.remove(&instance_id) {
+                            out.push(Notice::Event {
+                                instance_id,
+                                seq,
+                                due: false,
+                            });
+                        }
+                    }
+                }
+                Notice::Event { instance_id, .. } => {
+                    // A higher position held back goes with it (the batch's notices of one
+                    // instance merge into the newest).
+                    if let Some(seq) = self.newest.remove(&instance_id) {
+                        out.push(Notice::Event {
+                            instance_id,
+                            seq,
+                            due: false,
+                        });
+                    }
+                    out.push(notice);
+                }
+                notice => out.push(notice),
+            }
+        }
+        out
+    }
+}
+
 /// The channels and payloads of a batch of notices: one event notice per instance first, then
 /// the attempts in order (so a watcher elsewhere reads an event before its attempts, as the
 /// writes happened).
@@ -145,6 +221,7 @@ fn payloads(batch: impl Iterator<Item = Notice>) -> (Vec<&'static str>, Vec<Stri
                 *entry = (entry.0.max(seq), entry.1 || due);
             }
             Notice::Attempts(payload) => attempts.push(payload),
+            Notice::Watched(_) => {}
         }
     }
     let events = newest
@@ -167,6 +244,34 @@ fn event_payload(instance_id: i64, seq: i64, due: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unwatched_event_notices_are_held_back_until_their_instance_is_watched() {
+        let remote = RemoteWatch::default();
+        let mut held = HeldBack::default();
+        let event = |instance_id, seq, due| Notice::Event { instance_id, seq, due };
+        let sent = |notices: Vec<Notice>| payloads(notices.into_iter()).1;
+        // Unread: everything goes.
+        assert_eq!(
+            sent(held.sift([event(1, 5, false)].into_iter(), &remote)),
+            ["1:5:handed"]
+        );
+        remote.replace_for_test([2]);
+        let batch = [
+            event(1, 6, false),
+            event(1, 9, false),
+            event(2, 7, false),
+            event(3, 8, true),
+        ];
+        assert_eq!(sent(held.sift(batch.into_iter(), &remote)), ["2:7:handed", "3:8"]);
+        // Instance 1 becomes watched: its newest held-back position goes.
+        let batch = [Notice::Watched(vec![1, 4])];
+        assert_eq!(sent(held.sift(batch.into_iter(), &remote)), ["1:9:handed"]);
+        assert!(sent(held.sift([Notice::Watched(vec![1])].into_iter(), &remote)).is_empty());
+        // A due notice takes a higher held-back position with it.
+        held.sift([event(5, 12, false)].into_iter(), &remote);
+        assert_eq!(sent(held.sift([event(5, 10, true)].into_iter(), &remote)), ["5:12"]);
+    }
 
     #[test]
     fn event_notices_of_one_instance_merge_into_the_newest_and_due_if_any_was_and_go_first() {
