@@ -56,7 +56,10 @@
 //! `instances` (migration `0005`) announces every changed instance on `botlinkd_instances`
 //! from inside its (rare) transaction. Either way a notice never runs ahead of its data.
 //!
-//! Each `PgStore` keeps one connection as a `PgListener` on the three channels; a task turns
+//! Event notices that left nothing due, and attempt notices, go only for instances another
+//! process watches (`watchers`, which also listens on `botlinkd_watch`).
+//!
+//! Each `PgStore` keeps one connection as a `PgListener` on the four channels; a task turns
 //! notifications into [`ClusterNotice`]s on an unbounded channel, which the server takes with
 //! [`PgStore::take_notifications`] and forwards: `Event` to `App::announce` (the feed's
 //! `watch` for long-polls, an engine wake-up unless `handed`, a `LiveItem::Events` for
