@@ -138,6 +138,81 @@ async fn three_processes_share_the_work_and_survive_a_kill_9() {
     );
 }
 
+/// A process killed in the middle of an attempt: another process finds it gone by its free
+/// liveness lock and sends the delivery again (same payload, so the same `webhook-id`) within
+/// seconds, long before the minute-long lease would have run out; the conversation's next
+/// message, taken by the other process meanwhile, follows it in order.
+#[tokio::test]
+async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let args = [
+        "--database-url",
+        &db.url,
+        "--webhook-allow-cidrs",
+        "127.0.0.0/8",
+        "--attempt-timeout",
+        "10s",
+        "--delivery-lease",
+        "60s",
+    ];
+    // The first request hangs for longer than the test: the process sending it dies waiting.
+    let first_body = Arc::new(std::sync::Mutex::new(Value::Null));
+    let kept = first_body.clone();
+    let receiver = Receiver::start_with(Arc::new(move |n, body| {
+        if n == 0 {
+            *kept.lock().unwrap() = body.clone();
+            (axum::http::StatusCode::OK, Duration::from_secs(300))
+        } else {
+            (axum::http::StatusCode::OK, Duration::ZERO)
+        }
+    }))
+    .await;
+    let mut doomed = serve(dir.path(), &args).await;
+    let client = reqwest::Client::new();
+    let hook = client
+        .post(format!("{}/v1/webhooks", doomed.base))
+        .basic_auth(&app_key, Some(&auth_key))
+        .json(&json!({"url": receiver.url, "events": ["message"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+    let first = post_inbound(&client, &doomed.base, &app_key, &auth_key, "first").await;
+    assert_eq!(first.status(), 201);
+    tokio::time::timeout(PATIENCE, async {
+        while receiver.count() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first process attempts the delivery");
+
+    // The survivor starts only now, so the attempt in flight is surely the doomed process's.
+    let survivor = serve(dir.path(), &args).await;
+    let second = post_inbound(&client, &survivor.base, &app_key, &auth_key, "second").await;
+    assert_eq!(second.status(), 201);
+    doomed.child.start_kill().unwrap();
+    doomed.child.wait().await.unwrap();
+    let killed_at = std::time::Instant::now();
+
+    let again = receiver
+        .next_within(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("nothing was delivered in 30 s after the kill (the lease is 60 s)"));
+    let taken_over_in = killed_at.elapsed();
+    assert_eq!(again.json, *first_body.lock().unwrap(), "the same event, sent again");
+    assert_eq!(again.json["data"]["body"], "first");
+    let next = receiver.next().await;
+    assert_eq!(next.json["data"]["body"], "second", "the conversation goes on in order");
+    assert!(
+        taken_over_in < Duration::from_secs(15),
+        "taken over {taken_over_in:?} after the kill, not within seconds"
+    );
+    eprintln!("cluster: a killed process's delivery was sent again {taken_over_in:?} after the kill");
+}
+
 #[tokio::test]
 async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     let db = TestDb::postgres().await;

@@ -673,13 +673,14 @@ async fn a_burst_of_sends_leaves_no_faster_than_the_numbers_pace() {
     }
     let mut times: Vec<std::time::Instant> = graph.sends(SENDS).await.iter().map(|r| r.at).collect();
     times.sort();
-    // 100 sends at 20 a second: 99 intervals of 50 ms, and never more than the rate within
-    // a second, give or take a send that woke late and so shares its second with the punctual
-    // ones after it.
+    // 100 sends at 20 a second: 99 intervals of 50 ms (less ten: on a loaded machine the
+    // first send may leave late, and the span starts with it; unpaced, the burst leaves in a
+    // fraction of a second), and never more than the rate within a second, give or take a
+    // send that woke late and so shares its second with the punctual ones after it.
     let interval = Duration::from_millis(1000 / PACE as u64);
     let span = times[SENDS - 1].duration_since(times[0]);
     assert!(
-        span >= interval * (SENDS as u32 - 1) - Duration::from_millis(100),
+        span >= interval * (SENDS as u32 - 11),
         "{SENDS} sends left within {span:?}"
     );
     let busiest = crate::harness::most_within_a_second(&times);

@@ -212,7 +212,9 @@ async fn wait_for_pace(app: &App, phone_number_id: &str) {
     let now_us = app.now() * 1000;
     let key = format!("meta:{phone_number_id}");
     let wait_us = match app.store.reserve_pace(&key, interval_us, now_us).await {
-        Ok(slot) => slot - now_us,
+        // Measured again after the reservation: a slow round trip to the store must not push
+        // the send past its slot and towards the next one.
+        Ok(slot) => slot - app.now() * 1000,
         Err(error) => {
             tracing::warn!(error = %error, "reserving a Meta send slot failed; waiting one interval");
             interval_us

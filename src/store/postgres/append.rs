@@ -258,10 +258,10 @@ placed AS ( \
            ep.enabled AND row_number() OVER (PARTITION BY i.seq ORDER BY ep.id) <= i.hand_limit AS handed \
     FROM input i JOIN endpoints ep ON ep.instance_id = i.inst AND (ep.events & i.bit) <> 0) AS t), \
 inserted AS ( \
-  INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until) \
+  INSERT INTO deliveries (event_seq, endpoint_id, conversation, state, next_at, lease_until, lease_owner) \
   SELECT seq, endpoint_id, conv, CASE WHEN head THEN 1 ELSE 0 END, \
          CASE WHEN NOT enabled THEN $11 WHEN head AND handed THEN lease ELSE at END, \
-         CASE WHEN head AND handed THEN lease END \
+         CASE WHEN head AND handed THEN lease END, CASE WHEN head AND handed THEN botlinkd_process() END \
   FROM placed ORDER BY seq, endpoint_id \
   RETURNING id, event_seq, endpoint_id, conversation, state, lease_until), \
 handed AS ( \

@@ -214,7 +214,7 @@ async fn move_deliveries(tx: &mut Tx, outcomes: &[&AttemptResult], guard: Guard)
         Guard::Waiting => DeliveryState::Waiting.code(),
     };
     let rows = sqlx::query(
-        "UPDATE deliveries d SET state = u.state, failures = d.failures + u.failed, lease_until = NULL, \
+        "UPDATE deliveries d SET state = u.state, failures = d.failures + u.failed, lease_until = NULL, lease_owner = NULL, \
            next_at = CASE WHEN u.state <> 1 THEN d.next_at \
                           WHEN (SELECT enabled FROM endpoints WHERE id = d.endpoint_id) THEN u.retry_at ELSE $6 END \
          FROM unnest($1::INT8[], $2::INT8[], $3::INT2[], $4::INT4[], $5::INT8[], $7::INT2[]) \
@@ -317,6 +317,7 @@ async fn promote(
            LEFT JOIN endpoints ep ON r.due AND r.nth <= $8 AND ep.id = r.ep) \
          UPDATE deliveries d SET state = 1, \
            lease_until = CASE WHEN d.id = h.follower THEN h.hold WHEN h.handed THEN $10 END, \
+           lease_owner = CASE WHEN d.id = h.follower OR h.handed THEN botlinkd_process() END, \
            next_at = CASE WHEN NOT h.enabled THEN $6 WHEN d.id = h.follower THEN h.hold \
                           WHEN h.handed THEN $10 ELSE h.at END \
          FROM handed h WHERE d.id = h.id AND d.state = h.state \

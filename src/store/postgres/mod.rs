@@ -128,6 +128,7 @@ mod complete;
 mod history;
 mod ingest;
 mod instance_cache;
+mod liveness;
 mod media;
 mod messages;
 mod notifier;
@@ -168,6 +169,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_media.sql"),
     include_str!("migrations/0010_history.sql"),
     include_str!("migrations/0011_watchers.sql"),
+    include_str!("migrations/0012_lease_owners.sql"),
 ];
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
@@ -197,14 +199,17 @@ pub struct PgStore {
     notices: Mutex<Option<mpsc::UnboundedReceiver<ClusterNotice>>>,
     /// This process's mark on the notices it sends, so it skips its own.
     origin: String,
-    /// This process's rows in `attempt_stats` (random, so processes never share a row).
-    stats_writer: i32,
+    /// This process's number (random): the owner of its leases, the key of its liveness lock
+    /// and its writer in `attempt_stats`, so processes never share a row.
+    number: i32,
+    /// This process's registration as alive (see `liveness`).
+    _liveness: liveness::Liveness,
 }
 
 type Tx = Transaction<'static, Postgres>;
 
-/// A process's `attempt_stats` writer number, from its random origin mark.
-fn stats_writer(origin: &str) -> i32 {
+/// A process's number, from its random origin mark.
+fn process_number(origin: &str) -> i32 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     origin.hash(&mut hasher);
@@ -214,13 +219,18 @@ fn stats_writer(origin: &str) -> i32 {
 impl PgStore {
     /// Connects, applies migrations, and starts listening for other processes' events.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        let origin = crate::ids::api_key();
+        let number = process_number(&origin);
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
             .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?
             // botlinkd's queries are short and indexed. PostgreSQL's JIT compiles any query
             // whose estimate passes `jit_above_cost`, as a page of history can before the
             // planner has statistics, and compiling costs ~200 ms where running costs 3 ms.
-            .options([("jit", "off")]);
+            .options([
+                ("jit", "off".to_string()),
+                (liveness::PROCESS_SETTING, number.to_string()),
+            ]);
         // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -228,8 +238,8 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         migrate(&pool).await?;
+        let liveness = liveness::Liveness::start(options.clone(), number).await;
         let (tx, rx) = mpsc::unbounded_channel();
-        let origin = crate::ids::api_key();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener
             .listen_all([
@@ -293,7 +303,8 @@ impl PgStore {
             instances,
             pool,
             notices: Mutex::new(Some(rx)),
-            stats_writer: stats_writer(&origin),
+            number,
+            _liveness: liveness,
             origin,
         })
     }
@@ -831,7 +842,7 @@ impl Store for PgStore {
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = begin_hot(&self.pool).await?;
-        let handed = complete::complete(&mut tx, &results, hand_over, self.stats_writer).await?;
+        let handed = complete::complete(&mut tx, &results, hand_over, self.number).await?;
         tx.commit().await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt
         // of an instance one of them watches.
@@ -919,7 +930,7 @@ impl Store for PgStore {
     async fn release_claims(&self, claims: Vec<(i64, Millis)>, next_at: Millis) -> StoreResult<()> {
         let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.into_iter().unzip();
         sqlx::query(
-            "UPDATE deliveries d SET lease_until = NULL, next_at = $3 \
+            "UPDATE deliveries d SET lease_until = NULL, lease_owner = NULL, next_at = $3 \
              FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS c(id, lease_until) \
              WHERE d.id = c.id AND d.state = 1 AND d.lease_until = c.lease_until",
         )

@@ -270,7 +270,7 @@ pub(super) async fn test_event(
     .records
     .remove(0);
     let id = enqueue(tx, record.seq, endpoint_id, &e.conversation, 0, e.created_at).await?;
-    sqlx::query("UPDATE deliveries SET lease_until = $2, next_at = $2 WHERE id = $1")
+    sqlx::query("UPDATE deliveries SET lease_until = $2, lease_owner = botlinkd_process(), next_at = $2 WHERE id = $1")
         .bind(id)
         .bind(lease_until)
         .execute(&mut **tx)
@@ -319,7 +319,7 @@ pub(super) async fn claim(
            SELECT d.id FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id \
            WHERE d.state = 1 AND d.next_at <= $1 AND ep.enabled AND NOT (d.endpoint_id = ANY($2)) \
            ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
-         UPDATE deliveries d SET lease_until = $4, next_at = $4 FROM due, events ev, endpoints ep \
+         UPDATE deliveries d SET lease_until = $4, lease_owner = botlinkd_process(), next_at = $4 FROM due, events ev, endpoints ep \
          WHERE d.id = due.id AND ev.seq = d.event_seq AND ep.id = d.endpoint_id \
          RETURNING {DUE_RETURNING}",
     ))
