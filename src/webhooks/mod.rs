@@ -6,7 +6,7 @@
 //! - [`destination`]: what the URL's scheme chooses (HTTP, NATS, RabbitMQ, Redis), and
 //!   the masking of broker passwords for display.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
-//! - [`health`]: when a failing endpoint is disabled on its own.
+//! - [`crate::store::health`]: when a failing endpoint is disabled on its own.
 //!
 //! An [`Endpoint`] also carries its health (`disabled_reason`, `failing_since`) and the
 //! rotation's `previous_secret_until`.

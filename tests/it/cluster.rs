@@ -213,6 +213,79 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
     eprintln!("cluster: a killed process's delivery was sent again {taken_over_in:?} after the kill");
 }
 
+/// A Meta send and a media download leased for an hour: left alone while their process lives,
+/// due again within seconds once it is gone.
+#[tokio::test]
+async fn sends_and_downloads_leased_to_a_process_that_is_gone_are_due_again_within_seconds() {
+    use botlinkd::clock::Clock;
+    use botlinkd::store::postgres::PgStore;
+    use botlinkd::store::{MediaFetch, NewChannelSend, Store};
+    let db = TestDb::postgres().await;
+    let hour = 3_600_000;
+    let survivor = PgStore::open(&db.url).await.unwrap();
+    let doomed = PgStore::open(&db.url).await.unwrap();
+    let now = Clock::system().now_ms();
+    doomed
+        .enqueue_channel_send(NewChannelSend {
+            instance_id: 1,
+            message_id: None,
+            customer: "447700900001".into(),
+            request: "{}".into(),
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let fetch = MediaFetch {
+        instance_id: 1,
+        message_id: "wamid.media".into(),
+        media_id: "media-1".into(),
+        kind: "image".into(),
+        sha256: None,
+        attempts: 0,
+        created_at: now,
+    };
+    doomed.enqueue_media_fetch(fetch, now).await.unwrap();
+    assert_eq!(doomed.claim_channel_sends(now, 10, now + hour).await.unwrap().len(), 1);
+    assert_eq!(doomed.claim_media_fetches(now, 10, now + hour).await.unwrap().len(), 1);
+
+    // Several of the survivor's looks go by: a live process's leases hold.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = Clock::system().now_ms();
+    assert!(
+        survivor
+            .claim_channel_sends(later, 10, later + hour)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        survivor
+            .claim_media_fetches(later, 10, later + hour)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    drop(doomed);
+    let dropped_at = std::time::Instant::now();
+    let (mut sends, mut fetches) = (0, 0);
+    while (sends, fetches) != (1, 1) && dropped_at.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = Clock::system().now_ms();
+        sends += survivor.claim_channel_sends(now, 10, now + hour).await.unwrap().len();
+        fetches += survivor.claim_media_fetches(now, 10, now + hour).await.unwrap().len();
+    }
+    assert_eq!(
+        (sends, fetches),
+        (1, 1),
+        "the gone process's send and download are due again within 15 s"
+    );
+    eprintln!(
+        "cluster: a gone process's send and download were due again after {:?}",
+        dropped_at.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
     let db = TestDb::postgres().await;

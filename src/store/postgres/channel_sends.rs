@@ -30,7 +30,7 @@ pub(super) async fn claim(
     lease_until: Millis,
 ) -> StoreResult<Vec<ChannelSend>> {
     let rows = sqlx::query(
-        "UPDATE channel_sends SET next_at = $3 WHERE id IN ( \
+        "UPDATE channel_sends SET next_at = $3, lease_owner = botlinkd_process() WHERE id IN ( \
            SELECT s.id FROM channel_sends s WHERE s.next_at <= $1 AND NOT EXISTS ( \
              SELECT 1 FROM channel_sends e WHERE e.instance_id = s.instance_id AND e.customer = s.customer \
              AND e.id < s.id) \
@@ -62,7 +62,8 @@ pub(super) async fn finish(pool: &PgPool, send: &ChannelSend, outcome: &SendOutc
     match outcome {
         SendOutcome::Retry { at } => {
             sqlx::query(
-                "UPDATE channel_sends SET next_at = $2, attempts = attempts + 1 WHERE id = $1 AND next_at = $3",
+                "UPDATE channel_sends SET next_at = $2, attempts = attempts + 1, lease_owner = NULL \
+                 WHERE id = $1 AND next_at = $3",
             )
             .bind(send.id)
             .bind(at)

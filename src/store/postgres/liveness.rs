@@ -1,26 +1,27 @@
-//! Which processes are alive, and taking over the leased deliveries of one that is not.
+//! Which processes are alive, and taking over the leased work of one that is not.
 //!
 //! **Why.** A process that dies (killed, out of memory, its machine gone) leaves its leased
 //! deliveries behind: those it was attempting, and those its last writes handed to its own
 //! engine. Each is the head of its conversation's queue, so the conversation's later events
-//! wait with it. Leases are long (`--delivery-lease`, 30 s by default, at least four times the
+//! wait with it. Its Meta sends (each the head of its conversation's sends) and media
+//! downloads in progress are leased the same way. Leases are long (`--delivery-lease`, 30 s by default, at least four times the
 //! attempt timeout) because a live process must never lose a lease it is still using; waiting
 //! out the lease was the whole failover time.
 //!
 //! **How.** Each process has a number, random, chosen when its store opens (it is also its
 //! `attempt_stats` writer). Every connection of the process carries it as the setting
-//! `botlinkd.process`, and every statement that leases a delivery writes it to
-//! `deliveries.lease_owner` through `botlinkd_process()` (migration `0012`); whatever ends a
-//! lease clears it. The process holds the session advisory lock `(LIVENESS_SPACE, number)` on
+//! `botlinkd.process`, and every statement that leases a delivery, a Meta send or a media
+//! download writes it to the row's `lease_owner` through `botlinkd_process()` (migration
+//! `0012`); whatever ends a lease clears it (or deletes the row). The process holds the session advisory lock `(LIVENESS_SPACE, number)` on
 //! a connection of its own for its whole life, and has a row in `processes`. PostgreSQL lets
 //! go of the lock when that connection closes: at once when the process is killed (the kernel
 //! closes its sockets), and for a machine that vanished when the connection times out.
 //!
 //! Every [`LOOK_EVERY`], on that same connection, each process tries the lock of every other
 //! registered process (`pg_try_advisory_xact_lock`, released with the statement). A lock it
-//! gets belongs to a process that is gone: the row is marked `gone_since`, and the pending
-//! deliveries leased to a gone process lose their lease and are due now, for any process's
-//! claim loop (which looks at least every 0.5 s). Gone rows are swept again on every look for
+//! gets belongs to a process that is gone: the row is marked `gone_since`, and whatever is
+//! leased to a gone process loses its lease and is due now, for any process's claim loops
+//! (the engine's looks at least every 0.5 s). Gone rows are swept again on every look for
 //! [`SWEEP_FOR`] (a statement the dead process had already sent may still commit a lease just
 //! after its connection closed) and then deleted. Two processes looking at once cannot both
 //! take one lock, so one of them does the marking; sweeping twice finds nothing the second
@@ -164,22 +165,32 @@ async fn take_over(connection: &mut PgConnection, number: i32, now: Millis) -> R
         tracing::debug!(process, "a process is gone (its liveness lock is free)");
     }
     let numbers: Vec<i32> = gone.iter().map(|(process, _)| *process).collect();
-    // Paused rows are never leased; leaving them out keeps the scan to due and leased heads.
-    let released = sqlx::query(
-        "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL, next_at = LEAST(next_at, $2) \
-         WHERE state = 1 AND next_at < $3 AND lease_owner = ANY($1)",
+    // Paused deliveries are never leased; leaving them out keeps the scan to due and leased
+    // heads. Meta sends and media downloads keep their lease in `next_at`.
+    let (deliveries, sends, fetches): (i64, i64, i64) = sqlx::query_as(
+        "WITH deliveries AS ( \
+           UPDATE deliveries SET lease_until = NULL, lease_owner = NULL, next_at = LEAST(next_at, $2) \
+           WHERE state = 1 AND next_at < $3 AND lease_owner = ANY($1) RETURNING 1), \
+         sends AS ( \
+           UPDATE channel_sends SET lease_owner = NULL, next_at = LEAST(next_at, $2) \
+           WHERE next_at > $2 AND lease_owner = ANY($1) RETURNING 1), \
+         fetches AS ( \
+           UPDATE media_fetches SET lease_owner = NULL, next_at = LEAST(next_at, $2) \
+           WHERE next_at > $2 AND lease_owner = ANY($1) RETURNING 1) \
+         SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM sends), (SELECT count(*) FROM fetches)",
     )
     .bind(&numbers)
     .bind(now)
     .bind(PAUSED)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
-    if released > 0 {
+    .fetch_one(&mut *connection)
+    .await?;
+    if deliveries + sends + fetches > 0 {
         tracing::warn!(
             processes = ?numbers,
-            released,
-            "took over deliveries leased to processes that are gone; they are due again now"
+            deliveries,
+            sends,
+            fetches,
+            "took over work leased to processes that are gone; it is due again now"
         );
     }
     sqlx::query("DELETE FROM processes WHERE gone_since < $1")

@@ -25,7 +25,7 @@ pub(super) async fn enqueue(pool: &PgPool, f: &MediaFetch, due_at: Millis) -> St
 /// Due downloads, locked `SKIP LOCKED` so that processes claiming at once take different ones.
 pub(super) async fn claim(pool: &PgPool, now: Millis, limit: u32, lease_until: Millis) -> StoreResult<Vec<MediaFetch>> {
     let rows = sqlx::query(
-        "UPDATE media_fetches f SET next_at = $3 FROM ( \
+        "UPDATE media_fetches f SET next_at = $3, lease_owner = botlinkd_process() FROM ( \
            SELECT instance_id, message_id FROM media_fetches WHERE next_at <= $1 \
            ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
          WHERE f.instance_id = due.instance_id AND f.message_id = due.message_id \
@@ -56,7 +56,8 @@ pub(super) async fn finish(pool: &PgPool, f: &MediaFetch, outcome: &MediaFetchOu
     match outcome {
         MediaFetchOutcome::Retry { at } => {
             sqlx::query(
-                "UPDATE media_fetches SET attempts = attempts + 1, next_at = $3 WHERE instance_id = $1 AND message_id = $2",
+                "UPDATE media_fetches SET attempts = attempts + 1, next_at = $3, lease_owner = NULL \
+                 WHERE instance_id = $1 AND message_id = $2",
             )
             .bind(f.instance_id)
             .bind(&f.message_id)

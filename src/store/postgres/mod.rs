@@ -2,8 +2,8 @@
 //!
 //! With SQLite, the store's guarantees rest on one fact: a single writer thread in a single
 //! process does every write, one after the other. Here many processes write at once, each over
-//! a pool of 16 connections (one of them held by the listener; the notifier has one more of
-//! its own), so each guarantee is kept by a
+//! a pool of 16 connections (one of them held by the listener; the notifier and the liveness
+//! lock have one more each of their own), so each guarantee is kept by a
 //! mechanism of its own; the rest of the program sees the same `Store` trait. The processes
 //! never talk to each other directly: everything they coordinate goes through the database
 //! (advisory locks, row locks, leases, `LISTEN`/`NOTIFY`). No lock covers a whole instance:
@@ -77,10 +77,12 @@
 //! connections, as soon as PostgreSQL notices that they are closed. (A machine that vanishes in
 //! the middle of a transaction is noticed only when its connection times out, and until then
 //! writers of the conversations it locked wait; `idle_in_transaction_session_timeout` bounds
-//! this.) Its leases stay until they end (`--delivery-lease`, 30 s by default, at least four
-//! times the attempt timeout); then the rows are due and any process claims them.
-//! `release_all_leases` answers 0, because at start a process cannot tell a dead process's
-//! lease from a live one's. A late outcome from a process that was only slow, not dead, finds
+//! this.) Its leases are released by the other processes as soon as its liveness lock is free
+//! (`liveness`: every lease names its process in `lease_owner`), and otherwise stay until they
+//! end (`--delivery-lease`, 30 s by default, at least four times the attempt timeout); then
+//! the rows are due and any process claims them. `release_all_leases` answers 0: the leases a
+//! restarted process held in its previous life are released through `liveness` like any gone
+//! process's. A late outcome from a process that was only slow, not dead, finds
 //! a different lease on the row and changes nothing but the attempts list.
 //!
 //! **Migrations** run in [`PgStore::open`], in one transaction that first takes
@@ -99,7 +101,9 @@
 //! `conversations.last_inbound_at`; `0008_templates.sql` the `templates` catalogue and
 //! `template_syncs`; `0009_media.sql` the kept `media` and the `media_fetches` queue;
 //! `0010_history.sql` the event history's indexes and `attempt_stats`, and drops
-//! `events_by_age` (retention reads `events_history` instance by instance).
+//! `events_by_age` (retention reads `events_history` instance by instance);
+//! `0011_watchers.sql` the unlogged `watchers` table (`watchers`); `0012_lease_owners.sql`
+//! `deliveries.lease_owner`, the `processes` table and `botlinkd_process()` (`liveness`).
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox

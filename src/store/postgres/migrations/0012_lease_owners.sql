@@ -1,9 +1,11 @@
--- Which process holds each delivery's lease, and which processes are alive, so that the
--- deliveries of a process that died are taken over within a second or two instead of when
--- their leases end (see src/store/postgres/liveness.rs). A process's number is also its
--- `attempt_stats` writer; a live process holds the advisory lock (LOCK_SPACE + 1, number) on
--- a connection of its own.
+-- Which process holds each lease (deliveries, Meta sends, media downloads), and which
+-- processes are alive, so that the work of a process that died is taken over within a second
+-- or two instead of when its leases end (see src/store/postgres/liveness.rs). A process's
+-- number is also its `attempt_stats` writer; a live process holds the advisory lock
+-- (LOCK_SPACE + 1, number) on a connection of its own.
 ALTER TABLE deliveries ADD COLUMN lease_owner INTEGER;
+ALTER TABLE channel_sends ADD COLUMN lease_owner INTEGER;
+ALTER TABLE media_fetches ADD COLUMN lease_owner INTEGER;
 CREATE TABLE processes (
     number     INTEGER PRIMARY KEY,
     started_at BIGINT NOT NULL,
