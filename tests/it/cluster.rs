@@ -73,14 +73,14 @@ async fn three_processes_share_the_work_and_survive_a_kill_9() {
     let mut nodes = start_cluster(&db, dir.path(), 3).await;
     let receiver = Receiver::start_with(Arc::new(|_, _| (axum::http::StatusCode::OK, Duration::from_millis(3)))).await;
     let client = reqwest::Client::new();
-    let hook = client
-        .post(format!("{}/v1/webhooks", nodes[0].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .json(&json!({"url": receiver.url, "events": ["message"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status(), 201);
+    subscribe(
+        &client,
+        &nodes[0].base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"]}),
+    )
+    .await;
 
     // Three senders, each with its own conversations, rotating over the three processes.
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
@@ -171,14 +171,14 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
     .await;
     let mut doomed = serve(dir.path(), &args).await;
     let client = reqwest::Client::new();
-    let hook = client
-        .post(format!("{}/v1/webhooks", doomed.base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .json(&json!({"url": receiver.url, "events": ["message"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status(), 201);
+    subscribe(
+        &client,
+        &doomed.base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"]}),
+    )
+    .await;
     let first = post_inbound(&client, &doomed.base, &app_key, &auth_key, "first").await;
     assert_eq!(first.status(), 201);
     tokio::time::timeout(PATIENCE, async {
@@ -299,14 +299,14 @@ async fn a_watcher_on_one_process_sees_events_ingested_by_another() {
             .contains("up to date")
     );
     let receiver = Receiver::start().await;
-    let hook = client
-        .post(format!("{}/v1/webhooks", nodes[1].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .json(&json!({"url": receiver.url, "events": ["message"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status(), 201);
+    subscribe(
+        &client,
+        &nodes[1].base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"]}),
+    )
+    .await;
 
     let poll = client
         .get(format!("{}/v1/events?wait=20", nodes[0].base))
@@ -357,14 +357,14 @@ async fn only_instances_watched_elsewhere_are_announced() {
 
     // The quiet instance has an endpoint, so it makes an attempt too; nobody watches it.
     let receiver = Receiver::start().await;
-    let hook = client
-        .post(format!("{}/v1/webhooks", nodes[1].base))
-        .basic_auth(&quiet_app, Some(&quiet_auth))
-        .json(&json!({"url": receiver.url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status(), 201);
+    subscribe(
+        &client,
+        &nodes[1].base,
+        &quiet_app,
+        &quiet_auth,
+        json!({"url": receiver.url}),
+    )
+    .await;
     let mut stream = open_stream(&client, &nodes[0].base, &app_key, &auth_key).await;
     assert_eq!(
         post_inbound(&client, &nodes[1].base, &quiet_app, &quiet_auth, "unwatched")
@@ -530,6 +530,18 @@ async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
         .filter_map(|e| e["payload"]["data"]["body"].as_str())
         .collect();
     assert_eq!(bodies, ["before", "after"]);
+}
+
+/// Subscribes an endpoint through one process (`body` is the `POST /v1/webhooks` request).
+async fn subscribe(client: &reqwest::Client, base: &str, app_key: &str, auth_key: &str, body: Value) {
+    let hook = client
+        .post(format!("{base}/v1/webhooks"))
+        .basic_auth(app_key, Some(auth_key))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201, "{}", hook.text().await.unwrap_or_default());
 }
 
 /// A customer's text message to the instance, posted to one process's sandbox.
@@ -703,14 +715,14 @@ async fn a_rate_limit_holds_across_three_processes() {
     }))
     .await;
     let client = reqwest::Client::new();
-    let hook = client
-        .post(format!("{}/v1/webhooks", nodes[0].base))
-        .basic_auth(&app_key, Some(&auth_key))
-        .json(&json!({"url": receiver.url, "events": ["message"], "rate_limit": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status(), 201);
+    subscribe(
+        &client,
+        &nodes[0].base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"], "rate_limit": 10}),
+    )
+    .await;
     // 40 messages from 8 customers, each process taking a third of them.
     let mut accepted = Vec::new();
     for i in 0..40 {
