@@ -5,8 +5,8 @@
 //! **Start** ([`Server::start`]): take the serving lock (SQLite only: an exclusive lock on
 //! `<database>.lock`, held until `serve` returns, so that a second `serve` fails with
 //! `StoreError::InUse`; `instance …` and `migrate` do not take it), open the store, release
-//! the leases left in it (safe because of that lock; PostgreSQL answers 0, see
-//! `Store::release_all_leases`), create the demo instance on an empty database, read the
+//! the leases left in it (safe because of that lock; PostgreSQL releases nothing and
+//! registers the process instead, see `Store::start_serving`), create the demo instance on an empty database, read the
 //! newest event's `seq` (where cursor-less streams start), and give the app its base URL
 //! (`--public-url`, or the bound address).
 //!
@@ -84,8 +84,9 @@ impl Server {
         let lock = store::lock_for_serving(&config.database_url)?;
         let store = config.open_store().await?;
         // SQLite is used by one serving process at a time, so every lease left in the file
-        // belonged to a process that is gone: hand those deliveries back at once.
-        let released = store.release_all_leases(config.clock.now_ms()).await?;
+        // belonged to a process that is gone: hand those deliveries back at once. PostgreSQL
+        // registers this process, to take part in taking over from processes that die.
+        let released = store.start_serving(config.clock.now_ms()).await?;
         if released > 0 {
             tracing::info!(
                 released,

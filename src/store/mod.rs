@@ -34,8 +34,10 @@
 //!
 //! **Leases left by a dead process.** With SQLite the serving lock guarantees that only one
 //! serving process uses the file, so `Server::start` releases every lease it finds
-//! (`release_all_leases`) and those deliveries are due at once. With PostgreSQL another
-//! process may hold live leases, so nothing is released at start: the dead process's
+//! (`start_serving`) and those deliveries are due at once. With PostgreSQL another process
+//! may hold live leases, so nothing is released at start: every lease names its process, and
+//! the serving processes release the leases of one whose liveness lock has been free for a
+//! few seconds (`postgres::liveness`); failing that (a process that never registered), the
 //! deliveries fall due when their leases end (`next_at` was set to the lease's end by the
 //! claim) and any process claims them. Either way the receiver may see the event twice, which
 //! at-least-once allows; the stable `webhook-id` lets it de-duplicate.
@@ -834,9 +836,11 @@ pub trait Store: Send + Sync + 'static {
     fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ClusterNotice>> {
         None
     }
-    /// Releases every lease where that is safe (a single-process backend at start); a
-    /// shared backend answers 0 and lets the leases of dead processes run out.
-    async fn release_all_leases(&self, now: Millis) -> StoreResult<u64>;
+    /// Prepares the store for a serving process, once, at start; answers how many deliveries
+    /// it made due again. SQLite (one serving process per file) releases every lease it
+    /// finds. PostgreSQL releases nothing (others may hold live leases) and registers the
+    /// process, so that the others take over its leases should it die, and it theirs.
+    async fn start_serving(&self, now: Millis) -> StoreResult<u64>;
 }
 
 /// Whether a database URL names PostgreSQL.

@@ -138,8 +138,8 @@ async fn three_processes_share_the_work_and_survive_a_kill_9() {
     );
 }
 
-/// A process killed in the middle of an attempt: another process finds it gone by its free
-/// liveness lock and sends the delivery again (same payload, so the same `webhook-id`) within
+/// A process killed in the middle of an attempt: another process finds it gone by its
+/// liveness lock, free for 5 s, and sends the delivery again (same payload, so the same `webhook-id`) within
 /// seconds, long before the minute-long lease would have run out; the conversation's next
 /// message, taken by the other process meanwhile, follows it in order.
 #[tokio::test]
@@ -193,6 +193,8 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
     let survivor = serve(dir.path(), &args).await;
     let second = post_inbound(&client, &survivor.base, &app_key, &auth_key, "second").await;
     assert_eq!(second.status(), 201);
+    // The survivor judges others only once it has held its own liveness lock for 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     doomed.child.start_kill().unwrap();
     doomed.child.wait().await.unwrap();
     let killed_at = std::time::Instant::now();
@@ -213,6 +215,76 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
     eprintln!("cluster: a killed process's delivery was sent again {taken_over_in:?} after the kill");
 }
 
+/// Every process's liveness connection cut again and again for 3 s while one of them waits on
+/// a slow receiver: each registers again at its next look, so no lock stays free for the
+/// grace period, nobody counts as gone, and the delivery is made once.
+#[tokio::test]
+async fn processes_that_lose_their_liveness_connection_keep_their_leases() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app_key, auth_key) = create_instance(&db, dir.path()).await;
+    let args = [
+        "--database-url",
+        &db.url,
+        "--webhook-allow-cidrs",
+        "127.0.0.0/8",
+        "--attempt-timeout",
+        "20s",
+        "--delivery-lease",
+        "90s",
+    ];
+    let receiver = Receiver::start_with(Arc::new(|n, _| {
+        let wait = if n == 0 {
+            Duration::from_secs(12)
+        } else {
+            Duration::ZERO
+        };
+        (axum::http::StatusCode::OK, wait)
+    }))
+    .await;
+    let nodes = [serve(dir.path(), &args).await, serve(dir.path(), &args).await];
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    subscribe(
+        &client,
+        &nodes[0].base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"]}),
+    )
+    .await;
+    let posted = post_inbound(&client, &nodes[0].base, &app_key, &auth_key, "only once").await;
+    assert_eq!(posted.status(), 201);
+    // Both processes are past their own grace period, looking at each other every second.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(started.elapsed())).await;
+    assert_eq!(receiver.count(), 1, "the delivery is under way");
+    // A flapping network: every liveness connection cut every 200 ms for 3 s.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut cut = 0;
+    let flapping = std::time::Instant::now();
+    while flapping.elapsed() < Duration::from_secs(3) {
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'botlinkd-liveness'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        cut += terminated.len();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(cut >= 4, "the liveness connections were cut again and again ({cut})");
+
+    let delivered = receiver
+        .next_within(Duration::from_secs(30))
+        .await
+        .expect("the delivery arrives");
+    assert_eq!(delivered.json["data"]["body"], "only once");
+    receiver.expect_nothing(Duration::from_secs(8)).await;
+    assert_eq!(receiver.count(), 1, "no process took over a live process's lease");
+}
+
 /// A Meta send and a media download leased for an hour: left alone while their process lives,
 /// due again within seconds once it is gone.
 #[tokio::test]
@@ -225,6 +297,8 @@ async fn sends_and_downloads_leased_to_a_process_that_is_gone_are_due_again_with
     let survivor = PgStore::open(&db.url).await.unwrap();
     let doomed = PgStore::open(&db.url).await.unwrap();
     let now = Clock::system().now_ms();
+    survivor.start_serving(now).await.unwrap();
+    doomed.start_serving(now).await.unwrap();
     doomed
         .enqueue_channel_send(NewChannelSend {
             instance_id: 1,
@@ -279,6 +353,10 @@ async fn sends_and_downloads_leased_to_a_process_that_is_gone_are_due_again_with
         (sends, fetches),
         (1, 1),
         "the gone process's send and download are due again within 15 s"
+    );
+    assert!(
+        dropped_at.elapsed() >= Duration::from_secs(4),
+        "a free lock counts only after the grace period"
     );
     eprintln!(
         "cluster: a gone process's send and download were due again after {:?}",

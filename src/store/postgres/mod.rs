@@ -78,11 +78,12 @@
 //! the middle of a transaction is noticed only when its connection times out, and until then
 //! writers of the conversations it locked wait; `idle_in_transaction_session_timeout` bounds
 //! this.) Its leases are released by the other processes as soon as its liveness lock is free
-//! (`liveness`: every lease names its process in `lease_owner`), and otherwise stay until they
+//! (`liveness`: every lease of a delivery, a Meta send or a media download names its process
+//! in `lease_owner`), and otherwise stay until they
 //! end (`--delivery-lease`, 30 s by default, at least four times the attempt timeout); then
-//! the rows are due and any process claims them. `release_all_leases` answers 0: the leases a
-//! restarted process held in its previous life are released through `liveness` like any gone
-//! process's. A late outcome from a process that was only slow, not dead, finds
+//! the rows are due and any process claims them. `start_serving` (called by a serving process
+//! only) releases nothing and registers the process with `liveness`: the leases a restarted
+//! process held in its previous life are released there like any gone process's. A late outcome from a process that was only slow, not dead, finds
 //! a different lease on the row and changes nothing but the attempts list.
 //!
 //! **Migrations** run in [`PgStore::open`], in one transaction that first takes
@@ -206,8 +207,10 @@ pub struct PgStore {
     /// This process's number (random): the owner of its leases, the key of its liveness lock
     /// and its writer in `attempt_stats`, so processes never share a row.
     number: i32,
-    /// This process's registration as alive (see `liveness`).
-    _liveness: liveness::Liveness,
+    /// The connection settings, for the liveness connection.
+    options: PgConnectOptions,
+    /// This process's registration as a serving process, once it serves (see `liveness`).
+    liveness: tokio::sync::Mutex<Option<liveness::Liveness>>,
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -242,7 +245,6 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         migrate(&pool).await?;
-        let liveness = liveness::Liveness::start(options.clone(), number).await;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener
@@ -257,7 +259,7 @@ impl PgStore {
         let instances = Arc::new(instance_cache::InstanceCache::default());
         let cache = instances.clone();
         let remote = Arc::new(watchers::RemoteWatch::default());
-        let notifier = Arc::new(notifier::Notifier::start(options, remote.clone()));
+        let notifier = Arc::new(notifier::Notifier::start(options.clone(), remote.clone()));
         let watches = watchers::Watches::start(pool.clone(), origin.clone(), remote.clone(), notifier.clone());
         let (watched_elsewhere, to_notifier) = (remote.clone(), notifier.clone());
         tokio::spawn(async move {
@@ -308,7 +310,8 @@ impl PgStore {
             pool,
             notices: Mutex::new(Some(rx)),
             number,
-            _liveness: liveness,
+            options,
+            liveness: tokio::sync::Mutex::new(None),
             origin,
         })
     }
@@ -911,8 +914,14 @@ impl Store for PgStore {
         )
     }
 
-    async fn release_all_leases(&self, _now: Millis) -> StoreResult<u64> {
-        // Other processes may hold leases right now: a dead process's leases simply expire.
+    async fn start_serving(&self, _now: Millis) -> StoreResult<u64> {
+        // Other processes may hold live leases right now: nothing is released here. The
+        // leases of processes that are gone (this one's previous life too) are released by
+        // the liveness looks, which this process now takes part in.
+        let mut liveness = self.liveness.lock().await;
+        if liveness.is_none() {
+            *liveness = Some(liveness::Liveness::start(self.pool.clone(), self.options.clone(), self.number).await);
+        }
         Ok(0)
     }
 

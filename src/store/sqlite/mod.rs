@@ -614,7 +614,7 @@ impl Store for SqliteStore {
         self.db.read(outbox::next_due_at).await
     }
 
-    async fn release_all_leases(&self, now: Millis) -> StoreResult<u64> {
+    async fn start_serving(&self, now: Millis) -> StoreResult<u64> {
         self.db.write_relaxed(move |c| outbox::release_all_leases(c, now)).await
     }
 

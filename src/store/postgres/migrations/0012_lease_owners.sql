@@ -1,5 +1,5 @@
 -- Which process holds each lease (deliveries, Meta sends, media downloads), and which
--- processes are alive, so that the work of a process that died is taken over within a second
+-- serving processes are alive, so that the work of a process that died is taken over within a second
 -- or two instead of when its leases end (see src/store/postgres/liveness.rs). A process's
 -- number is also its `attempt_stats` writer; a live process holds the advisory lock
 -- (LOCK_SPACE + 1, number) on a connection of its own.
@@ -9,6 +9,9 @@ ALTER TABLE media_fetches ADD COLUMN lease_owner INTEGER;
 CREATE TABLE processes (
     number     INTEGER PRIMARY KEY,
     started_at BIGINT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    version    TEXT NOT NULL,
     gone_since BIGINT
 );
 -- The number of the process whose connection runs the statement (each connection carries it
