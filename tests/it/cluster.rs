@@ -23,6 +23,20 @@ const SERVE_ARGS: [&str; 8] = [
     "4s",
 ];
 
+/// `serve` arguments for one database, with this attempt timeout and delivery lease.
+fn lease_args<'a>(url: &'a str, attempt_timeout: &'a str, lease: &'a str) -> [&'a str; 8] {
+    [
+        "--database-url",
+        url,
+        "--webhook-allow-cidrs",
+        "127.0.0.0/8",
+        "--attempt-timeout",
+        attempt_timeout,
+        "--delivery-lease",
+        lease,
+    ]
+}
+
 async fn start_cluster(db: &TestDb, dir: &std::path::Path, n: usize) -> Vec<Served> {
     let mut args: Vec<&str> = vec!["--database-url", &db.url];
     args.extend(SERVE_ARGS);
@@ -147,16 +161,7 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
-    let args = [
-        "--database-url",
-        &db.url,
-        "--webhook-allow-cidrs",
-        "127.0.0.0/8",
-        "--attempt-timeout",
-        "10s",
-        "--delivery-lease",
-        "60s",
-    ];
+    let args = lease_args(&db.url, "10s", "60s");
     // The first request hangs for longer than the test: the process sending it dies waiting.
     let first_body = Arc::new(std::sync::Mutex::new(Value::Null));
     let kept = first_body.clone();
@@ -224,16 +229,7 @@ async fn processes_that_lose_their_liveness_connection_keep_their_leases() {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
-    let args = [
-        "--database-url",
-        &db.url,
-        "--webhook-allow-cidrs",
-        "127.0.0.0/8",
-        "--attempt-timeout",
-        "20s",
-        "--delivery-lease",
-        "90s",
-    ];
+    let args = lease_args(&db.url, "20s", "90s");
     let receiver = Receiver::start_with(Arc::new(|n, _| {
         let wait = if n == 0 {
             Duration::from_secs(12)
