@@ -28,19 +28,38 @@
 //! the conversation is locked); then the next delivery of each queue whose last moved delivery
 //! finished becomes the head.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 
 use super::Tx;
+use super::routines::{self, Routine};
 use crate::clock::Millis;
 use crate::store::attempt_stats;
 use crate::store::rules::{self, DeliveryState, PAUSED};
 use crate::store::{AttemptResult, DueDelivery, HandOver, StoreResult};
 
-/// Records a batch of outcomes; returns the promoted deliveries it claimed for the engine
-/// (with `hand_over`, up to its limit).
+/// Records a batch of outcomes in one transaction; returns the promoted deliveries it claimed
+/// for the engine (with `hand_over`, up to its limit). A batch of successes, nearly every
+/// batch, is one call of [`ROUTINE`]; a batch with a failure is written a statement at a time.
 pub(super) async fn complete(
+    pool: &PgPool,
+    results: &[AttemptResult],
+    hand_over_to: Option<HandOver>,
+    stats_writer: i32,
+) -> StoreResult<Vec<DueDelivery>> {
+    if results.iter().all(|r| r.success) {
+        return complete_delivered(pool, results, hand_over_to, stats_writer).await;
+    }
+    let mut tx = super::begin_hot(pool).await?;
+    let handed = complete_in_steps(&mut tx, results, hand_over_to, stats_writer).await?;
+    tx.commit().await?;
+    Ok(handed)
+}
+
+/// Records a batch with a failure, a statement at a time, in `tx`.
+async fn complete_in_steps(
     tx: &mut Tx,
     results: &[AttemptResult],
     hand_over_to: Option<HandOver>,
@@ -53,26 +72,21 @@ pub(super) async fn complete(
         record_health(tx, results, &unhealthy).await?;
     }
     lock_queues(tx, results).await?;
-    let in_batch: HashSet<i64> = results.iter().filter_map(|r| r.follower.map(|(id, _)| id)).collect();
-    let (leaders, followers): (Vec<&AttemptResult>, Vec<&AttemptResult>) =
-        results.iter().partition(|r| !in_batch.contains(&r.delivery_id));
-    let mut moved = move_deliveries(tx, &leaders, Guard::Lease).await?;
-    // Follow each chain from the leaders that moved and succeeded, as far as it goes.
-    let mut chained: Vec<&AttemptResult> = Vec::new();
-    let mut next: Vec<(i64, Millis)> = leaders
+    let chains = chain_leaders(results);
+    let leaders: Vec<&AttemptResult> = results
         .iter()
-        .filter(|r| r.success && moved.iter().any(|m| m.id == r.delivery_id))
-        .filter_map(|r| r.follower)
+        .zip(&chains)
+        .filter(|(r, leader)| **leader == Some(r.delivery_id))
+        .map(|(r, _)| r)
         .collect();
-    while !next.is_empty() {
-        let found: Vec<&AttemptResult> = followers
-            .iter()
-            .copied()
-            .filter(|f| next.contains(&(f.delivery_id, f.lease_until)))
-            .collect();
-        next = found.iter().filter(|f| f.success).filter_map(|f| f.follower).collect();
-        chained.extend(found);
-    }
+    let mut moved = move_deliveries(tx, &leaders, Guard::Lease).await?;
+    // The chains of the leaders that moved, as far as each goes.
+    let chained: Vec<&AttemptResult> = results
+        .iter()
+        .zip(&chains)
+        .filter(|(r, leader)| leader.is_some_and(|l| l != r.delivery_id && moved.iter().any(|m| m.id == l)))
+        .map(|(r, _)| r)
+        .collect();
     if !chained.is_empty() {
         moved.extend(move_deliveries(tx, &chained, Guard::Waiting).await?);
     }
@@ -81,81 +95,259 @@ pub(super) async fn complete(
     promote(tx, results, &moved, hand_over_to).await
 }
 
+/// The chain each outcome belongs to, named by its leader's delivery id. An outcome whose
+/// delivery follows no other outcome of the batch leads its own chain. A follower belongs to
+/// its leader's chain when the outcome it followed (matched by delivery id and lease) belongs
+/// to it and succeeded; any other follower belongs to none, and is not moved.
+fn chain_leaders(results: &[AttemptResult]) -> Vec<Option<i64>> {
+    let by_lease: HashMap<(i64, Millis), usize> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.delivery_id, r.lease_until), i))
+        .collect();
+    let followed: HashSet<i64> = results.iter().filter_map(|r| r.follower.map(|(id, _)| id)).collect();
+    let mut chains: Vec<Option<i64>> = results
+        .iter()
+        .map(|r| (!followed.contains(&r.delivery_id)).then_some(r.delivery_id))
+        .collect();
+    for (start, r) in results.iter().enumerate() {
+        if chains[start] != Some(r.delivery_id) {
+            continue;
+        }
+        let mut link = r;
+        while link.success
+            && let Some(next) = link.follower.and_then(|f| by_lease.get(&f).copied())
+            && chains[next].is_none()
+        {
+            chains[next] = Some(r.delivery_id);
+            link = &results[next];
+        }
+    }
+    chains
+}
+
+/// A batch of successes as one function call (see `super::routines`): the same steps as
+/// [`complete_in_steps`] takes for a batch with a failure, in one round trip, commit
+/// included. Health only ever clears here (`failing_since`, for an endpoint that was failing).
+/// The moves take the state each row must still be in as a column (see [`move_deliveries`]):
+/// a leader must be `pending` under its lease, a follower of a moved leader `waiting`. The
+/// promotion is [`PROMOTE`], fed with the last delivery moved in each queue.
+pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
+    let delivered = DeliveryState::Delivered.code();
+    let queues = "(SELECT l.ep, l.conv, r.started + r.took, r.follower, r.hold, l.head \
+       FROM (SELECT DISTINCT ON (m.ep, m.conv) m.ep, m.conv, m.id AS head \
+             FROM unnest(moved_ids, moved_endpoints, moved_conversations) AS m(id, ep, conv) \
+             ORDER BY m.ep, m.conv, m.id DESC) AS l \
+       JOIN unnest($17::INT8[], $4::INT8[], $5::INT8[], $22::INT8[], $23::INT8[]) \
+         AS r(id, started, took, follower, hold) ON r.id = l.head) AS q(ep, conv, at, follower, hold, head)";
+    let body = format!(
+        "WITH recorded AS ({RECORD}) {COUNT}; \
+         UPDATE endpoints SET failing_since = NULL WHERE id IN ( \
+           SELECT id FROM endpoints WHERE id = ANY($2) AND failing_since IS NOT NULL ORDER BY id FOR UPDATE); \
+         PERFORM pg_advisory_xact_lock(k) FROM ({keys}) AS keys; \
+         WITH m AS ( \
+           UPDATE deliveries d SET state = {delivered}, lease_until = NULL, lease_owner = NULL \
+           FROM unnest($17::INT8[], $19::INT8[], $20::INT8[], $21::INT2[]) AS u(id, lease, chain, expected) \
+           WHERE d.id = u.id AND u.chain = u.id AND d.state = u.expected AND d.lease_until = u.lease \
+           RETURNING d.id, d.endpoint_id, d.conversation) \
+         SELECT array_agg(m.id), array_agg(m.endpoint_id), array_agg(m.conversation) \
+           INTO moved_ids, moved_endpoints, moved_conversations FROM m; \
+         IF moved_ids IS NULL THEN RETURN; END IF; \
+         IF NOT $20 = $17 THEN \
+           WITH m AS ( \
+             UPDATE deliveries d SET state = {delivered}, lease_until = NULL, lease_owner = NULL \
+             FROM unnest($17::INT8[], $20::INT8[], $21::INT2[]) AS u(id, chain, expected) \
+             WHERE d.id = u.id AND u.chain <> u.id AND u.chain = ANY(moved_ids) AND d.state = u.expected \
+             RETURNING d.id, d.endpoint_id, d.conversation) \
+           SELECT moved_ids || array_agg(m.id), moved_endpoints || array_agg(m.endpoint_id), \
+                  moved_conversations || array_agg(m.conversation) \
+             INTO moved_ids, moved_endpoints, moved_conversations FROM m; \
+         END IF; \
+         RETURN QUERY {promote};",
+        keys = queue_keys("$17", "$18"),
+        promote = promotion(queues, "$24", "$25", "$26", "$27"),
+    );
+    Routine::new(
+        "botlinkd_delivered",
+        "INT8[], TEXT[], INT4[], INT8[], INT8[], INT4[], TEXT[], TEXT[], BOOL[], \
+         TEXT[], INT8[], INT2[], INT8[], INT8[], INT8[], INT4, \
+         INT8[], INT8[], INT8[], INT8[], INT2[], INT8[], INT8[], INT8, INT8, INT8, INT8",
+        "handed BOOL, id INT8, event_seq INT8, event_id TEXT, instance_id INT8, endpoint_id TEXT, url TEXT, \
+         secret TEXT, payload TEXT, failures INT4, attempt_offset INT4, previous_secret TEXT, rate_limit INT4",
+        "moved_ids INT8[]; moved_endpoints TEXT[]; moved_conversations TEXT[];",
+        &body,
+    )
+});
+
+/// Records a batch of successes with one call of [`ROUTINE`].
+async fn complete_delivered(
+    pool: &PgPool,
+    results: &[AttemptResult],
+    hand_over: Option<HandOver>,
+    stats_writer: i32,
+) -> StoreResult<Vec<DueDelivery>> {
+    static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(27));
+    let attempts = AttemptColumns::new(results, stats_writer);
+    let chains = chain_leaders(results);
+    let n = results.len();
+    let (mut ids, mut instances, mut leases) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut expected, mut followers, mut holds) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for (r, chain) in results.iter().zip(&chains) {
+        ids.push(r.delivery_id);
+        instances.push(r.instance_id);
+        leases.push(r.lease_until);
+        let state = if *chain == Some(r.delivery_id) {
+            DeliveryState::Pending
+        } else {
+            DeliveryState::Waiting
+        };
+        expected.push(state.code());
+        followers.push(r.follower.map(|(id, _)| id));
+        holds.push(r.follower.map(|(_, lease)| lease));
+    }
+    let call = || {
+        attempts
+            .bind(sqlx::query(&CALL))
+            .bind(&ids)
+            .bind(&instances)
+            .bind(&leases)
+            .bind(&chains)
+            .bind(&expected)
+            .bind(&followers)
+            .bind(&holds)
+            .bind(PAUSED)
+            .bind(hand_over.map_or(0, |h| h.limit as i64))
+            .bind(hand_over.map_or(0, |h| h.now))
+            .bind(hand_over.map_or(0, |h| h.lease_until))
+            .fetch_all(pool)
+    };
+    let rows = match call().await {
+        Err(error) if routines::is_missing(&error) => {
+            tracing::warn!(routine = %ROUTINE.name, "postgres completion routine missing; creating it again");
+            routines::reinstall(pool).await?;
+            call().await?
+        }
+        rows => rows?,
+    };
+    handed_rows(&rows, hand_over)
+}
+
 /// Locks the conversations of the batch's deliveries, in key order (see `append`).
 async fn lock_queues(tx: &mut Tx, results: &[AttemptResult]) -> StoreResult<()> {
+    static LOCK: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT pg_advisory_xact_lock(k) FROM ({}) AS keys",
+            queue_keys("$1", "$2")
+        )
+    });
     let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
     let instances: Vec<i64> = results.iter().map(|r| r.instance_id).collect();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM ( \
-           SELECT DISTINCT hashtextextended(d.conversation, u.inst) AS k \
-           FROM unnest($1::INT8[], $2::INT8[]) AS u(id, inst) JOIN deliveries d ON d.id = u.id \
-           WHERE d.id = ANY($1) ORDER BY k \
-         ) AS keys",
-    )
-    .bind(ids)
-    .bind(instances)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(&LOCK).bind(ids).bind(instances).execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Inserts the attempts and adds them to `attempt_stats` (under this process's writer, see
-/// `store::attempt_stats`), in one statement; answers the endpoints whose health may change:
-/// any that failed, and any that succeeded while marked as failing (the usual batch changes
-/// none, and then no endpoint row is written or locked).
-async fn record_attempts(tx: &mut Tx, results: &[AttemptResult], stats_writer: i32) -> StoreResult<Vec<String>> {
-    let n = results.len();
-    let (mut seqs, mut endpoints, mut numbers) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut started, mut durations, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut responses, mut errors, mut successes) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for r in results {
-        seqs.push(r.event_seq);
-        endpoints.push(r.endpoint_id.as_str());
-        numbers.push(r.attempt as i32);
-        started.push(r.started_at);
-        durations.push(r.duration_ms);
-        codes.push(r.status_code.map(i32::from));
-        responses.push(r.response.as_str());
-        errors.push(r.error.as_deref());
-        successes.push(r.success);
-    }
-    let deltas = attempt_stats::deltas(results);
-    Ok(sqlx::query_scalar(
-        "WITH recorded AS ( \
-           INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, response, error, success) \
-           SELECT * FROM unnest($1::INT8[], $2::TEXT[], $3::INT4[], $4::INT8[], $5::INT8[], $6::INT4[], $7::TEXT[], \
-                                $8::TEXT[], $9::BOOL[])), \
-         counted AS ( \
-           INSERT INTO attempt_stats (endpoint_id, minute, writer, bucket, successes, failures, last_success_at) \
-           SELECT u.endpoint_id, u.minute, $16, u.bucket, u.successes, u.failures, u.last_success_at \
-           FROM unnest($10::TEXT[], $11::INT8[], $12::INT2[], $13::INT8[], $14::INT8[], $15::INT8[]) \
-             AS u(endpoint_id, minute, bucket, successes, failures, last_success_at) \
-           ON CONFLICT (endpoint_id, minute, writer, bucket) DO UPDATE SET \
-             successes = attempt_stats.successes + excluded.successes, \
-             failures = attempt_stats.failures + excluded.failures, \
-             last_success_at = GREATEST(attempt_stats.last_success_at, excluded.last_success_at)) \
-         SELECT DISTINCT ep.id FROM unnest($2::TEXT[], $9::BOOL[]) AS o(endpoint_id, success) \
-         JOIN endpoints ep ON ep.id = o.endpoint_id WHERE NOT o.success OR ep.failing_since IS NOT NULL",
+/// The lock keys of the conversations of deliveries `ids` (of instances `instances`, two
+/// arrays in step), once each and in order.
+fn queue_keys(ids: &str, instances: &str) -> String {
+    format!(
+        "SELECT DISTINCT hashtextextended(d.conversation, u.inst) AS k \
+         FROM unnest({ids}::INT8[], {instances}::INT8[]) AS u(id, inst) JOIN deliveries d ON d.id = u.id \
+         WHERE d.id = ANY({ids}) ORDER BY k"
     )
-    .bind(&seqs)
-    .bind(&endpoints)
-    .bind(&numbers)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&codes)
-    .bind(&responses)
-    .bind(&errors)
-    .bind(&successes)
-    .bind(deltas.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.minute).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.bucket).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.successes).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.failures).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.last_success_at).collect::<Vec<_>>())
-    .bind(stats_writer)
-    .fetch_all(&mut **tx)
-    .await?)
+}
+
+/// Inserts the batch's attempts (arguments `$1` to `$9`, see [`AttemptColumns`]).
+const RECORD: &str = "INSERT INTO attempts (event_seq, endpoint_id, attempt, started_at, duration_ms, status_code, \
+   response, error, success) \
+ SELECT * FROM unnest($1::INT8[], $2::TEXT[], $3::INT4[], $4::INT8[], $5::INT8[], $6::INT4[], $7::TEXT[], $8::TEXT[], \
+   $9::BOOL[])";
+
+/// Adds the batch's attempts to `attempt_stats`, under this process's writer (arguments `$10`
+/// to `$16`, see [`AttemptColumns`] and `store::attempt_stats`).
+const COUNT: &str = "INSERT INTO attempt_stats (endpoint_id, minute, writer, bucket, successes, failures, last_success_at) \
+ SELECT u.endpoint_id, u.minute, $16, u.bucket, u.successes, u.failures, u.last_success_at \
+ FROM unnest($10::TEXT[], $11::INT8[], $12::INT2[], $13::INT8[], $14::INT8[], $15::INT8[]) \
+   AS u(endpoint_id, minute, bucket, successes, failures, last_success_at) \
+ ON CONFLICT (endpoint_id, minute, writer, bucket) DO UPDATE SET \
+   successes = attempt_stats.successes + excluded.successes, \
+   failures = attempt_stats.failures + excluded.failures, \
+   last_success_at = GREATEST(attempt_stats.last_success_at, excluded.last_success_at)";
+
+/// The arguments of [`RECORD`] and [`COUNT`], `$1` to `$16`: the attempts, outcome by outcome,
+/// and their `attempt_stats` deltas.
+struct AttemptColumns<'a> {
+    seqs: Vec<i64>,
+    endpoints: Vec<&'a str>,
+    numbers: Vec<i32>,
+    started: Vec<Millis>,
+    durations: Vec<i64>,
+    codes: Vec<Option<i32>>,
+    responses: Vec<&'a str>,
+    errors: Vec<Option<&'a str>>,
+    successes: Vec<bool>,
+    deltas: Vec<attempt_stats::StatsDelta>,
+    writer: i32,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn new(results: &'a [AttemptResult], writer: i32) -> Self {
+        Self {
+            seqs: results.iter().map(|r| r.event_seq).collect(),
+            endpoints: results.iter().map(|r| r.endpoint_id.as_str()).collect(),
+            numbers: results.iter().map(|r| r.attempt as i32).collect(),
+            started: results.iter().map(|r| r.started_at).collect(),
+            durations: results.iter().map(|r| r.duration_ms).collect(),
+            codes: results.iter().map(|r| r.status_code.map(i32::from)).collect(),
+            responses: results.iter().map(|r| r.response.as_str()).collect(),
+            errors: results.iter().map(|r| r.error.as_deref()).collect(),
+            successes: results.iter().map(|r| r.success).collect(),
+            deltas: attempt_stats::deltas(results),
+            writer,
+        }
+    }
+
+    fn bind<'q>(&'q self, query: super::append::PgQuery<'q>) -> super::append::PgQuery<'q> {
+        let deltas = &self.deltas;
+        query
+            .bind(&self.seqs)
+            .bind(&self.endpoints)
+            .bind(&self.numbers)
+            .bind(&self.started)
+            .bind(&self.durations)
+            .bind(&self.codes)
+            .bind(&self.responses)
+            .bind(&self.errors)
+            .bind(&self.successes)
+            .bind(deltas.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>())
+            .bind(deltas.iter().map(|d| d.minute).collect::<Vec<_>>())
+            .bind(deltas.iter().map(|d| d.bucket).collect::<Vec<_>>())
+            .bind(deltas.iter().map(|d| d.successes).collect::<Vec<_>>())
+            .bind(deltas.iter().map(|d| d.failures).collect::<Vec<_>>())
+            .bind(deltas.iter().map(|d| d.last_success_at).collect::<Vec<_>>())
+            .bind(self.writer)
+    }
+}
+
+/// Inserts the attempts and adds them to `attempt_stats`, in one statement; answers the
+/// endpoints whose health may change: any that failed, and any that succeeded while marked as
+/// failing (the usual batch changes none, and then no endpoint row is written or locked).
+async fn record_attempts(tx: &mut Tx, results: &[AttemptResult], stats_writer: i32) -> StoreResult<Vec<String>> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH recorded AS ({RECORD}), counted AS ({COUNT}) \
+             SELECT DISTINCT ep.id FROM unnest($2::TEXT[], $9::BOOL[]) AS o(endpoint_id, success) \
+             JOIN endpoints ep ON ep.id = o.endpoint_id WHERE NOT o.success OR ep.failing_since IS NOT NULL"
+        )
+    });
+    let columns = AttemptColumns::new(results, stats_writer);
+    Ok(columns
+        .bind(sqlx::query(&STATEMENT))
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Keeps the health of the endpoints that may change, outcome by outcome in endpoint order
@@ -282,23 +474,54 @@ async fn promote(
     if queue_endpoints.is_empty() {
         return Ok(Vec::new());
     }
-    // The oldest waiting delivery of each finished queue becomes its head: due at once,
-    // paused if its endpoint is disabled, held under the follower's lease if the engine
-    // started it already, or leased to the engine now (`handed`: due, within the hand-over's
-    // limit, oldest first). It comes after the finished head (`w.id > q.head`), which also
-    // keeps the index scan clear of the entries of the queue's delivered rows that vacuum has
-    // not removed yet. Leasing here rather than in a statement of its own writes each
-    // promoted row once, not twice. The update checks the state it found (`d.state =
-    // h.state`, always 0) as a column, not as SQL text: `d.state = 0` matches the partial
-    // queue index, and a generic plan made while the table was small then scanned every
-    // unfinished delivery and joined each to every promoted one (18 million comparisons,
-    // up to 0.9 s, for 512 promotions on W3's 50,000 deliveries).
-    let promoted = sqlx::query(
+    static PROMOTE: LazyLock<String> = LazyLock::new(|| {
+        promotion(
+            "unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[], $7::INT8[]) \
+             AS q(ep, conv, at, follower, hold, head)",
+            "$6",
+            "$8",
+            "$9",
+            "$10",
+        )
+    });
+    let promoted = sqlx::query(&PROMOTE)
+        .bind(&queue_endpoints)
+        .bind(&queue_conversations)
+        .bind(&queue_times)
+        .bind(&queue_followers)
+        .bind(&queue_holds)
+        .bind(PAUSED)
+        .bind(&queue_heads)
+        .bind(hand_over.map_or(0, |h| h.limit as i64))
+        .bind(hand_over.map_or(0, |h| h.now))
+        .bind(hand_over.map_or(0, |h| h.lease_until))
+        .fetch_all(&mut **tx)
+        .await?;
+    handed_rows(&promoted, hand_over)
+}
+
+/// The oldest waiting delivery of each finished queue becomes its head: due at once,
+/// paused if its endpoint is disabled, held under the follower's lease if the engine
+/// started it already, or leased to the engine now (`handed`: due, within the hand-over's
+/// limit, oldest first). It comes after the finished head (`w.id > q.head`), which also
+/// keeps the index scan clear of the entries of the queue's delivered rows that vacuum has
+/// not removed yet. Leasing here rather than in a statement of its own writes each
+/// promoted row once, not twice. The update checks the state it found (`d.state =
+/// h.state`, always 0) as a column, not as SQL text: `d.state = 0` matches the partial
+/// queue index, and a generic plan made while the table was small then scanned every
+/// unfinished delivery and joined each to every promoted one (18 million comparisons,
+/// up to 0.9 s, for 512 promotions on W3's 50,000 deliveries).
+///
+/// `queues` is a `FROM` item `q(ep, conv, at, follower, hold, head)`: each finished queue's
+/// endpoint and conversation, when its head finished, the follower the engine started (with
+/// its lease) if any, and the finished head's id; the other arguments are the SQL of
+/// [`PAUSED`], the hand-over's limit, its time and its lease's end.
+fn promotion(queues: &str, paused: &str, limit: &str, now: &str, lease: &str) -> String {
+    format!(
         "WITH next AS ( \
            SELECT w.id, w.event_seq, w.state, q.ep, q.at, q.follower, q.hold, \
                   COALESCE((SELECT enabled FROM endpoints WHERE id = q.ep), FALSE) AS enabled \
-           FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[], $5::INT8[], $7::INT8[]) \
-             AS q(ep, conv, at, follower, hold, head) \
+           FROM {queues} \
            CROSS JOIN LATERAL ( \
              SELECT w.id, w.event_seq, w.state FROM deliveries w \
              WHERE w.endpoint_id = q.ep AND w.conversation = q.conv AND w.id > q.head \
@@ -309,35 +532,27 @@ async fn promote(
                   row_number() OVER (PARTITION BY n.enabled AND n.id IS DISTINCT FROM n.follower ORDER BY n.id) AS nth \
            FROM next n), \
          handed AS ( \
-           SELECT r.*, r.due AND r.nth <= $8 AS handed, ev.id AS event_id, ev.instance_id, ev.payload, ep.url, \
-                  ep.secret, CASE WHEN ep.previous_secret_until > $9 THEN ep.previous_secret END AS previous_secret, \
+           SELECT r.*, r.due AND r.nth <= {limit} AS handed, ev.id AS event_id, ev.instance_id, ev.payload, ep.url, \
+                  ep.secret, CASE WHEN ep.previous_secret_until > {now} THEN ep.previous_secret END AS previous_secret, \
                   ep.rate_limit \
            FROM ranked r \
-           LEFT JOIN events ev ON r.due AND r.nth <= $8 AND ev.seq = r.event_seq \
-           LEFT JOIN endpoints ep ON r.due AND r.nth <= $8 AND ep.id = r.ep) \
+           LEFT JOIN events ev ON r.due AND r.nth <= {limit} AND ev.seq = r.event_seq \
+           LEFT JOIN endpoints ep ON r.due AND r.nth <= {limit} AND ep.id = r.ep) \
          UPDATE deliveries d SET state = 1, \
-           lease_until = CASE WHEN d.id = h.follower THEN h.hold WHEN h.handed THEN $10 END, \
+           lease_until = CASE WHEN d.id = h.follower THEN h.hold WHEN h.handed THEN {lease} END, \
            lease_owner = CASE WHEN d.id = h.follower OR h.handed THEN botlinkd_process() END, \
-           next_at = CASE WHEN NOT h.enabled THEN $6 WHEN d.id = h.follower THEN h.hold \
-                          WHEN h.handed THEN $10 ELSE h.at END \
+           next_at = CASE WHEN NOT h.enabled THEN {paused} WHEN d.id = h.follower THEN h.hold \
+                          WHEN h.handed THEN {lease} ELSE h.at END \
          FROM handed h WHERE d.id = h.id AND d.state = h.state \
          RETURNING h.handed, d.id, d.event_seq, h.event_id, h.instance_id, d.endpoint_id, h.url, h.secret, \
-                   h.payload, d.failures, d.attempt_offset, h.previous_secret, h.rate_limit",
+                   h.payload, d.failures, d.attempt_offset, h.previous_secret, h.rate_limit"
     )
-    .bind(&queue_endpoints)
-    .bind(&queue_conversations)
-    .bind(&queue_times)
-    .bind(&queue_followers)
-    .bind(&queue_holds)
-    .bind(PAUSED)
-    .bind(&queue_heads)
-    .bind(hand_over.map_or(0, |h| h.limit as i64))
-    .bind(hand_over.map_or(0, |h| h.now))
-    .bind(hand_over.map_or(0, |h| h.lease_until))
-    .fetch_all(&mut **tx)
-    .await?;
+}
+
+/// The deliveries a promotion handed over, in id order.
+fn handed_rows(promoted: &[sqlx::postgres::PgRow], hand_over: Option<HandOver>) -> StoreResult<Vec<DueDelivery>> {
     let mut handed = Vec::new();
-    for row in &promoted {
+    for row in promoted {
         if let Some(h) = hand_over
             && row.try_get::<bool, _>("handed")?
         {

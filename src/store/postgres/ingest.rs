@@ -152,6 +152,7 @@ pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
         "INT8[], TEXT[], INT8[], TEXT[], TEXT[], TEXT[], INT8[], INT2[], INT8[], INT8[], INT8, \
          TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], INT8[], TEXT[]",
         &format!("fresh INT8[], {}", append::ANSWER_TYPES),
+        "",
         &format!("{LOCKS} RETURN QUERY {statement};"),
     )
 });

@@ -848,9 +848,7 @@ impl Store for PgStore {
         results: Arc<[AttemptResult]>,
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
-        let mut tx = begin_hot(&self.pool).await?;
-        let handed = complete::complete(&mut tx, &results, hand_over, self.number).await?;
-        tx.commit().await?;
+        let handed = complete::complete(&self.pool, &results, hand_over, self.number).await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt
         // of an instance one of them watches.
         let watched = results.iter().filter(|r| self.remote.wants(r.instance_id));

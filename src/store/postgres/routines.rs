@@ -39,13 +39,19 @@ pub(super) struct Routine {
 
 impl Routine {
     /// A `VOLATILE` PL/pgSQL function `<prefix>_<hash>(arguments) RETURNS TABLE (returns)`
-    /// whose body is `body` (PL/pgSQL statements; they reach the arguments as `$1`, `$2`, …),
-    /// planned as the delivery path's statements are.
-    pub(super) fn new(prefix: &str, arguments: &str, returns: &str, body: &str) -> Self {
+    /// whose body is `body` (PL/pgSQL statements; they reach the arguments as `$1`, `$2`, …)
+    /// with the local variables `variables` (`name TYPE;` each, or nothing), planned as the
+    /// delivery path's statements are.
+    pub(super) fn new(prefix: &str, arguments: &str, returns: &str, variables: &str, body: &str) -> Self {
+        let declare = if variables.is_empty() {
+            String::new()
+        } else {
+            format!("DECLARE {variables} ")
+        };
         let signature = format!(
             "({arguments}) RETURNS TABLE ({returns}) LANGUAGE plpgsql VOLATILE \
              SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $routine$ \
-             #variable_conflict use_column\nBEGIN {body} END $routine$"
+             #variable_conflict use_column\n{declare}BEGIN {body} END $routine$"
         );
         let hash = Sha256::digest(signature.as_bytes());
         // The first 48 bits of the hash, as 12 hex digits.
@@ -63,8 +69,8 @@ impl Routine {
 }
 
 /// Every routine of this build.
-fn all() -> [&'static Routine; 1] {
-    [&*super::ingest::ROUTINE]
+fn all() -> [&'static Routine; 2] {
+    [&*super::ingest::ROUTINE, &*super::complete::ROUTINE]
 }
 
 /// Whether a call failed because its routine does not exist (SQLSTATE 42883).
@@ -111,11 +117,19 @@ mod tests {
 
     #[test]
     fn a_routine_is_named_by_its_definition_and_called_with_every_argument() {
-        let a = Routine::new("botlinkd_test", "INT8", "x INT8", "RETURN QUERY SELECT $1;");
-        let b = Routine::new("botlinkd_test", "INT8", "x INT8", "RETURN QUERY SELECT $1 + 1;");
+        let a = Routine::new("botlinkd_test", "INT8", "x INT8", "", "RETURN QUERY SELECT $1;");
+        let b = Routine::new("botlinkd_test", "INT8", "x INT8", "", "RETURN QUERY SELECT $1 + 1;");
+        let c = Routine::new(
+            "botlinkd_test",
+            "INT8",
+            "x INT8",
+            "y INT8;",
+            "y := $1; RETURN QUERY SELECT y;",
+        );
         assert!(a.name.starts_with("botlinkd_test_") && a.name.len() == "botlinkd_test_".len() + 12);
         assert_ne!(a.name, b.name);
         assert_eq!(a.call(2), format!("SELECT * FROM {}($1, $2)", a.name));
         assert!(a.create.contains("#variable_conflict use_column"));
+        assert!(!a.create.contains("DECLARE") && c.create.contains("DECLARE y INT8; BEGIN"));
     }
 }
