@@ -557,37 +557,53 @@ async fn events_still_reach_another_process_after_the_notifier_loses_its_connect
     );
 }
 
-/// An operator who drops the ingest routine (or restores a dump without functions) does not
-/// stop ingest: the next batch finds it missing, creates it again and is written.
+/// An operator who drops the routines (or restores a dump without functions) does not stop
+/// delivery or ingest: the next completion and the next ingest batch find their routine
+/// missing, create it again and are written.
 #[tokio::test]
-async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
+async fn dropped_routines_are_made_again_by_the_next_write() {
     use sqlx::Connection;
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let (app_key, auth_key) = create_instance(&db, dir.path()).await;
     let nodes = start_cluster(&db, dir.path(), 1).await;
     let client = reqwest::Client::new();
-    let inbound = |body| post_inbound(&client, &nodes[0].base, &app_key, &auth_key, body);
-    assert_eq!(inbound("before").await.status(), 201);
+    let receiver = Receiver::start().await;
+    subscribe(
+        &client,
+        &nodes[0].base,
+        &app_key,
+        &auth_key,
+        json!({"url": receiver.url, "events": ["message"]}),
+    )
+    .await;
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let routine: String =
-        sqlx::query_scalar("SELECT proname::TEXT FROM pg_proc WHERE proname LIKE 'botlinkd\\_ingest\\_%'")
+    let inbound = |body| post_inbound(&client, &nodes[0].base, &app_key, &auth_key, body);
+    assert_eq!(inbound("first").await.status(), 201);
+    assert_eq!(receiver.next().await.json["data"]["body"], "first");
+    wait_until_delivered(&mut admin, 1).await;
+
+    for (prefix, body) in [("botlinkd_delivered", "second"), ("botlinkd_ingest", "third")] {
+        let routine: String = sqlx::query_scalar("SELECT proname::TEXT FROM pg_proc WHERE starts_with(proname, $1)")
+            .bind(format!("{prefix}_"))
             .fetch_one(&mut admin)
             .await
             .unwrap();
-    sqlx::query(&format!("DROP FUNCTION {routine}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-
-    let after = inbound("after").await;
-    assert_eq!(after.status(), 201, "{}", after.text().await.unwrap());
-    let restored: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = $1")
-        .bind(&routine)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(restored, 1);
+        sqlx::query(&format!("DROP FUNCTION {routine}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sent = inbound(body).await;
+        assert_eq!(sent.status(), 201, "{}", sent.text().await.unwrap());
+        assert_eq!(receiver.next().await.json["data"]["body"], body);
+        wait_until_delivered(&mut admin, if body == "second" { 2 } else { 3 }).await;
+        let restored: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = $1")
+            .bind(&routine)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(restored, 1, "{routine} made again");
+    }
     let page: Value = client
         .get(format!("{}/v1/events", nodes[0].base))
         .basic_auth(&app_key, Some(&auth_key))
@@ -603,7 +619,28 @@ async fn a_dropped_ingest_routine_is_made_again_by_the_next_batch() {
         .iter()
         .filter_map(|e| e["payload"]["data"]["body"].as_str())
         .collect();
-    assert_eq!(bodies, ["before", "after"]);
+    assert_eq!(bodies, ["first", "second", "third"]);
+    receiver.expect_nothing(Duration::from_millis(300)).await;
+}
+
+/// Waits until `n` deliveries are recorded as delivered (a completion is written after the
+/// receiver has answered).
+async fn wait_until_delivered(admin: &mut sqlx::PgConnection, n: i64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let delivered: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 2")
+            .fetch_one(&mut *admin)
+            .await
+            .unwrap();
+        if delivered == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{delivered} deliveries recorded as delivered, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Subscribes an endpoint through one process (`body` is the `POST /v1/webhooks` request).

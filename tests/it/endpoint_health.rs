@@ -115,3 +115,42 @@ async fn an_endpoint_failing_every_attempt_for_the_period_is_disabled_with_the_r
     );
     assert_eq!(receiver.count(), 6);
 }
+
+#[tokio::test]
+async fn a_success_after_failures_clears_failing_since() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+        c.retry_schedule = RetrySchedule::new(vec![Duration::from_secs(60); 5], 0.0);
+    })
+    .await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let answer = failing.clone();
+    let receiver = Receiver::start_with(Arc::new(move |_, _| {
+        let status = if answer.load(Ordering::SeqCst) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        (status, Duration::ZERO)
+    }))
+    .await;
+    let id = app.create_webhook(&receiver.url, Some(&["message"])).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.inbound_text("447123456789", "are you there?").await;
+    let engine = &app.app.engine;
+    assert_eq!(engine.step().await.unwrap().retrying, 1);
+    assert_eq!(endpoint(&app, &id).await["failing_since"], "2023-11-14T22:13:20.000Z");
+
+    // The receiver is back: the retry succeeds (a batch of successes only) and the
+    // endpoint is healthy again.
+    failing.store(false, Ordering::SeqCst);
+    app.clock().advance(Duration::from_secs(61));
+    assert_eq!(engine.step().await.unwrap().delivered, 1);
+    let e = endpoint(&app, &id).await;
+    assert_eq!(e["failing_since"], Value::Null, "{e}");
+    assert_eq!(e["enabled"], true);
+    assert_eq!(receiver.count(), 2);
+}

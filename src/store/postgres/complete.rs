@@ -562,3 +562,51 @@ fn handed_rows(promoted: &[sqlx::postgres::PgRow], hand_over: Option<HandOver>) 
     handed.sort_by_key(|d| d.delivery_id);
     Ok(handed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: i64, lease: Millis, success: bool, follower: Option<(i64, Millis)>) -> AttemptResult {
+        AttemptResult {
+            delivery_id: id,
+            event_seq: id,
+            event_id: format!("evt_{id}"),
+            instance_id: 1,
+            endpoint_id: "ep_1".into(),
+            attempt: 1,
+            started_at: 0,
+            duration_ms: 1,
+            status_code: Some(if success { 200 } else { 500 }),
+            response: String::new(),
+            error: None,
+            success,
+            retry_at: (!success).then_some(60_000),
+            retry_after: None,
+            lease_until: lease,
+            disable_after: None,
+            follower,
+        }
+    }
+
+    #[test]
+    fn a_chain_runs_from_its_leader_through_successes_matched_by_lease() {
+        let results = [
+            // 1 → 2 → 3, each a success: one chain, led by 1.
+            outcome(1, 10, true, Some((2, 20))),
+            outcome(2, 20, true, Some((3, 30))),
+            outcome(3, 30, true, None),
+            // 4 failed, so 5 (which it started before the failure was known) leads nothing.
+            outcome(4, 10, false, Some((5, 50))),
+            outcome(5, 50, true, None),
+            // 6 names 7 under another lease than 7's outcome was made with: 7 was followed,
+            // so it leads nothing either.
+            outcome(6, 10, true, Some((7, 70))),
+            outcome(7, 71, true, None),
+        ];
+        assert_eq!(
+            chain_leaders(&results),
+            [Some(1), Some(1), Some(1), Some(4), None, Some(6), None]
+        );
+    }
+}
