@@ -7,15 +7,24 @@
 //! oldest waiting delivery of its queue. A promoted delivery the engine already started as a
 //! follower gets the follower's lease instead of becoming due.
 //!
-//! A batch is one transaction (begun by `super::begin_hot`; `PgStore::complete` announces its
-//! attempts to the other processes once it has committed): one statement inserts the attempts
-//! and names the endpoints whose health may change; their health is written outcome by outcome
-//! in endpoint-id order, only when something changes; then the conversations of the outcomes
-//! are locked, and only then are deliveries moved (see the lock order in `super`). The moves take
+//! A batch is one transaction (`PgStore::complete` announces its attempts to the other
+//! processes once it has committed): one statement inserts the attempts and names the
+//! endpoints whose health may change; their health is written outcome by outcome in
+//! endpoint-id order, only when something changes; then the conversations of the outcomes are
+//! locked, and only then are deliveries moved (see the lock order in `super`). The moves take
 //! the expected state as a column of the outcomes rather than as SQL text, so the planner
 //! reaches each row by its primary key rather than through the partial index of pending heads.
 //! With a hand-over, the promoted heads that are due are leased by the promotion itself (which
 //! also takes the state it expects as a column) and returned for the engine.
+//!
+//! **Two ways to send it.** Nearly every batch is all successes, and such a batch is one call
+//! of a PL/pgSQL routine ([`ROUTINE`], see `super::routines`), commit included, built from the
+//! same statement text as the steps below: one round trip instead of six (`BEGIN`, attempts,
+//! locks, moves, promotion, `COMMIT`), and the conversations stay locked only while the
+//! database works, not while botlinkd's runtime gets round to the next statement. Its health
+//! step only ever clears `failing_since`. A batch with a failure may disable an endpoint, whose
+//! reason is worded by Rust (`rules`, shared with SQLite), so it goes statement by statement
+//! in a transaction begun by `super::begin_hot`.
 //!
 //! A batch may hold a follower's outcome together with the outcome of the delivery it
 //! followed (under load, whole chains: a busy conversation's events each start the moment the

@@ -38,10 +38,11 @@
 //! pruned with its event (pruning counts only deliveries whose endpoint exists).
 //!
 //! **The delivery path's transactions** are planned once per connection and reach their rows
-//! through indexes: a completion begins with `BEGIN_HOT` (see `begin_hot`), and an ingest batch
-//! is one call of a PL/pgSQL routine with the same settings (see `routines`), the whole
-//! transaction in one round trip. sqlx prepares each statement once per connection and reuses
-//! it; PL/pgSQL keeps the routine's plans for the connection's life.
+//! through indexes: an ingest batch, and a completion of successes only, is one call of a
+//! PL/pgSQL routine (see `routines`), the whole transaction in one round trip; a completion
+//! with a failure begins with `BEGIN_HOT` (see `begin_hot`), which sets the same planner
+//! settings. sqlx prepares each statement once per connection and reuses it; PL/pgSQL keeps
+//! the routines' plans for the connection's life.
 //!
 //! **Announcements.** A write that appended events announces, once it has committed, each
 //! instance's newest position on `botlinkd_events` as `<instance_id>:<seq>[:handed]`;

@@ -1,5 +1,6 @@
 //! Write transactions that run as one PL/pgSQL function call: one round trip for the whole
-//! transaction, commit included.
+//! transaction, commit included. Two do: an ingest batch (`super::ingest`) and a completion of
+//! successes only (`super::complete`).
 //!
 //! **Why.** The ingest batch takes its conversations' locks in one statement and writes in the
 //! next (a statement reads with the snapshot it started with, so the write must start after
