@@ -6,7 +6,8 @@
 //! for their endpoint's rate limit), `meta_sends_paced` and `meta_sends_throttled` (by Meta's
 //! code), the `delivery_attempt_seconds` histogram (1 ms to
 //! 3 s), and gauges (`deliveries_queued`, `delivery_oldest_age_seconds`, `endpoints_disabled`,
-//! `stream_watchers`). Labels are event kinds, outcomes, status classes and delivery states,
+//! `stream_watchers`), and the `leases_taken_over` counter family (work of a serving process
+//! that was gone, made due again by this one: see `store::postgres::liveness`). Labels are event kinds, outcomes, status classes and delivery states,
 //! never ids, numbers, URLs or keys: metrics carry no secrets and no customer data.
 //!
 //! Counters and the latency histogram are updated as things happen: `App` counts each event
@@ -53,6 +54,11 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkLabel {
+    work: &'static str,
+}
+
 /// The metrics of one server. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -71,6 +77,7 @@ struct Inner {
     oldest: Family<StateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     disabled: Gauge,
     watchers: Gauge,
+    taken_over: Family<WorkLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,6 +139,13 @@ impl Default for Metrics {
             "Live stream and portal connections to this process",
             watchers.clone(),
         );
+        let taken_over = Family::<WorkLabel, Counter>::default();
+        registry.register(
+            "leases_taken_over",
+            "Leased work of serving processes that were gone, made due again by this process \
+             (PostgreSQL), by kind: deliveries, sends (Meta), downloads (media)",
+            taken_over.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -145,6 +159,7 @@ impl Default for Metrics {
                 oldest,
                 disabled,
                 watchers,
+                taken_over,
             }),
         }
     }
@@ -211,6 +226,16 @@ impl Metrics {
         }
         inner.disabled.set(queue.disabled_endpoints);
         inner.watchers.set(watchers as i64);
+        let taken = queue.taken_over;
+        for (work, count) in [
+            ("deliveries", taken.deliveries),
+            ("sends", taken.sends),
+            ("downloads", taken.downloads),
+        ] {
+            // The store's counts only grow; the counter catches up with them.
+            let counter = inner.taken_over.get_or_create(&WorkLabel { work });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);

@@ -204,6 +204,20 @@ pub struct QueueStats {
     pub oldest_pending: Option<Millis>,
     /// Disabled (paused) endpoints.
     pub disabled_endpoints: i64,
+    /// Leased work of processes that were gone, made due again by this process since it
+    /// started (PostgreSQL; always zero on SQLite, whose one process has no one to take over).
+    pub taken_over: TakenOver,
+}
+
+/// Counts of leased work taken over from processes that were gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Deliveries (webhooks and message-bus destinations).
+    pub deliveries: u64,
+    /// Meta sends.
+    pub sends: u64,
+    /// Media downloads.
+    pub downloads: u64,
 }
 
 /// Shorthand for store results.

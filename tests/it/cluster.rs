@@ -218,6 +218,24 @@ async fn a_killed_process_s_deliveries_are_taken_over_before_their_lease_ends() 
         "taken over {taken_over_in:?} after the kill, not within seconds"
     );
     eprintln!("cluster: a killed process's delivery was sent again {taken_over_in:?} after the kill");
+    // Operators see the takeover in the survivor's metrics.
+    let metrics = client
+        .get(format!("{}/metrics", survivor.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let taken: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("botlinkd_leases_taken_over_total{"))
+        .collect();
+    assert!(
+        taken.contains(&"botlinkd_leases_taken_over_total{work=\"deliveries\"} 1")
+            && taken.contains(&"botlinkd_leases_taken_over_total{work=\"sends\"} 0"),
+        "{taken:?}"
+    );
 }
 
 /// Every process's liveness connection cut again and again for 3 s while one of them waits on

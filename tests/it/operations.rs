@@ -49,6 +49,7 @@ async fn metrics_count_events_attempts_and_queues() {
         "botlinkd_deliveries_queued{state=\"pending\"} 1",
         "botlinkd_endpoints_disabled 1",
         "botlinkd_stream_watchers 0",
+        "botlinkd_leases_taken_over_total{work=\"deliveries\"} 0",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }

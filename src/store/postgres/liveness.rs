@@ -39,6 +39,8 @@
 //! nothing but the attempts list, since the lease they carry is no longer the row's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -47,6 +49,7 @@ use tokio::sync::oneshot;
 
 use super::outbox::PAUSED;
 use crate::clock::{Clock, Millis};
+use crate::store::TakenOver;
 
 /// The advisory-lock space of the liveness locks (the second key is the process's number).
 const LIVENESS_SPACE: i32 = super::LOCK_SPACE + 1;
@@ -62,6 +65,32 @@ const GRACE: Duration = Duration::from_secs(5);
 /// How long a gone process's leases are swept after it was found gone.
 const SWEEP_FOR: Duration = Duration::from_secs(10);
 
+/// What this process has taken over from processes that were gone, since it started (for
+/// `/metrics`).
+#[derive(Default)]
+pub(super) struct TakeOvers {
+    deliveries: AtomicU64,
+    sends: AtomicU64,
+    downloads: AtomicU64,
+}
+
+impl TakeOvers {
+    /// The counts so far.
+    pub(super) fn counts(&self) -> TakenOver {
+        TakenOver {
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            sends: self.sends.load(Ordering::Relaxed),
+            downloads: self.downloads.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, deliveries: i64, sends: i64, downloads: i64) {
+        self.deliveries.fetch_add(deliveries.max(0) as u64, Ordering::Relaxed);
+        self.sends.fetch_add(sends.max(0) as u64, Ordering::Relaxed);
+        self.downloads.fetch_add(downloads.max(0) as u64, Ordering::Relaxed);
+    }
+}
+
 /// This process's registration; the task that keeps it ends when it is dropped, and the lock
 /// goes with its connection.
 pub(super) struct Liveness {
@@ -71,9 +100,15 @@ pub(super) struct Liveness {
 impl Liveness {
     /// Registers this process (a failure is logged and tried again every second) and starts
     /// looking for processes that are gone.
-    pub(super) async fn start(pool: PgPool, options: PgConnectOptions, number: i32) -> Self {
+    pub(super) async fn start(
+        pool: PgPool,
+        options: PgConnectOptions,
+        number: i32,
+        taken_over: Arc<TakeOvers>,
+    ) -> Self {
         let mut keeper = Keeper {
             pool,
+            taken_over,
             options: options.application_name(APPLICATION_NAME),
             number,
             lock: None,
@@ -89,6 +124,8 @@ impl Liveness {
 
 struct Keeper {
     pool: PgPool,
+    /// What this process has taken over.
+    taken_over: Arc<TakeOvers>,
     options: PgConnectOptions,
     number: i32,
     /// The connection holding this process's lock, and since when.
@@ -182,7 +219,8 @@ impl Keeper {
         if due.is_empty() && !any_gone {
             return Ok(());
         }
-        take_over(&self.pool, &due, Clock::system().now_ms()).await?;
+        let (deliveries, sends, downloads) = take_over(&self.pool, &due, Clock::system().now_ms()).await?;
+        self.taken_over.add(deliveries, sends, downloads);
         self.suspects.retain(|number, _| !due.contains(number));
         Ok(())
     }
@@ -241,8 +279,9 @@ fn host_name() -> String {
 
 /// In one transaction: marks the processes of `due` whose lock is still free as gone,
 /// releases the leases of every gone process whose lock is free, and forgets those gone for
-/// longer than [`SWEEP_FOR`].
-async fn take_over(pool: &PgPool, due: &[i32], now: Millis) -> Result<(), sqlx::Error> {
+/// longer than [`SWEEP_FOR`]. Answers the deliveries, Meta sends and media downloads that
+/// were made due again, once the transaction has committed.
+async fn take_over(pool: &PgPool, due: &[i32], now: Millis) -> Result<(i64, i64, i64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The marked rows are not visible to the statement's own read of `processes`, so each
     // gone process is answered once; the locks taken stay until the commit.
@@ -267,6 +306,7 @@ async fn take_over(pool: &PgPool, due: &[i32], now: Millis) -> Result<(), sqlx::
         );
     }
     let numbers: Vec<i32> = gone.iter().map(|(process, _)| *process).collect();
+    let mut taken = (0, 0, 0);
     if !numbers.is_empty() {
         // Paused deliveries are never leased; leaving them out keeps the scan to due and
         // leased heads. Meta sends and media downloads keep their lease in `next_at`.
@@ -305,11 +345,12 @@ async fn take_over(pool: &PgPool, due: &[i32], now: Millis) -> Result<(), sqlx::
                 "took over work leased to processes that are gone; it is due again now"
             );
         }
+        taken = (deliveries, sends, fetches);
     }
     sqlx::query("DELETE FROM processes WHERE gone_since < $1")
         .bind(now - SWEEP_FOR.as_millis() as Millis)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(taken)
 }

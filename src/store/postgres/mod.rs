@@ -212,6 +212,8 @@ pub struct PgStore {
     options: PgConnectOptions,
     /// This process's registration as a serving process, once it serves (see `liveness`).
     liveness: tokio::sync::Mutex<Option<liveness::Liveness>>,
+    /// What this process has taken over from processes that were gone.
+    taken_over: Arc<liveness::TakeOvers>,
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -313,6 +315,7 @@ impl PgStore {
             number,
             options,
             liveness: tokio::sync::Mutex::new(None),
+            taken_over: Arc::default(),
             origin,
         })
     }
@@ -877,6 +880,7 @@ impl Store for PgStore {
             disabled_endpoints: sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE NOT enabled")
                 .fetch_one(&self.pool)
                 .await?,
+            taken_over: self.taken_over.counts(),
             ..QueueStats::default()
         };
         let rows = sqlx::query(
@@ -919,7 +923,15 @@ impl Store for PgStore {
         // the liveness looks, which this process now takes part in.
         let mut liveness = self.liveness.lock().await;
         if liveness.is_none() {
-            *liveness = Some(liveness::Liveness::start(self.pool.clone(), self.options.clone(), self.number).await);
+            *liveness = Some(
+                liveness::Liveness::start(
+                    self.pool.clone(),
+                    self.options.clone(),
+                    self.number,
+                    self.taken_over.clone(),
+                )
+                .await,
+            );
         }
         Ok(0)
     }
