@@ -18,20 +18,26 @@ async fn endpoint(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v1/webhooks/{id}")).await
 }
 
-#[tokio::test]
-async fn a_receiver_answering_410_gone_is_disabled_at_once_and_enabling_it_delivers_what_waited() {
-    let app = TestApp::spawn().await;
-    let gone = Arc::new(AtomicBool::new(true));
-    let answer = gone.clone();
+/// A receiver that answers `status` until the flag is set to `false`, and 200 from then on.
+async fn failing_until_told(status: StatusCode) -> (Receiver, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(true));
+    let answer = failing.clone();
     let receiver = Receiver::start_with(Arc::new(move |_, _| {
-        let status = if answer.load(Ordering::SeqCst) {
-            StatusCode::GONE
+        let now = if answer.load(Ordering::SeqCst) {
+            status
         } else {
             StatusCode::OK
         };
-        (status, Duration::ZERO)
+        (now, Duration::ZERO)
     }))
     .await;
+    (receiver, failing)
+}
+
+#[tokio::test]
+async fn a_receiver_answering_410_gone_is_disabled_at_once_and_enabling_it_delivers_what_waited() {
+    let app = TestApp::spawn().await;
+    let (receiver, gone) = failing_until_told(StatusCode::GONE).await;
     let id = app.create_webhook(&receiver.url, Some(&["message"])).await["id"]
         .as_str()
         .unwrap()
@@ -124,17 +130,7 @@ async fn a_success_after_failures_clears_failing_since() {
         c.retry_schedule = RetrySchedule::new(vec![Duration::from_secs(60); 5], 0.0);
     })
     .await;
-    let failing = Arc::new(AtomicBool::new(true));
-    let answer = failing.clone();
-    let receiver = Receiver::start_with(Arc::new(move |_, _| {
-        let status = if answer.load(Ordering::SeqCst) {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        (status, Duration::ZERO)
-    }))
-    .await;
+    let (receiver, failing) = failing_until_told(StatusCode::INTERNAL_SERVER_ERROR).await;
     let id = app.create_webhook(&receiver.url, Some(&["message"])).await["id"]
         .as_str()
         .unwrap()
