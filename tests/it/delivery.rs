@@ -539,6 +539,73 @@ async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started(
     assert_eq!(state["deliveries"][0]["state"], "delivered", "{state}");
 }
 
+/// A head and the two followers the engine started behind it, all succeeding, recorded in one
+/// batch: the whole chain is delivered, and the conversation's next event is promoted after
+/// the chain's end and handed over.
+#[tokio::test]
+async fn a_chain_of_followers_completed_in_one_batch_is_delivered_and_the_next_is_handed_over() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let store = &app.app.store;
+    let now = app.clock().now_ms();
+    let lease = now + 30_000;
+    let mut chain = Vec::new();
+    for _ in 0..4 {
+        let handed = record_with_hand_over(&app, "447000000043", lease).await;
+        assert_eq!(handed.len(), 1);
+        chain.push(handed.into_iter().next().unwrap());
+    }
+    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| botlinkd::store::AttemptResult {
+        delivery_id: due.delivery_id,
+        event_seq: due.event_seq,
+        event_id: due.event_id.clone(),
+        instance_id: due.instance_id,
+        endpoint_id: due.endpoint_id.clone(),
+        attempt: 1,
+        started_at: now,
+        duration_ms: 1,
+        status_code: Some(200),
+        response: String::new(),
+        error: None,
+        success: true,
+        retry_at: None,
+        retry_after: None,
+        lease_until,
+        disable_after: None,
+        follower,
+    };
+    let (second_lease, third_lease) = (lease + 1, lease + 2);
+    let batch = vec![
+        outcome(&chain[0], lease, Some((chain[1].delivery_id, second_lease))),
+        outcome(&chain[1], second_lease, Some((chain[2].delivery_id, third_lease))),
+        outcome(&chain[2], third_lease, None),
+    ];
+    let handed = store
+        .complete(
+            batch.into(),
+            Some(botlinkd::store::HandOver {
+                now,
+                lease_until: lease,
+                limit: 4,
+            }),
+        )
+        .await
+        .unwrap();
+    let handed: Vec<i64> = handed.iter().map(|d| d.delivery_id).collect();
+    assert_eq!(handed, [chain[3].delivery_id], "the fourth goes out next");
+    for (n, due) in chain.iter().enumerate().take(3) {
+        let state = app.get_json(&format!("/v1/events/{}", due.event_id)).await;
+        assert_eq!(state["deliveries"][0]["state"], "delivered", "event {n}: {state}");
+    }
+    let fourth = app.get_json(&format!("/v1/events/{}", chain[3].event_id)).await;
+    assert_eq!(fourth["deliveries"][0]["state"], "pending", "{fourth}");
+}
+
 #[tokio::test]
 async fn a_busy_conversation_arrives_in_order_through_the_followers() {
     // Answers take a few milliseconds, so a conversation's next events are stored while its

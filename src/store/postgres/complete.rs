@@ -18,11 +18,14 @@
 //! also takes the state it expects as a column) and returned for the engine.
 //!
 //! **Two ways to send it.** Nearly every batch is all successes, and such a batch is one call
-//! of a PL/pgSQL routine ([`ROUTINE`], see `super::routines`), commit included, built from the
-//! same statement text as the steps below: one round trip instead of six (`BEGIN`, attempts,
-//! locks, moves, promotion, `COMMIT`), and the conversations stay locked only while the
-//! database works, not while botlinkd's runtime gets round to the next statement. Its health
-//! step only ever clears `failing_since`. A batch with a failure may disable an endpoint, whose
+//! of a PL/pgSQL routine ([`ROUTINE`], see `super::routines`), commit included: one round trip
+//! instead of six or more (`BEGIN`, attempts, locks, moves, promotion, `COMMIT`, and more for a
+//! chain or for health), and the conversations stay locked only while the database works, not
+//! while botlinkd's runtime gets round to the next statement. It shares the attempts, lock and
+//! promotion statements' text with the steps; its health step (which only ever clears
+//! `failing_since`, locking the endpoints in the steps' bytewise id order) and its two moves
+//! (the delivered state written as such) are its own, so a change to the guards of
+//! [`move_deliveries`] must be made in both. A batch with a failure may disable an endpoint, whose
 //! reason is worded by Rust (`rules`, shared with SQLite), so it goes statement by statement
 //! in a transaction begun by `super::begin_hot`.
 //!
@@ -147,12 +150,14 @@ pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
        FROM (SELECT DISTINCT ON (m.ep, m.conv) m.ep, m.conv, m.id AS head \
              FROM unnest(moved_ids, moved_endpoints, moved_conversations) AS m(id, ep, conv) \
              ORDER BY m.ep, m.conv, m.id DESC) AS l \
-       JOIN unnest($17::INT8[], $4::INT8[], $5::INT8[], $22::INT8[], $23::INT8[]) \
-         AS r(id, started, took, follower, hold) ON r.id = l.head) AS q(ep, conv, at, follower, hold, head)";
+       JOIN (SELECT DISTINCT ON (r.id) r.* \
+             FROM unnest($17::INT8[], $4::INT8[], $5::INT8[], $22::INT8[], $23::INT8[]) WITH ORDINALITY \
+               AS r(id, started, took, follower, hold, nth) \
+             ORDER BY r.id, r.nth) AS r ON r.id = l.head) AS q(ep, conv, at, follower, hold, head)";
     let body = format!(
         "WITH recorded AS ({RECORD}) {COUNT}; \
          UPDATE endpoints SET failing_since = NULL WHERE id IN ( \
-           SELECT id FROM endpoints WHERE id = ANY($2) AND failing_since IS NOT NULL ORDER BY id FOR UPDATE); \
+           SELECT id FROM endpoints WHERE id = ANY($2) AND failing_since IS NOT NULL ORDER BY id COLLATE \"C\" FOR UPDATE); \
          PERFORM pg_advisory_xact_lock(k) FROM ({keys}) AS keys; \
          WITH m AS ( \
            UPDATE deliveries d SET state = {delivered}, lease_until = NULL, lease_owner = NULL \

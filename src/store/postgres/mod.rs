@@ -17,8 +17,8 @@
 //!   statuses, endpoint changes) are rarer and run one transaction each; each first takes the
 //!   locks of the conversations it touches, and returns once it has committed. A failure rolls
 //!   it back.
-//! - **Completions** are set-based, in rounds when a follower's outcome comes with its
-//!   leader's (`complete`).
+//! - **Completions** are set-based: the leaders' outcomes in one statement, then the followers
+//!   chained behind them in another; a batch of successes is one routine call (`complete`).
 //! - **Claims** are one `FOR UPDATE OF d SKIP LOCKED` statement (`outbox::claim`) that selects
 //!   due heads of enabled endpoints, oldest `next_at` first, and in the same statement sets
 //!   `lease_until` and moves `next_at` to the lease's end: two processes claiming at once take
@@ -30,7 +30,8 @@
 //! **No deadlocks.** Every transaction takes its locks in one global order: `endpoints` rows
 //! (sorted by id), then conversation locks (sorted by key), then delivery rows. A completion
 //! writes endpoint health only when something changes (a failure, or a success after
-//! failures), outcome by outcome in endpoint-id order, before its conversation locks; changing
+//! failures), in endpoint-id order (bytewise: outcome by outcome, or, in the completion
+//! routine, one statement sorting with `COLLATE "C"`), before its conversation locks; changing
 //! or deleting an endpoint locks its row first and then its deliveries; appending writers take
 //! conversation locks only. Changing, disabling and deleting an endpoint take no conversation
 //! lock: pausing changes no queue's shape, and a delivery appended for an endpoint deleted at

@@ -14,7 +14,8 @@
 //! commit, before the one answer goes back.
 //!
 //! **How they get there.** A routine's text is built from the same Rust constants as the
-//! statement it wraps, and its name ends in a hash of that text
+//! statements it stands for (all of ingest's; the completion's attempts, locks and promotion,
+//! see `super::complete`), and its name ends in a hash of that text
 //! (`botlinkd_ingest_3f2a…`). [`install`] creates the routines of this build when the store
 //! opens, under the migration lock, if they are not there yet. A new build with a changed
 //! statement so gets a function of its own, and processes of two builds can share one
@@ -22,8 +23,8 @@
 //! of catalogue and is left alone.
 //!
 //! Inside, statements are planned as in `super::begin_hot` (the function's own `SET`s) and
-//! PL/pgSQL keeps each plan for the connection's life. Parameters are the statement's `$n`,
-//! so the text is the very one the statement would have sent; `#variable_conflict
+//! PL/pgSQL keeps each plan for the connection's life. Parameters are the statements' `$n`,
+//! so a shared text is the very one the statement would have sent; `#variable_conflict
 //! use_column` lets the result's column names match the tables'.
 
 use sha2::{Digest, Sha256};
