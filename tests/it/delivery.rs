@@ -470,6 +470,35 @@ async fn record_with_hand_over(app: &TestApp, customer: &str, lease_until: i64) 
     handed
 }
 
+/// A successful attempt of `due`, started at `now` under `lease_until`, with the follower the
+/// engine started behind it, if any.
+fn success(
+    due: &botlinkd::store::DueDelivery,
+    now: i64,
+    lease_until: i64,
+    follower: Option<(i64, i64)>,
+) -> botlinkd::store::AttemptResult {
+    botlinkd::store::AttemptResult {
+        delivery_id: due.delivery_id,
+        event_seq: due.event_seq,
+        event_id: due.event_id.clone(),
+        instance_id: due.instance_id,
+        endpoint_id: due.endpoint_id.clone(),
+        attempt: 1,
+        started_at: now,
+        duration_ms: 1,
+        status_code: Some(200),
+        response: String::new(),
+        error: None,
+        success: true,
+        retry_at: None,
+        retry_after: None,
+        lease_until,
+        disable_after: None,
+        follower,
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started() {
     let app = TestApp::spawn_with(|c| {
@@ -495,25 +524,7 @@ async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started(
 
     // The head succeeds and the engine starts the one behind it at once, under its own lease.
     let follower_lease = lease + 1;
-    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| botlinkd::store::AttemptResult {
-        delivery_id: due.delivery_id,
-        event_seq: due.event_seq,
-        event_id: due.event_id.clone(),
-        instance_id: due.instance_id,
-        endpoint_id: due.endpoint_id.clone(),
-        attempt: 1,
-        started_at: now,
-        duration_ms: 1,
-        status_code: Some(200),
-        response: String::new(),
-        error: None,
-        success: true,
-        retry_at: None,
-        retry_after: None,
-        lease_until,
-        disable_after: None,
-        follower,
-    };
+    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| success(due, now, lease_until, follower);
     let handed = store
         .complete(
             vec![outcome(&head[0], lease, Some((behind[0].delivery_id, follower_lease)))].into(),
@@ -560,25 +571,7 @@ async fn a_chain_of_followers_completed_in_one_batch_is_delivered_and_the_next_i
         assert_eq!(handed.len(), 1);
         chain.push(handed.into_iter().next().unwrap());
     }
-    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| botlinkd::store::AttemptResult {
-        delivery_id: due.delivery_id,
-        event_seq: due.event_seq,
-        event_id: due.event_id.clone(),
-        instance_id: due.instance_id,
-        endpoint_id: due.endpoint_id.clone(),
-        attempt: 1,
-        started_at: now,
-        duration_ms: 1,
-        status_code: Some(200),
-        response: String::new(),
-        error: None,
-        success: true,
-        retry_at: None,
-        retry_after: None,
-        lease_until,
-        disable_after: None,
-        follower,
-    };
+    let outcome = |due: &botlinkd::store::DueDelivery, lease_until, follower| success(due, now, lease_until, follower);
     let (second_lease, third_lease) = (lease + 1, lease + 2);
     let batch = vec![
         outcome(&chain[0], lease, Some((chain[1].delivery_id, second_lease))),
