@@ -143,7 +143,9 @@ fn chain_leaders(results: &[AttemptResult]) -> Vec<Option<i64>> {
 /// included. Health only ever clears here (`failing_since`, for an endpoint that was failing).
 /// The moves take the state each row must still be in as a column (see [`move_deliveries`]):
 /// a leader must be `pending` under its lease, a follower of a moved leader `waiting`. The
-/// promotion is [`PROMOTE`], fed with the last delivery moved in each queue.
+/// promotion is [`PROMOTE`], fed with the last delivery moved in each queue. It runs even when
+/// nothing moved (it then finds no queue), so that warming a connection up with an empty batch
+/// plans it too (see `super::routines::warm_up`).
 pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
     let delivered = DeliveryState::Delivered.code();
     let queues = "(SELECT l.ep, l.conv, r.started + r.took, r.follower, r.hold, l.head \
@@ -166,7 +168,6 @@ pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
            RETURNING d.id, d.endpoint_id, d.conversation) \
          SELECT array_agg(m.id), array_agg(m.endpoint_id), array_agg(m.conversation) \
            INTO moved_ids, moved_endpoints, moved_conversations FROM m; \
-         IF moved_ids IS NULL THEN RETURN; END IF; \
          IF NOT $20 = $17 THEN \
            WITH m AS ( \
              UPDATE deliveries d SET state = {delivered}, lease_until = NULL, lease_owner = NULL \
@@ -200,42 +201,8 @@ async fn complete_delivered(
     hand_over: Option<HandOver>,
     stats_writer: i32,
 ) -> StoreResult<Vec<DueDelivery>> {
-    static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(27));
-    let attempts = AttemptColumns::new(results, stats_writer);
-    let chains = chain_leaders(results);
-    let n = results.len();
-    let (mut ids, mut instances, mut leases) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut expected, mut followers, mut holds) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for (r, chain) in results.iter().zip(&chains) {
-        ids.push(r.delivery_id);
-        instances.push(r.instance_id);
-        leases.push(r.lease_until);
-        let state = if *chain == Some(r.delivery_id) {
-            DeliveryState::Pending
-        } else {
-            DeliveryState::Waiting
-        };
-        expected.push(state.code());
-        followers.push(r.follower.map(|(id, _)| id));
-        holds.push(r.follower.map(|(_, lease)| lease));
-    }
-    let call = || {
-        attempts
-            .bind(sqlx::query(&CALL))
-            .bind(&ids)
-            .bind(&instances)
-            .bind(&leases)
-            .bind(&chains)
-            .bind(&expected)
-            .bind(&followers)
-            .bind(&holds)
-            .bind(PAUSED)
-            .bind(hand_over.map_or(0, |h| h.limit as i64))
-            .bind(hand_over.map_or(0, |h| h.now))
-            .bind(hand_over.map_or(0, |h| h.lease_until))
-            .fetch_all(pool)
-    };
+    let columns = DeliveredColumns::new(results, stats_writer);
+    let call = || columns.call(hand_over).fetch_all(pool);
     let rows = match call().await {
         Err(error) if routines::is_missing(&error) => {
             tracing::warn!(routine = %ROUTINE.name, "postgres completion routine missing; creating it again");
@@ -245,6 +212,77 @@ async fn complete_delivered(
         rows => rows?,
     };
     handed_rows(&rows, hand_over)
+}
+
+/// Calls [`ROUTINE`] with an empty batch on `connection`, as `super::routines::warm_up` does
+/// for a new connection inside a transaction it rolls back: the same statement and parameter
+/// types as a real batch, so the connection keeps both the prepared call and the routine's plans.
+pub(super) async fn call_empty(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    DeliveredColumns::new(&[], 0).call(None).fetch_all(connection).await?;
+    Ok(())
+}
+
+/// A batch of successes as [`ROUTINE`]'s arguments: the attempts, then each outcome's
+/// delivery, instance, lease, chain, the state it is expected in, and the follower it hands on to.
+struct DeliveredColumns<'a> {
+    attempts: AttemptColumns<'a>,
+    ids: Vec<i64>,
+    instances: Vec<i64>,
+    leases: Vec<Millis>,
+    chains: Vec<Option<i64>>,
+    expected: Vec<i16>,
+    followers: Vec<Option<i64>>,
+    holds: Vec<Option<Millis>>,
+}
+
+impl<'a> DeliveredColumns<'a> {
+    fn new(results: &'a [AttemptResult], stats_writer: i32) -> Self {
+        let chains = chain_leaders(results);
+        let n = results.len();
+        let mut columns = Self {
+            attempts: AttemptColumns::new(results, stats_writer),
+            ids: Vec::with_capacity(n),
+            instances: Vec::with_capacity(n),
+            leases: Vec::with_capacity(n),
+            chains: Vec::new(),
+            expected: Vec::with_capacity(n),
+            followers: Vec::with_capacity(n),
+            holds: Vec::with_capacity(n),
+        };
+        for (r, chain) in results.iter().zip(&chains) {
+            columns.ids.push(r.delivery_id);
+            columns.instances.push(r.instance_id);
+            columns.leases.push(r.lease_until);
+            let state = if *chain == Some(r.delivery_id) {
+                DeliveryState::Pending
+            } else {
+                DeliveryState::Waiting
+            };
+            columns.expected.push(state.code());
+            columns.followers.push(r.follower.map(|(id, _)| id));
+            columns.holds.push(r.follower.map(|(_, lease)| lease));
+        }
+        columns.chains = chains;
+        columns
+    }
+
+    /// The call, with every argument bound.
+    fn call(&self, hand_over: Option<HandOver>) -> super::append::PgQuery<'_> {
+        static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(27));
+        self.attempts
+            .bind(sqlx::query(&CALL))
+            .bind(&self.ids)
+            .bind(&self.instances)
+            .bind(&self.leases)
+            .bind(&self.chains)
+            .bind(&self.expected)
+            .bind(&self.followers)
+            .bind(&self.holds)
+            .bind(PAUSED)
+            .bind(hand_over.map_or(0, |h| h.limit as i64))
+            .bind(hand_over.map_or(0, |h| h.now))
+            .bind(hand_over.map_or(0, |h| h.lease_until))
+    }
 }
 
 /// Locks the conversations of the batch's deliveries, in key order (see `append`).

@@ -165,7 +165,6 @@ const LOCKS: &str = "PERFORM pg_advisory_xact_lock(k) FROM ( \
 /// Writes a batch in one transaction, one call of [`ROUTINE`], and announces it. Answers each
 /// message's outcome in order.
 async fn write_batch(writer: &Writer, batch: &[Inbound]) -> StoreResult<Vec<Recorded>> {
-    static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(21));
     let events: Vec<NewEvent<'_>> = batch
         .iter()
         .map(|b| NewEvent {
@@ -176,11 +175,7 @@ async fn write_batch(writer: &Writer, batch: &[Inbound]) -> StoreResult<Vec<Reco
         .collect();
     let event_columns = append::Columns::new(&events);
     let message_columns = MessageColumns::new(batch);
-    let call = || {
-        message_columns
-            .bind(event_columns.bind(sqlx::query(&CALL)))
-            .fetch_all(&writer.pool)
-    };
+    let call = || routine_call(&event_columns, &message_columns).fetch_all(&writer.pool);
     let rows = match call().await {
         // The routine is gone (dropped by hand, or a restore without functions): make it
         // again and write the batch with it.
@@ -216,6 +211,21 @@ async fn write_batch(writer: &Writer, batch: &[Inbound]) -> StoreResult<Vec<Reco
             Some((record, due))
         })
         .collect())
+}
+
+/// The call of [`ROUTINE`] with a batch's columns bound.
+fn routine_call<'q>(events: &'q append::Columns<'q>, messages: &'q MessageColumns<'q>) -> append::PgQuery<'q> {
+    static CALL: LazyLock<String> = LazyLock::new(|| ROUTINE.call(21));
+    messages.bind(events.bind(sqlx::query(&CALL)))
+}
+
+/// Calls [`ROUTINE`] with an empty batch on `connection`, as `super::routines::warm_up` does
+/// for a new connection inside a transaction it rolls back: the same statement and parameter
+/// types as a real batch, so the connection keeps both the prepared call and the routine's plans.
+pub(super) async fn call_empty(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let (events, messages) = (append::Columns::new(&[]), MessageColumns::new(&[]));
+    routine_call(&events, &messages).fetch_all(connection).await?;
+    Ok(())
 }
 
 /// The batch's messages and conversations, ahead of its events (see [`append::statement`]).

@@ -147,7 +147,8 @@ mod watchers;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use tokio::sync::mpsc;
 
@@ -181,6 +182,11 @@ const MIGRATIONS: &[&str] = &[
 
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
 const LOCK_SPACE: i32 = 0x000b_071d;
+
+/// Connections each process keeps open and warmed up (see `routines::warm_up`), of the pool's
+/// 16: what one process was seen to use under paced customer messages (W2 in BENCHMARKS.md),
+/// so that none of them waits for a new connection's first calls.
+const WARM_CONNECTIONS: u32 = 12;
 /// The channel committed events are announced on.
 const EVENTS_CHANNEL: &str = "botlinkd_events";
 
@@ -242,13 +248,19 @@ impl PgStore {
                 ("jit", "off".to_string()),
                 (liveness::PROCESS_SETTING, number.to_string()),
             ]);
+        // Migrations first, on a connection of their own, so that every pooled connection
+        // finds this build's routines when it is warmed up.
+        let mut connection = PgConnection::connect_with(&options).await?;
+        migrate(&mut connection).await?;
+        connection.close().await?;
         // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .min_connections(WARM_CONNECTIONS)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await?;
-        migrate(&pool).await?;
+            .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
+            .connect_lazy_with(options.clone());
+        open_warm(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener
@@ -423,18 +435,42 @@ fn parse_attempt_notices(payload: &str, own: &str) -> Vec<ClusterNotice> {
         .collect()
 }
 
+/// Opens the pool's [`WARM_CONNECTIONS`] together, each warmed up as it opens (the pool's
+/// `after_connect`), and puts them back idle; the pool keeps that many from then on. Fails
+/// only when not one connection could be had.
+async fn open_warm(pool: &PgPool) -> StoreResult<()> {
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..WARM_CONNECTIONS {
+        let pool = pool.clone();
+        opening.spawn(async move { pool.acquire().await });
+    }
+    // Each is held until all are open, so that every acquire opens a connection of its own.
+    let (mut held, mut failure) = (Vec::new(), None);
+    while let Some(opened) = opening.join_next().await {
+        match opened {
+            Ok(Ok(connection)) => held.push(connection),
+            Ok(Err(error)) => failure = Some(error),
+            Err(panicked) => tracing::error!(error = %panicked, "opening a postgres connection panicked"),
+        }
+    }
+    match failure {
+        Some(error) if held.is_empty() => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Applies the migrations the database has not seen, one process at a time.
 /// Takes the migration lock for the rest of the transaction.
-async fn lock_migrations(tx: &mut Tx) -> StoreResult<()> {
+async fn lock_migrations(tx: &mut PgConnection) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
         .bind(LOCK_SPACE)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }
 
-async fn migrate(pool: &PgPool) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
+async fn migrate(connection: &mut PgConnection) -> StoreResult<()> {
+    let mut tx = connection.begin().await?;
     lock_migrations(&mut tx).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS botlinkd_migrations (version INTEGER PRIMARY KEY)")
         .execute(&mut *tx)

@@ -29,7 +29,6 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Tx;
 use crate::store::StoreResult;
 
 /// A function this build calls: its name and the `CREATE` statement that makes it.
@@ -93,22 +92,39 @@ pub(super) async fn reinstall(pool: &sqlx::PgPool) -> StoreResult<()> {
 
 /// Creates this build's routines that the database lacks. Call it holding the migration
 /// lock, so that two processes starting together do not both create one.
-pub(super) async fn install(tx: &mut Tx) -> StoreResult<()> {
+pub(super) async fn install(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
     for routine in all() {
         // Looked up as a call finds it: through the connection's search path.
         let present: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
             .bind(&routine.name)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
         if !present {
             // One statement, no parameters (the `$n` are inside the body's quotes); not kept
             // as a prepared statement.
-            sqlx::query(&routine.create)
-                .persistent(false)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(&routine.create).persistent(false).execute(&mut *tx).await?;
             tracing::info!(routine = %routine.name, "created postgres routine");
         }
+    }
+    Ok(())
+}
+
+/// Readies a new connection for the write path, before a customer's message waits on it: calls
+/// each routine with an empty batch in a transaction that is rolled back, so the backend has
+/// read the tables' definitions, compiled the routines and planned their statements, and the
+/// connection holds the prepared calls. On a cold connection the first call of each took 5 to
+/// 20 ms where a warm one takes 1 (docs/perf-log.md). A routine that is missing (dropped by hand)
+/// is left to the next write, which makes it again; only a broken connection is an error.
+pub(super) async fn warm_up(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = connection.begin().await?;
+    let called = match super::ingest::call_empty(&mut tx).await {
+        Ok(()) => super::complete::call_empty(&mut tx).await,
+        failed => failed,
+    };
+    tx.rollback().await?;
+    if let Err(error) = called {
+        tracing::debug!(error = %error, "postgres connection not warmed up");
     }
     Ok(())
 }
