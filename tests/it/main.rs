@@ -4,6 +4,7 @@
 mod bad_input;
 mod brokers;
 mod cluster;
+mod connections;
 mod dead;
 mod delivery;
 mod destinations;

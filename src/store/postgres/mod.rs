@@ -107,6 +107,16 @@
 //! `events_by_age` (retention reads `events_history` instance by instance);
 //! `0011_watchers.sql` the unlogged `watchers` table (`watchers`); `0012_lease_owners.sql`
 //! `deliveries.lease_owner`, the `processes` table and `botlinkd_process()` (`liveness`).
+//! Migrations run on a connection of their own, before the pool opens any.
+//!
+//! **Warm connections.** A new PostgreSQL connection's first call of a routine reads the
+//! tables' definitions, compiles the routine and plans its statements: 5 to 20 ms, where a
+//! warm call takes 1 to 3. So every pooled connection calls both routines with an empty batch
+//! in a rolled-back transaction as it opens (`routines::warm_up`), and a serving process opens
+//! [`WARM_CONNECTIONS`] of them when it starts serving, and keeps them (the pool's minimum).
+//! Before this, the first messages after a start, and after the pool replaced a connection,
+//! waited for those first calls: W2's p99 was 12 to 54 ms on PostgreSQL, and is 3.5 to 4.5 ms
+//! with them (docs/perf-log.md).
 //!
 //! **Background work in every process.** The engine, the sandbox driver, the send worker and
 //! housekeeping run in each process. The engines share deliveries through claims. Sandbox
@@ -183,9 +193,11 @@ const MIGRATIONS: &[&str] = &[
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
 const LOCK_SPACE: i32 = 0x000b_071d;
 
-/// Connections each process keeps open and warmed up (see `routines::warm_up`), of the pool's
-/// 16: what one process was seen to use under paced customer messages (W2 in BENCHMARKS.md),
-/// so that none of them waits for a new connection's first calls.
+/// Connections a serving process opens at start and keeps open, warmed up (see
+/// `routines::warm_up`), of the pool's 16: what one process was seen to use under paced
+/// customer messages (W2 in BENCHMARKS.md), so that none of them waits for a new connection's
+/// first calls. (A command-line run opens connections only as it needs them; each is warmed
+/// up as it opens all the same.)
 const WARM_CONNECTIONS: u32 = 12;
 /// The channel committed events are announced on.
 const EVENTS_CHANNEL: &str = "botlinkd_events";
@@ -260,7 +272,6 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
             .connect_lazy_with(options.clone());
-        open_warm(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener
@@ -960,6 +971,7 @@ impl Store for PgStore {
         // the liveness looks, which this process now takes part in.
         let mut liveness = self.liveness.lock().await;
         if liveness.is_none() {
+            open_warm(&self.pool).await?;
             *liveness = Some(
                 liveness::Liveness::start(
                     self.pool.clone(),
