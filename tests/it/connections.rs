@@ -14,7 +14,7 @@ const WARM: i64 = 12;
 /// When a store starts serving, its warm connections are there, each has already called both
 /// write routines (counted by PostgreSQL's function statistics), and the calls wrote nothing.
 #[tokio::test]
-async fn a_store_opens_with_connections_that_have_already_called_the_write_routines() {
+async fn a_serving_store_keeps_connections_that_have_already_called_the_write_routines() {
     use botlinkd::clock::Clock;
     use botlinkd::store::Store;
     use botlinkd::store::postgres::PgStore;

@@ -193,8 +193,8 @@ const MIGRATIONS: &[&str] = &[
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
 const LOCK_SPACE: i32 = 0x000b_071d;
 
-/// Connections a serving process opens at start and keeps open, warmed up (see
-/// `routines::warm_up`), of the pool's 16: what one process was seen to use under paced
+/// Connections a serving process opens at start (besides the listener's, which is the pool's
+/// too) and the fewest the pool keeps open, warmed up (see `routines::warm_up`), of its 16: what one process was seen to use under paced
 /// customer messages (W2 in BENCHMARKS.md), so that none of them waits for a new connection's
 /// first calls. (A command-line run opens connections only as it needs them; each is warmed
 /// up as it opens all the same.)
