@@ -61,7 +61,14 @@ async fn a_serving_store_keeps_connections_that_have_already_called_the_write_ro
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for table in ["messages", "events", "deliveries", "attempts", "conversations"] {
+    for table in [
+        "messages",
+        "events",
+        "deliveries",
+        "attempts",
+        "attempt_stats",
+        "conversations",
+    ] {
         let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&mut admin)
             .await

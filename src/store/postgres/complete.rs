@@ -145,7 +145,7 @@ fn chain_leaders(results: &[AttemptResult]) -> Vec<Option<i64>> {
 /// a leader must be `pending` under its lease, a follower of a moved leader `waiting`. The
 /// promotion is [`PROMOTE`], fed with the last delivery moved in each queue. It runs even when
 /// nothing moved (it then finds no queue), so that warming a connection up with an empty batch
-/// plans it too (see `super::routines::warm_up`).
+/// plans it too (see `super::routines::warm_up`); the move of followers does not run then.
 pub(super) static ROUTINE: LazyLock<Routine> = LazyLock::new(|| {
     let delivered = DeliveryState::Delivered.code();
     let queues = "(SELECT l.ep, l.conv, r.started + r.took, r.follower, r.hold, l.head \
