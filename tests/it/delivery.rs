@@ -313,13 +313,7 @@ async fn a_disabled_endpoint_is_paused_and_catches_up_in_order_when_enabled() {
 
 #[tokio::test]
 async fn a_late_outcome_after_the_lease_ran_out_changes_nothing() {
-    let app = TestApp::spawn_with(|c| {
-        c.clock = Clock::manual(1_700_000_000_000);
-        c.background_workers = false;
-    })
-    .await;
-    let receiver = Receiver::start().await;
-    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let (app, _receiver) = stopped_app_with_webhook().await;
     let event_id = {
         app.inbound_text("447123456789", "claimed twice").await;
         app.get_json("/v1/events").await["events"][0]["id"]
@@ -422,6 +416,19 @@ async fn a_receivers_retry_after_is_honoured() {
     assert_eq!(receiver.count(), 2);
 }
 
+/// A server on a manual clock with its engine stopped (the test drives the store), and a
+/// receiver subscribed to messages.
+async fn stopped_app_with_webhook() -> (TestApp, Receiver) {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = Clock::manual(1_700_000_000_000);
+        c.background_workers = false;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    (app, receiver)
+}
+
 /// Stores a customer's message through the store itself, with a hand-over, as the running
 /// engine does; returns what the write handed over.
 async fn record_with_hand_over(app: &TestApp, customer: &str, lease_until: i64) -> Vec<botlinkd::store::DueDelivery> {
@@ -501,13 +508,7 @@ fn success(
 
 #[tokio::test]
 async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started() {
-    let app = TestApp::spawn_with(|c| {
-        c.clock = Clock::manual(1_700_000_000_000);
-        c.background_workers = false;
-    })
-    .await;
-    let receiver = Receiver::start().await;
-    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let (app, _receiver) = stopped_app_with_webhook().await;
     let store = &app.app.store;
     let now = app.clock().now_ms();
     let lease = now + 30_000;
@@ -555,13 +556,7 @@ async fn a_delivery_waiting_behind_another_is_handed_over_and_held_once_started(
 /// the chain's end and handed over.
 #[tokio::test]
 async fn a_chain_of_followers_completed_in_one_batch_is_delivered_and_the_next_is_handed_over() {
-    let app = TestApp::spawn_with(|c| {
-        c.clock = Clock::manual(1_700_000_000_000);
-        c.background_workers = false;
-    })
-    .await;
-    let receiver = Receiver::start().await;
-    app.create_webhook(&receiver.url, Some(&["message"])).await;
+    let (app, _receiver) = stopped_app_with_webhook().await;
     let store = &app.app.store;
     let now = app.clock().now_ms();
     let lease = now + 30_000;
