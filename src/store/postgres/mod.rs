@@ -88,7 +88,7 @@
 //! process held in its previous life are released there like any gone process's. A late outcome from a process that was only slow, not dead, finds
 //! a different lease on the row and changes nothing but the attempts list.
 //!
-//! **Migrations** run in [`PgStore::open`], in one transaction that first takes
+//! **Migrations** run in [`PgStore::open`] (`open`), in one transaction that first takes
 //! `pg_advisory_xact_lock(LOCK_SPACE, 0)` (the two-key lock space, apart from the one-key space
 //! of the conversation locks). The table `botlinkd_migrations` has one row per applied file;
 //! the files after that count are run and recorded, and then this build's routines are created
@@ -113,7 +113,7 @@
 //! tables' definitions, compiles the routine and plans its statements: 5 to 20 ms, where a
 //! warm call takes 1 to 3. So every pooled connection calls both routines with an empty batch
 //! in a rolled-back transaction as it opens (`routines::warm_up`), and a serving process opens
-//! [`WARM_CONNECTIONS`] of them when it starts serving, and keeps them (the pool's minimum).
+//! `open::WARM_CONNECTIONS` (12) of them when it starts serving, and keeps them (the pool's minimum).
 //! A connection the pool opens on demand, beyond those, is warmed up inside the `acquire`
 //! that opened it.
 //! Before this, the first messages after a start, and after the pool replaced a connection,
@@ -150,7 +150,9 @@ mod instance_cache;
 mod liveness;
 mod media;
 mod messages;
+mod notices;
 mod notifier;
+mod open;
 mod outbox;
 mod routines;
 mod templates;
@@ -159,8 +161,7 @@ mod watchers;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{Postgres, Transaction};
 use tokio::sync::mpsc;
 
@@ -169,46 +170,15 @@ use crate::events::{EventDraft, EventRecord};
 use crate::instances::{AuthKeyHash, ChannelChange, Credentials, Instance, NewInstance};
 use crate::messages::{MessageStatus, StoredMessage};
 use crate::store::{
-    AttemptNotice, AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery,
-    DeadFilter, DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, KeptMedia, MediaFetch, MediaFetchOutcome,
-    NewChannelSend, NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store,
-    StoreError, StoreResult,
+    AttemptRecord, AttemptResult, ChannelSend, ClusterNotice, ConversationSummary, DeadDelivery, DeadFilter,
+    DeliveryStatus, DueDelivery, HandOver, IdempotencyRecord, KeptMedia, MediaFetch, MediaFetchOutcome, NewChannelSend,
+    NewMessage, QueueStats, ScheduledStatus, SendOutcome, StatusChange, StatusOutcome, Store, StoreError, StoreResult,
 };
 use crate::templates::Template;
 use crate::webhooks::{Endpoint, EndpointChange, NewEndpoint, SigningSecret};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_core.sql"),
-    include_str!("migrations/0002_meta.sql"),
-    include_str!("migrations/0003_endpoint_health.sql"),
-    include_str!("migrations/0004_commit_ordered_feed.sql"),
-    include_str!("migrations/0005_instance_notices.sql"),
-    include_str!("migrations/0006_rate_limit.sql"),
-    include_str!("migrations/0007_service_window.sql"),
-    include_str!("migrations/0008_templates.sql"),
-    include_str!("migrations/0009_media.sql"),
-    include_str!("migrations/0010_history.sql"),
-    include_str!("migrations/0011_watchers.sql"),
-    include_str!("migrations/0012_lease_owners.sql"),
-];
-
 /// The advisory-lock namespace of botlinkd (the first key of the two-key lock functions).
 const LOCK_SPACE: i32 = 0x000b_071d;
-
-/// Connections a serving process opens at start (besides the listener's, which is the pool's
-/// too) and the fewest the pool keeps open, warmed up (see `routines::warm_up`), of its 16: what one process was seen to use under paced
-/// customer messages (W2 in BENCHMARKS.md), so that none of them waits for a new connection's
-/// first calls. (A command-line run opens connections only as it needs them; each is warmed
-/// up as it opens all the same.)
-const WARM_CONNECTIONS: u32 = 12;
-/// The channel committed events are announced on.
-const EVENTS_CHANNEL: &str = "botlinkd_events";
-
-/// The channel recorded attempts are announced on.
-const ATTEMPTS_CHANNEL: &str = "botlinkd_attempts";
-
-/// The channel changed instances are announced on (by a trigger, see migration 0005).
-const INSTANCES_CHANNEL: &str = "botlinkd_instances";
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -239,120 +209,7 @@ pub struct PgStore {
 
 type Tx = Transaction<'static, Postgres>;
 
-/// A process's number, from its random origin mark.
-fn process_number(origin: &str) -> i32 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    origin.hash(&mut hasher);
-    hasher.finish() as i32
-}
-
 impl PgStore {
-    /// Connects, applies migrations, and starts listening for other processes' events.
-    pub async fn open(url: &str) -> StoreResult<Self> {
-        let origin = crate::ids::api_key();
-        let number = process_number(&origin);
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()
-            .map_err(|_| StoreError::UnsupportedUrl(crate::store::redact_url(url)))?
-            // botlinkd's queries are short and indexed. PostgreSQL's JIT compiles any query
-            // whose estimate passes `jit_above_cost`, as a page of history can before the
-            // planner has statistics, and compiling costs ~200 ms where running costs 3 ms.
-            .options([
-                ("jit", "off".to_string()),
-                (liveness::PROCESS_SETTING, number.to_string()),
-            ]);
-        // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
-        let acquire_timeout = std::time::Duration::from_secs(5);
-        // Migrations first, on a connection of their own (a pool of one, which retries a
-        // database that is starting up within that timeout), so that every connection of
-        // the serving pool finds this build's routines when it is warmed up.
-        let migrations = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(acquire_timeout)
-            .connect_with(options.clone())
-            .await?;
-        migrate(&mut *migrations.acquire().await?).await?;
-        migrations.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            // The listener's connection is the pool's too.
-            .min_connections(WARM_CONNECTIONS + 1)
-            .acquire_timeout(acquire_timeout)
-            .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
-            .connect_lazy_with(options.clone());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut listener = PgListener::connect_with(&pool).await?;
-        listener
-            .listen_all([
-                EVENTS_CHANNEL,
-                ATTEMPTS_CHANNEL,
-                INSTANCES_CHANNEL,
-                watchers::WATCH_CHANNEL,
-            ])
-            .await?;
-        let own = origin.clone();
-        let instances = Arc::new(instance_cache::InstanceCache::default());
-        let cache = instances.clone();
-        let remote = Arc::new(watchers::RemoteWatch::default());
-        let notifier = Arc::new(notifier::Notifier::start(options.clone(), remote.clone()));
-        let watches = watchers::Watches::start(pool.clone(), origin.clone(), remote.clone(), notifier.clone());
-        let (watched_elsewhere, to_notifier) = (remote.clone(), notifier.clone());
-        tokio::spawn(async move {
-            loop {
-                match listener.recv().await {
-                    Ok(notification) => {
-                        let notices = match notification.channel() {
-                            EVENTS_CHANNEL => parse_event_notice(notification.payload()).into_iter().collect(),
-                            INSTANCES_CHANNEL => {
-                                match notification.payload().parse() {
-                                    Ok(id) => cache.forget(id),
-                                    Err(_) => cache.clear(),
-                                }
-                                continue;
-                            }
-                            watchers::WATCH_CHANNEL => {
-                                if let Some(instance_id) = watchers::parse_watch_notice(notification.payload(), &own)
-                                    && watched_elsewhere.add(instance_id)
-                                {
-                                    to_notifier.watched(vec![instance_id]);
-                                }
-                                continue;
-                            }
-                            _ => parse_attempt_notices(notification.payload(), &own),
-                        };
-                        for notice in notices {
-                            if tx.send(notice).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    // The listener reconnects by itself on the next `recv`.
-                    Err(error) => {
-                        // Instance changes may go unheard meanwhile: look everything up afresh.
-                        cache.clear();
-                        tracing::warn!(error = %error, "postgres notifications interrupted; reconnecting");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            ingest: ingest::Ingest::start(pool.clone(), notifier.clone()),
-            notifier,
-            remote,
-            watches,
-            instances,
-            pool,
-            notices: Mutex::new(Some(rx)),
-            number,
-            options,
-            liveness: tokio::sync::Mutex::new(None),
-            taken_over: Arc::default(),
-            origin,
-        })
-    }
-
     async fn begin(&self) -> StoreResult<Tx> {
         Ok(self.pool.begin().await?)
     }
@@ -375,147 +232,6 @@ const BEGIN_HOT: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; 
 /// end with the transaction and touch no other statement.
 async fn begin_hot(pool: &PgPool) -> StoreResult<Tx> {
     Ok(pool.begin_with(BEGIN_HOT).await?)
-}
-
-/// An event notice: `instance:seq`, or `instance:seq:handed` when the write left no delivery
-/// due for the other processes' claim loops.
-fn parse_event_notice(payload: &str) -> Option<ClusterNotice> {
-    let mut parts = payload.split(':');
-    let instance_id = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    Some(ClusterNotice::Event {
-        instance_id,
-        seq,
-        due: parts.next() != Some("handed"),
-    })
-}
-
-/// The most bytes of one attempts notice (PostgreSQL refuses payloads of 8,000 bytes or more).
-const ATTEMPTS_PAYLOAD_BYTES: usize = 7_000;
-
-/// One attempt in an attempts notice.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct AttemptEnvelope {
-    instance_id: i64,
-    notice: AttemptNotice,
-}
-
-/// The attempts notices of a completion: this process's origin, a newline, and a JSON array
-/// of attempts, as few notices as fit (so a receiving process that finds its own origin skips
-/// the notice without parsing it). An attempt too large for a notice on its own is announced
-/// with its response excerpt shortened.
-fn attempt_payloads<'a>(origin: &str, results: impl IntoIterator<Item = &'a AttemptResult>) -> Vec<String> {
-    let mut payloads = Vec::new();
-    let mut current = String::new();
-    for result in results {
-        let mut envelope = AttemptEnvelope {
-            instance_id: result.instance_id,
-            notice: AttemptNotice::from(result),
-        };
-        let mut item = serde_json::to_string(&envelope).unwrap_or_default();
-        if origin.len() + item.len() + 3 > ATTEMPTS_PAYLOAD_BYTES {
-            envelope.notice.response = envelope.notice.response.chars().take(200).collect();
-            envelope.notice.error = envelope.notice.error.map(|e| e.chars().take(200).collect());
-            item = serde_json::to_string(&envelope).unwrap_or_default();
-        }
-        if !current.is_empty() && current.len() + item.len() + 2 > ATTEMPTS_PAYLOAD_BYTES {
-            current.push(']');
-            payloads.push(std::mem::take(&mut current));
-        }
-        if current.is_empty() {
-            current = format!("{origin}\n[");
-        } else {
-            current.push(',');
-        }
-        current.push_str(&item);
-    }
-    if !current.is_empty() {
-        current.push(']');
-        payloads.push(current);
-    }
-    payloads
-}
-
-/// The attempts in another process's notice (none for this process's own, already shown).
-fn parse_attempt_notices(payload: &str, own: &str) -> Vec<ClusterNotice> {
-    let Some((origin, attempts)) = payload.split_once('\n') else {
-        return Vec::new();
-    };
-    if origin == own {
-        return Vec::new();
-    }
-    let envelopes: Vec<AttemptEnvelope> = serde_json::from_str(attempts).unwrap_or_default();
-    envelopes
-        .into_iter()
-        .map(|e| {
-            let mut notice = e.notice;
-            notice.instance_id = e.instance_id;
-            ClusterNotice::Attempt(notice)
-        })
-        .collect()
-}
-
-/// Opens the pool's [`WARM_CONNECTIONS`] together, each warmed up as it opens (the pool's
-/// `after_connect`), and puts them back idle; the pool keeps that many from then on. Best
-/// effort: the store has reached the database already, and a connection that could not be
-/// opened now is opened when it is needed.
-async fn open_warm(pool: &PgPool) {
-    let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..WARM_CONNECTIONS {
-        let pool = pool.clone();
-        opening.spawn(async move { pool.acquire().await });
-    }
-    // Each is held until all are open, so that every acquire opens a connection of its own.
-    let (mut held, mut failed) = (Vec::new(), 0);
-    while let Some(opened) = opening.join_next().await {
-        match opened {
-            Ok(Ok(connection)) => held.push(connection),
-            Ok(Err(error)) => {
-                failed += 1;
-                tracing::debug!(error = %error, "opening a warm postgres connection failed");
-            }
-            Err(panicked) => tracing::error!(error = %panicked, "opening a postgres connection panicked"),
-        }
-    }
-    if failed > 0 {
-        tracing::warn!(
-            opened = held.len(),
-            failed,
-            "some warm postgres connections could not be opened; they open when needed"
-        );
-    }
-}
-
-/// Applies the migrations the database has not seen, one process at a time.
-/// Takes the migration lock for the rest of the transaction.
-async fn lock_migrations(tx: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-        .bind(LOCK_SPACE)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
-async fn migrate(connection: &mut PgConnection) -> StoreResult<()> {
-    let mut tx = connection.begin().await?;
-    lock_migrations(&mut tx).await?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS botlinkd_migrations (version INTEGER PRIMARY KEY)")
-        .execute(&mut *tx)
-        .await?;
-    let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM botlinkd_migrations")
-        .fetch_one(&mut *tx)
-        .await?;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO botlinkd_migrations (version) VALUES ($1)")
-            .bind(index as i32 + 1)
-            .execute(&mut *tx)
-            .await?;
-        tracing::info!(version = index + 1, "applied postgres migration");
-    }
-    routines::install(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -920,7 +636,7 @@ impl Store for PgStore {
         // Tell the other processes' live watchers (the portal's monitor) about each attempt
         // of an instance one of them watches.
         let watched = results.iter().filter(|r| self.remote.wants(r.instance_id));
-        self.notifier.attempts(attempt_payloads(&self.origin, watched));
+        self.notifier.attempts(notices::attempt_payloads(&self.origin, watched));
         Ok(handed)
     }
 
@@ -987,7 +703,7 @@ impl Store for PgStore {
         // the liveness looks, which this process now takes part in.
         let mut liveness = self.liveness.lock().await;
         if liveness.is_none() {
-            open_warm(&self.pool).await;
+            open::open_warm(&self.pool).await;
             *liveness = Some(
                 liveness::Liveness::start(
                     self.pool.clone(),
@@ -1037,98 +753,5 @@ impl Store for PgStore {
 
     fn take_notifications(&self) -> Option<mpsc::UnboundedReceiver<ClusterNotice>> {
         self.notices.lock().expect("notices lock").take()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attempt(instance_id: i64, response: String) -> AttemptResult {
-        AttemptResult {
-            delivery_id: 1,
-            event_seq: 1,
-            event_id: "evt_1".into(),
-            instance_id,
-            endpoint_id: "ep_1".into(),
-            attempt: 1,
-            started_at: 0,
-            duration_ms: 3,
-            status_code: Some(200),
-            response,
-            error: None,
-            success: true,
-            retry_at: None,
-            retry_after: None,
-            lease_until: 0,
-            disable_after: None,
-            follower: None,
-        }
-    }
-
-    fn instances(notices: &[ClusterNotice]) -> Vec<i64> {
-        notices
-            .iter()
-            .map(|n| match n {
-                ClusterNotice::Attempt(a) => a.instance_id,
-                ClusterNotice::Event { .. } => panic!("an event notice among attempts"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_completion_is_announced_in_as_few_notices_as_fit_and_read_back_whole() {
-        // 1 KB answers (an excerpt's most) escaped by JSON to about 6 KB: one per notice.
-        let control = "\u{1}".repeat(1024);
-        let results: Vec<AttemptResult> = (0..40)
-            .map(|i| {
-                attempt(
-                    i,
-                    if i % 10 == 9 {
-                        control.clone()
-                    } else {
-                        format!("ok {i}")
-                    },
-                )
-            })
-            .collect();
-        let payloads = attempt_payloads("origin-a", &results);
-        assert!(payloads.len() < results.len() / 2, "{} notices", payloads.len());
-        assert!(payloads.iter().all(|p| p.len() < 8_000));
-        let read: Vec<ClusterNotice> = payloads
-            .iter()
-            .flat_map(|p| parse_attempt_notices(p, "origin-b"))
-            .collect();
-        assert_eq!(instances(&read), (0..40).collect::<Vec<_>>());
-        // A process skips its own notices.
-        assert!(payloads.iter().all(|p| parse_attempt_notices(p, "origin-a").is_empty()));
-    }
-
-    #[test]
-    fn an_attempt_too_large_for_a_notice_is_announced_with_a_shorter_excerpt() {
-        let huge = "\u{1}".repeat(2_000);
-        let payloads = attempt_payloads("origin-a", &[attempt(7, huge)]);
-        assert_eq!(payloads.len(), 1);
-        assert!(payloads[0].len() < 8_000);
-        let read = parse_attempt_notices(&payloads[0], "origin-b");
-        match &read[..] {
-            [ClusterNotice::Attempt(a)] => assert_eq!(a.response.chars().count(), 200),
-            _ => panic!("one attempt expected"),
-        }
-    }
-
-    #[test]
-    fn event_notices_say_whether_the_write_left_deliveries_due() {
-        let due = |payload| match parse_event_notice(payload) {
-            Some(ClusterNotice::Event {
-                instance_id: 3,
-                seq: 9,
-                due,
-            }) => due,
-            _ => panic!("unreadable notice {payload}"),
-        };
-        assert!(due("3:9"));
-        assert!(!due("3:9:handed"));
-        assert!(parse_event_notice("3").is_none());
     }
 }

@@ -40,8 +40,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::mpsc;
 
+use super::notices::{ATTEMPTS_CHANNEL, EVENTS_CHANNEL};
 use super::watchers::RemoteWatch;
-use super::{ATTEMPTS_CHANNEL, EVENTS_CHANNEL};
 
 /// How the notifier's connection shows in `pg_stat_activity`.
 pub(super) const APPLICATION_NAME: &str = "botlinkd-notifier";
@@ -92,7 +92,7 @@ impl Notifier {
         }
     }
 
-    /// Announces committed attempts (payloads made by `super::attempt_payloads`).
+    /// Announces committed attempts (payloads made by `super::notices::attempt_payloads`).
     pub(super) fn attempts(&self, payloads: Vec<String>) {
         for payload in payloads {
             let _ = self.queue.send(Notice::Attempts(payload));
@@ -232,7 +232,7 @@ fn payloads(batch: impl Iterator<Item = Notice>) -> (Vec<&'static str>, Vec<Stri
         .unzip()
 }
 
-/// An event notice: `instance:seq`, or `instance:seq:handed` (see `super::parse_event_notice`).
+/// An event notice: `instance:seq`, or `instance:seq:handed` (see `super::notices::parse_event_notice`).
 fn event_payload(instance_id: i64, seq: i64, due: bool) -> String {
     if due {
         format!("{instance_id}:{seq}")

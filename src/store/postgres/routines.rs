@@ -84,7 +84,7 @@ pub(super) fn is_missing(error: &sqlx::Error) -> bool {
 /// Creates this build's missing routines again, under the migration lock.
 pub(super) async fn reinstall(pool: &sqlx::PgPool) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
-    super::lock_migrations(&mut tx).await?;
+    super::open::lock_migrations(&mut tx).await?;
     install(&mut tx).await?;
     tx.commit().await?;
     Ok(())
