@@ -8,11 +8,12 @@ use sqlx::Connection;
 
 use crate::harness::{PATIENCE, TestDb};
 
-/// Connections a store keeps warm (`WARM_CONNECTIONS` in `src/store/postgres/mod.rs`).
+/// Connections a store keeps warm (`WARM_CONNECTIONS` in `src/store/postgres/open.rs`).
 const WARM: i64 = 12;
 
-/// When a store starts serving, its warm connections are there, each has already called both
-/// write routines (counted by PostgreSQL's function statistics), and the calls wrote nothing.
+/// When a store starts serving, its warm connections are there, the ingest writer's own
+/// connection among them, each has already called both write routines (counted by
+/// PostgreSQL's function statistics), and the calls wrote nothing.
 #[tokio::test]
 async fn a_serving_store_keeps_connections_that_have_already_called_the_write_routines() {
     use botlinkd::clock::Clock;
@@ -39,6 +40,17 @@ async fn a_serving_store_keeps_connections_that_have_already_called_the_write_ro
     .await
     .unwrap();
     assert!(open >= WARM, "{open} connections open, not at least {WARM}");
+    let ingest: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'botlinkd-ingest'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        ingest, 1,
+        "the ingest writer's connection is not open before the first message"
+    );
 
     // Backends report their statistics when idle, within seconds.
     let deadline = tokio::time::Instant::now() + PATIENCE;

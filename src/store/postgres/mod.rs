@@ -2,8 +2,8 @@
 //!
 //! With SQLite, the store's guarantees rest on one fact: a single writer thread in a single
 //! process does every write, one after the other. Here many processes write at once, each over
-//! a pool of 16 connections (one of them held by the listener; the notifier and the liveness
-//! lock have one more each of their own), so each guarantee is kept by a
+//! a pool of 16 connections (one of them held by the listener; the ingest writer, the notifier
+//! and the liveness lock have one more each of their own), so each guarantee is kept by a
 //! mechanism of its own; the rest of the program sees the same `Store` trait. The processes
 //! never talk to each other directly: everything they coordinate goes through the database
 //! (advisory locks, row locks, leases, `LISTEN`/`NOTIFY`). No lock covers a whole instance:
@@ -113,7 +113,8 @@
 //! tables' definitions, compiles the routine and plans its statements: 5 to 20 ms, where a
 //! warm call takes 1 to 3. So every pooled connection calls both routines with an empty batch
 //! in a rolled-back transaction as it opens (`routines::warm_up`), and a serving process opens
-//! `open::WARM_CONNECTIONS` (12) of them when it starts serving, and keeps them (the pool's minimum).
+//! `open::WARM_CONNECTIONS` (12) of them when it starts serving, and keeps them (the pool's
+//! minimum), and the ingest writer's own connection (see `ingest`), warmed up the same way.
 //! A connection the pool opens on demand, beyond those, is warmed up inside the `acquire`
 //! that opened it.
 //! Before this, the first messages after a start, and after the pool replaced a connection,
@@ -703,7 +704,7 @@ impl Store for PgStore {
         // the liveness looks, which this process now takes part in.
         let mut liveness = self.liveness.lock().await;
         if liveness.is_none() {
-            open::open_warm(&self.pool).await;
+            tokio::join!(open::open_warm(&self.pool), self.ingest.open_warm());
             *liveness = Some(
                 liveness::Liveness::start(
                     self.pool.clone(),

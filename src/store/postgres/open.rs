@@ -34,6 +34,10 @@ const MIGRATIONS: &[&str] = &[
 /// connections only as it needs them; each is warmed up as it opens all the same.)
 pub(super) const WARM_CONNECTIONS: u32 = 12;
 
+/// How long a write waits for a connection: when the database is down, it answers 503 soon,
+/// not after sqlx's default 30 s.
+pub(super) const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A process's number, from its random origin mark.
 fn process_number(origin: &str) -> i32 {
     use std::hash::{Hash, Hasher};
@@ -57,14 +61,12 @@ impl PgStore {
                 ("jit", "off".to_string()),
                 (liveness::PROCESS_SETTING, number.to_string()),
             ]);
-        // A short acquire timeout: when the database is down, answer 503 soon, not after 30 s.
-        let acquire_timeout = std::time::Duration::from_secs(5);
         // Migrations first, on a connection of their own (a pool of one, which retries a
-        // database that is starting up within that timeout), so that every connection of
+        // database that is starting up within `ACQUIRE_TIMEOUT`), so that every connection of
         // the serving pool finds this build's routines when it is warmed up.
         let migrations = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(acquire_timeout)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         migrate(&mut *migrations.acquire().await?).await?;
@@ -73,7 +75,7 @@ impl PgStore {
             .max_connections(16)
             // The listener's connection is the pool's too.
             .min_connections(WARM_CONNECTIONS + 1)
-            .acquire_timeout(acquire_timeout)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
             .connect_lazy_with(options.clone());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -101,7 +103,7 @@ impl PgStore {
             },
         );
         Ok(Self {
-            ingest: ingest::Ingest::start(pool.clone(), notifier.clone()),
+            ingest: ingest::Ingest::start(options.clone(), notifier.clone())?,
             notifier,
             remote,
             watches,
