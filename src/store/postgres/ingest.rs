@@ -19,15 +19,12 @@
 //! reads with the snapshot it started with: one that waited for a lock inside itself would not
 //! see the previous lock holder's deliveries.
 //!
-//! **A thread of its own.** The writer runs on a single-threaded runtime on an OS thread of
-//! its own (`botlinkd-ingest`), with a pool of one connection opened from that thread (shown
-//! as `botlinkd-ingest` in `pg_stat_activity`), as SQLite's writer has a thread of its own and
-//! the delivery engine a runtime of its own. On the request runtime, between one batch's
-//! answer and the next batch's call, the writer waited behind the request handlers for a
-//! worker, and the answer itself reached it through that runtime's busy I/O driver; meanwhile
-//! the backend that writes the batches sat idle. With a thread of its own, the OS wakes it
-//! when the answer arrives: W1 on one process delivered about 14 % more at less CPU per event,
-//! in 11 of 12 alternating pairs (docs/perf-log.md, ninth sitting).
+//! **A thread of its own.** The writer runs on an OS thread of its own (`botlinkd-ingest`)
+//! with a connection of its own (`super::own_thread`), as SQLite's writer does. On the request
+//! runtime it waited behind the request handlers between one batch's answer and the next
+//! batch's call, while the backend that writes the batches sat idle; on its own thread, W1 on
+//! one process delivered about 14 % more at less CPU per event, in 11 of 12 alternating pairs
+//! (docs/perf-log.md, ninth sitting).
 //!
 //! One batch is in flight at a time per process: the next one gathers while it commits. (Two
 //! in flight, unpartitioned, made each batch smaller and waited on each other's conversation
@@ -50,12 +47,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{self, NewEvent};
 use super::notifier::Notifier;
+use super::own_thread::{self, OwnConnection};
 use super::routines::{self, Routine};
 use crate::events::{EventDraft, EventRecord};
 use crate::messages::Direction;
@@ -64,7 +62,7 @@ use crate::store::{DueDelivery, HandOver, NewMessage, StoreError, StoreResult};
 /// The most messages written in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// How the writer's connection shows in `pg_stat_activity`.
+/// The writer's thread, and how its connection shows in `pg_stat_activity`.
 const APPLICATION_NAME: &str = "botlinkd-ingest";
 
 /// What `record_inbound` answers: the event and the deliveries handed over, or `None` for a
@@ -91,9 +89,8 @@ struct Request {
 /// The handle `PgStore` writes customer messages through.
 pub(super) struct Ingest {
     requests: mpsc::UnboundedSender<Request>,
-    /// Asks the writer's thread to open its connection now; answered once it is open (or
-    /// could not be).
-    open: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// The writer thread's connection.
+    pub connection: OwnConnection,
 }
 
 /// Where a batch is written and announced.
@@ -103,44 +100,14 @@ struct Writer {
 }
 
 impl Ingest {
-    /// Starts the writer on a thread of its own, with a pool of one connection made with
-    /// `options`; the connection opens when the first batch (or [`Ingest::open_warm`]) needs
-    /// it. The thread ends when the handle is dropped.
+    /// Starts the writer on a thread of its own (see `super::own_thread`), with a connection
+    /// made with `options`. The thread ends when the handle is dropped.
     pub(super) fn start(options: PgConnectOptions, notifier: Arc<Notifier>) -> StoreResult<Self> {
         let (requests, queue) = mpsc::unbounded_channel();
-        let (open, open_requests) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|_| StoreError::Closed)?;
-        std::thread::Builder::new()
-            .name("botlinkd-ingest".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    // Made here, so that its connection is driven by this thread's runtime.
-                    let pool = PgPoolOptions::new()
-                        .max_connections(1)
-                        .min_connections(1)
-                        .acquire_timeout(super::open::ACQUIRE_TIMEOUT)
-                        .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
-                        .connect_lazy_with(options.application_name(APPLICATION_NAME));
-                    tokio::spawn(open_when_asked(pool.clone(), open_requests));
-                    run(Writer { pool, notifier }, queue).await;
-                })
-            })
-            .map_err(|_| StoreError::Closed)?;
-        Ok(Self { requests, open })
-    }
-
-    /// Opens the writer's connection now (warmed up, see `super::routines::warm_up`), so that
-    /// the first customer message does not wait for it; a serving process calls this as it
-    /// starts. Best effort: a connection that cannot be opened now is opened by the first
-    /// batch.
-    pub(super) async fn open_warm(&self) {
-        let (opened, answer) = oneshot::channel();
-        if self.open.send(opened).is_ok() {
-            let _ = answer.await;
-        }
+        let connection = own_thread::start(APPLICATION_NAME, options, move |pool| {
+            run(Writer { pool, notifier }, queue)
+        })?;
+        Ok(Self { requests, connection })
     }
 
     /// Stores a message with its event in the next batch and answers once it is committed.
@@ -150,16 +117,6 @@ impl Ingest {
             .send(Request { inbound, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// Opens the writer's connection whenever [`Ingest::open_warm`] asks, on the writer's thread.
-async fn open_when_asked(pool: PgPool, mut asked: mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
-    while let Some(opened) = asked.recv().await {
-        if let Err(error) = pool.acquire().await {
-            tracing::warn!(error = %error, "the postgres ingest connection could not be opened; it opens when needed");
-        }
-        let _ = opened.send(());
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! With SQLite, the store's guarantees rest on one fact: a single writer thread in a single
 //! process does every write, one after the other. Here many processes write at once, each over
-//! a pool of 16 connections (one of them held by the listener; the ingest writer, the notifier
-//! and the liveness lock have one more each of their own), so each guarantee is kept by a
+//! a pool of 16 connections (one of them held by the listener; the ingest writer, the
+//! completer, the notifier and the liveness lock have one more each of their own), so each
+//! guarantee is kept by a
 //! mechanism of its own; the rest of the program sees the same `Store` trait. The processes
 //! never talk to each other directly: everything they coordinate goes through the database
 //! (advisory locks, row locks, leases, `LISTEN`/`NOTIFY`). No lock covers a whole instance:
@@ -114,7 +115,8 @@
 //! warm call takes 1 to 3. So every pooled connection calls both routines with an empty batch
 //! in a rolled-back transaction as it opens (`routines::warm_up`), and a serving process opens
 //! `open::WARM_CONNECTIONS` (12) of them when it starts serving, and keeps them (the pool's
-//! minimum), and the ingest writer's own connection (see `ingest`), warmed up the same way.
+//! minimum), and the ingest writer's and the completer's own connections (`own_thread`),
+//! warmed up the same way.
 //! A connection the pool opens on demand, beyond those, is warmed up inside the `acquire`
 //! that opened it.
 //! Before this, the first messages after a start, and after the pool replaced a connection,
@@ -155,6 +157,7 @@ mod notices;
 mod notifier;
 mod open;
 mod outbox;
+mod own_thread;
 mod routines;
 mod templates;
 mod watchers;
@@ -186,6 +189,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The group commit for customers' messages.
     ingest: ingest::Ingest,
+    /// Records the delivery engine's outcomes.
+    completer: complete::Completer,
     /// Announces committed writes to the other processes.
     notifier: Arc<notifier::Notifier>,
     /// The instances other processes watch (their news is announced).
@@ -633,7 +638,7 @@ impl Store for PgStore {
         results: Arc<[AttemptResult]>,
         hand_over: Option<HandOver>,
     ) -> StoreResult<Vec<DueDelivery>> {
-        let handed = complete::complete(&self.pool, &results, hand_over, self.number).await?;
+        let handed = self.completer.complete(results.clone(), hand_over).await?;
         // Tell the other processes' live watchers (the portal's monitor) about each attempt
         // of an instance one of them watches.
         let watched = results.iter().filter(|r| self.remote.wants(r.instance_id));
@@ -704,7 +709,11 @@ impl Store for PgStore {
         // the liveness looks, which this process now takes part in.
         let mut liveness = self.liveness.lock().await;
         if liveness.is_none() {
-            tokio::join!(open::open_warm(&self.pool), self.ingest.open_warm());
+            tokio::join!(
+                open::open_warm(&self.pool),
+                self.ingest.connection.open_warm(),
+                self.completer.connection.open_warm()
+            );
             *liveness = Some(
                 liveness::Liveness::start(
                     self.pool.clone(),

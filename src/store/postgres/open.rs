@@ -8,7 +8,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::{LOCK_SPACE, PgStore, ingest, instance_cache, liveness, notices, notifier, routines, watchers};
+use super::{LOCK_SPACE, PgStore, complete, ingest, instance_cache, liveness, notices, notifier, routines, watchers};
 use crate::store::{StoreError, StoreResult};
 
 /// The schema's migration files, in the order they are applied (see `super`'s "Migrations").
@@ -104,6 +104,7 @@ impl PgStore {
         );
         Ok(Self {
             ingest: ingest::Ingest::start(options.clone(), notifier.clone())?,
+            completer: complete::Completer::start(options.clone(), number)?,
             notifier,
             remote,
             watches,
