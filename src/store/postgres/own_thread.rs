@@ -51,9 +51,16 @@ where
         .spawn(move || {
             runtime.block_on(async move {
                 // Made here, so that its connection is driven by this thread's runtime.
+                // No minimum, no idle or age limit: only the writer's own acquire ever
+                // (re)opens the connection, within `ACQUIRE_TIMEOUT`. With a minimum, sqlx
+                // reopens a broken connection in the background with back-off of up to a
+                // minute, holding the pool's only slot, so writes would fail for that long
+                // after PostgreSQL came back.
                 let pool = PgPoolOptions::new()
                     .max_connections(1)
-                    .min_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(super::open::ACQUIRE_TIMEOUT)
                     .after_connect(|connection, _| Box::pin(routines::warm_up(connection)))
                     .connect_lazy_with(options.application_name(name));
