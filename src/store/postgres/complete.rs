@@ -11,7 +11,7 @@
 //! (`botlinkd-completer`, with a connection of its own, see `super::own_thread`), as the
 //! engine's completer sends them: the answer wakes it at once instead of waiting for a worker
 //! of the request runtime. That bought W3 (fan-out) about 8 % and one conversation's W5 about
-//! 10 % in alternating pairs (docs/perf-log.md, ninth sitting).
+//! 11 % in alternating pairs (docs/perf-log.md, ninth sitting).
 //!
 //! A batch is one transaction (`PgStore::complete` announces its attempts to the other
 //! processes once it has committed): one statement inserts the attempts and names the
